@@ -1,0 +1,57 @@
+"""A user's own images: every readable image file under a folder, resized and center-cropped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
+
+
+def center_crop_resize(img: Image.Image, size: int) -> Image.Image:
+    w, h = img.size
+    s = min(w, h)
+    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    return img.resize((size, size), Image.Resampling.BICUBIC if s < size else Image.Resampling.BOX)
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Images under `root` (recursively) as (3, size, size) tensors in [-1, 1], label 0.
+
+    Transparent images are composited on white (as OpenMoji is). Raises ValueError for a missing or
+    empty folder and for a file that is not a readable image.
+    """
+
+    def __init__(self, root: str | Path, size: int = 32):
+        root = Path(root)
+        if not root.is_dir():
+            raise ValueError(f"data_dir={str(root)!r} is not a folder: give a folder of image files")
+        self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+        if not self.files:
+            raise ValueError(f"data_dir={str(root)!r} holds no images: allowed types {sorted(EXTENSIONS)}")
+        self.root, self.size = root, size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, i: int) -> np.ndarray:
+        path = self.files[i]
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGBA")
+                white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(white, img).convert("RGB")
+                return np.asarray(center_crop_resize(img, self.size), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"image file {str(path)!r} is unreadable ({e}): remove it or replace it") from e
+
+    def __getitem__(self, i):
+        x = torch.from_numpy(self.load(i)).permute(2, 0, 1).float().div(127.5).sub(1)
+        return x, 0
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.stack([self[i][0] for i in range(len(self))])
+        return x, torch.zeros(len(self), dtype=torch.long)

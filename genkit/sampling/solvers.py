@@ -1,0 +1,187 @@
+"""ODE solvers for the probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma (EDM form).
+
+Every solver is a pure function with one signature (k-diffusion's):
+
+    x0 = solver(denoise, x, sigmas, callback=None, disable=True)
+
+denoise(x, sigma) -> x0 estimate; x: initial noise already scaled by sigmas[0]; sigmas: (N + 1,) decreasing,
+last 0. The denoiser is never called at sigma = 0. After step i, callback({"i", "x", "sigma", "sigma_next",
+"denoised"}) may return {"x": new_x} to replace the state (pipelines' callback_on_step_end).
+Step coefficients are computed in float64 from the grid, then applied in x's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from tqdm.auto import tqdm
+
+
+def _loop(sigmas, disable):
+    return tqdm(range(len(sigmas) - 1), disable=disable, desc="sampling")
+
+
+def _report(callback, i, x, sigma, sigma_next, denoised):
+    if callback is None:
+        return x
+    out = callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": denoised})
+    return out["x"] if out and "x" in out else x
+
+
+def _s(sigma, x):
+    """A grid entry as a 0-d tensor on x's device and dtype."""
+    return torch.as_tensor(float(sigma), dtype=x.dtype, device=x.device)
+
+
+@torch.no_grad()
+def euler(denoise, x, sigmas, callback=None, disable=True):
+    """Euler steps on the PF-ODE = deterministic DDIM (Karras et al. 2022, Alg. 1 without correction)."""
+    for i in _loop(sigmas, disable):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        denoised = denoise(x, _s(s, x))
+        d = (x - denoised) / s                                     # 1. slope dx/dsigma
+        x = x + d * (s_next - s)                                   # 2. Euler step
+        x = _report(callback, i, x, s, s_next, denoised)
+    return x
+
+
+@torch.no_grad()
+def heun(denoise, x, sigmas, callback=None, disable=True):
+    """Heun's 2nd-order method (Karras et al. 2022, Alg. 1): Euler, then a trapezoidal correction."""
+    for i in _loop(sigmas, disable):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        denoised = denoise(x, _s(s, x))
+        d = (x - denoised) / s
+        x_euler = x + d * (s_next - s)                             # 1. Euler step
+        if s_next == 0:                                            # 2. last step to 0: Euler only
+            x = x_euler
+        else:                                                      # 3. 2nd-order correction
+            d_next = (x_euler - denoise(x_euler, _s(s_next, x))) / s_next
+            x = x + 0.5 * (d + d_next) * (s_next - s)
+        x = _report(callback, i, x, s, s_next, denoised)
+    return x
+
+
+@torch.no_grad()
+def dpm2(denoise, x, sigmas, callback=None, disable=True):
+    """DPM-Solver-2 (Lu et al. 2022) as a midpoint method in log sigma; Euler for the last step to 0."""
+    for i in _loop(sigmas, disable):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        denoised = denoise(x, _s(s, x))
+        d = (x - denoised) / s
+        if s_next == 0:
+            x = x + d * (s_next - s)
+        else:
+            s_mid = math.exp(0.5 * (math.log(s) + math.log(s_next)))  # 1. geometric midpoint
+            x_mid = x + d * (s_mid - s)                                # 2. half step
+            d_mid = (x_mid - denoise(x_mid, _s(s_mid, x))) / s_mid     # 3. slope at the midpoint
+            x = x + d_mid * (s_next - s)                               # 4. full step with it
+        x = _report(callback, i, x, s, s_next, denoised)
+    return x
+
+
+@torch.no_grad()
+def dpmpp_2m(denoise, x, sigmas, callback=None, disable=True):
+    """DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2): data prediction, 2nd-order multistep in lambda = -log sigma.
+
+    1st order on the first step and on the last step to sigma = 0 (where x = D exactly).
+    """
+    old_denoised, h_last = None, None
+    for i in _loop(sigmas, disable):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        denoised = denoise(x, _s(s, x))
+        if s_next == 0:
+            x_new = denoised
+        else:
+            h = math.log(s) - math.log(s_next)                     # 1. step in lambda
+            if old_denoised is None:
+                d = denoised
+            else:                                                  # 2. linear extrapolation of D in lambda
+                r = h_last / h
+                d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+            x_new = (s_next / s) * x - math.expm1(-h) * d          # 3. exact integration of the linear part
+            h_last = h
+        old_denoised = denoised
+        x = _report(callback, i, x_new, s, s_next, denoised)
+    return x
+
+
+@torch.no_grad()
+def dpmpp_3m(denoise, x, sigmas, callback=None, disable=True):
+    """DPM-Solver++(3M) (Lu et al. 2022b), deterministic: 3rd-order multistep in lambda.
+
+    Order ramps up 1, 2, 3 at the start and down at the end: the step before last is at most 2nd order,
+    the last step to sigma = 0 returns D.
+    """
+    hist, hs = [], []                                              # past denoised values and lambda steps
+    n = len(sigmas) - 1
+    for i in _loop(sigmas, disable):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        denoised = denoise(x, _s(s, x))
+        if s_next == 0:
+            x_new = denoised
+        else:
+            h = math.log(s) - math.log(s_next)
+            order = min(1 + len(hist), 3, n - i)                   # lower order at the start and the end
+            phi_1 = -math.expm1(-h)                                # (1 - e^-h)
+            phi_2 = (math.expm1(-h) + h) / h                       # = 1 - phi_1 / h
+            x_new = (s_next / s) * x + phi_1 * denoised            # 1. first-order (DDIM) part
+            if order >= 2:
+                r0 = hs[-1] / h
+                d1_0 = (denoised - hist[-1]) / r0                  # 2. first divided difference
+                if order == 3:
+                    r1 = hs[-2] / h
+                    d1_1 = (hist[-1] - hist[-2]) / r1
+                    d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)     # 3. 2nd-order accurate derivative
+                    d2 = (d1_0 - d1_1) / (r0 + r1)
+                    phi_3 = phi_2 / h - 0.5
+                    x_new = x_new + phi_2 * d1 - phi_3 * d2
+                else:
+                    x_new = x_new + phi_2 * d1_0
+            hs.append(h)
+        hist.append(denoised)
+        hist, hs = hist[-2:], hs[-2:]
+        x = _report(callback, i, x_new, s, s_next, denoised)
+    return x
+
+
+IPNDM_COEFFS = ((1.0,), (3 / 2, -1 / 2), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
+
+
+@torch.no_grad()
+def ipndm(denoise, x, sigmas, callback=None, disable=True):
+    """Improved PNDM (Zhang & Chen 2023, DEIS; as in Zhou et al.'s diff-solvers): Adams-Bashforth on
+    d = (x - D) / sigma with up to 4 past slopes, stepping in sigma."""
+    slopes = []
+    for i in _loop(sigmas, disable):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        denoised = denoise(x, _s(s, x))
+        slopes = (slopes + [(x - denoised) / s])[-4:]
+        coeffs = IPNDM_COEFFS[len(slopes) - 1]
+        d = sum(c * g for c, g in zip(coeffs, reversed(slopes)))  # newest slope first
+        x = x + d * (s_next - s)
+        x = _report(callback, i, x, s, s_next, denoised)
+    return x
+
+
+SOLVERS = {"euler": euler, "heun": heun, "dpm2": dpm2, "dpmpp_2m": dpmpp_2m, "dpmpp_3m": dpmpp_3m, "ipndm": ipndm}
+TWO_EVAL = ("heun", "dpm2")  # two network calls per step except the last (to sigma = 0)
+
+
+def get_solver(name: str):
+    if name not in SOLVERS:
+        raise ValueError(f"solver={name!r} is not allowed: one of {', '.join(SOLVERS)}")
+    return SOLVERS[name]
+
+
+def nfe(name: str, num_steps: int) -> int:
+    """Exact denoiser calls of `name` on a grid of num_steps steps ending at sigma = 0."""
+    get_solver(name)
+    return 2 * num_steps - 1 if name in TWO_EVAL else num_steps
+
+
+def steps_for_nfe(name: str, budget: int) -> int:
+    """The most steps whose NFE fits the budget (at least 1)."""
+    get_solver(name)
+    return max(1, (budget + 1) // 2 if name in TWO_EVAL else budget)
