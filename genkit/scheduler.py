@@ -14,7 +14,7 @@ num_inference_steps into a sigma grid (`set_timesteps`), which is all a pipeline
 from __future__ import annotations
 
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.configuration_utils import ConfigMixin
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .sampling.grids import default_sigma_range, make_grid
@@ -25,7 +25,6 @@ class GenkitScheduler(SchedulerMixin, ConfigMixin):
     config_name = "scheduler_config.json"
     order = 1
 
-    @register_to_config
     def __init__(
         self,
         schedule: str = "shifted_cosine",     # cosine | shifted_cosine | interpolated
@@ -49,8 +48,16 @@ class GenkitScheduler(SchedulerMixin, ConfigMixin):
         steps_offset: int = 0,
     ):
         self.schedule = Schedule(schedule, image_size, base_size, interp_low, interp_high, logsnr_min, logsnr_max)
-        if trained_betas is None:  # fill it in so that the saved config is complete for from_config
-            self.register_to_config(trained_betas=self.schedule.betas(num_train_timesteps).tolist())
+        if trained_betas is None:  # computed, so that the saved config is complete for diffusers' from_config
+            trained_betas = self.schedule.betas(num_train_timesteps).tolist()
+        # registered by hand (not with @register_to_config, which would record trained_betas=None)
+        self.register_to_config(
+            schedule=schedule, image_size=image_size, base_size=base_size, interp_low=interp_low,
+            interp_high=interp_high, logsnr_min=logsnr_min, logsnr_max=logsnr_max,
+            prediction_type=prediction_type, time_input=time_input, solver=solver, grid=grid, rho=rho,
+            num_train_timesteps=num_train_timesteps, trained_betas=list(trained_betas),
+            beta_schedule=beta_schedule, timestep_spacing=timestep_spacing, clip_sample=clip_sample,
+            set_alpha_to_one=set_alpha_to_one, steps_offset=steps_offset)
         self.alphas_cumprod = self.schedule.alphas_cumprod(num_train_timesteps).float()
         self.sigmas = None
         self.timesteps = None

@@ -26,11 +26,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-RENDER_VERSION = 1          # bump when rendering changes, so caches are rebuilt
+RENDER_VERSION = 2          # bump when rendering changes, so caches are rebuilt
 CANVAS = 128                # render large, then downsample (area filter) so nothing clips or aliases
 FONT_FRACTION = 0.75
 SKIN_TONES = {chr(c) for c in range(0x1F3FB, 0x1F400)}
 GENDER_SIGNS = {"\u2640", "\u2642"}
+# man / woman forms of a person emoji share the gender-neutral base (👨‍⚕️, 👩‍⚕️ -> 🧑‍⚕️; 👦, 👧 -> 🧒; 👴, 👵 -> 🧓)
+GENDERED = {"\U0001F468": "\U0001F9D1", "\U0001F469": "\U0001F9D1", "\U0001F466": "\U0001F9D2",
+            "\U0001F467": "\U0001F9D2", "\U0001F474": "\U0001F9D3", "\U0001F475": "\U0001F9D3"}
 VARIATION = "\ufe0f"
 ZWJ = "\u200d"
 
@@ -62,9 +65,10 @@ class Entry:
 
 
 def base_key(char: str) -> str:
-    """The emoji with skin tones, gender signs and variation selectors removed: its split key."""
+    """The emoji without skin tones, gender signs, gendered persons and variation selectors: its split key."""
     parts = [p for p in char.split(ZWJ) if p.replace(VARIATION, "") not in GENDER_SIGNS]
-    return ZWJ.join("".join(c for c in p if c not in SKIN_TONES and c != VARIATION) for p in parts)
+    return ZWJ.join("".join(GENDERED.get(c, c) for c in p if c not in SKIN_TONES and c != VARIATION)
+                    for p in parts)
 
 
 def split_of(char: str, val_fraction: float = 0.1) -> str:
@@ -107,6 +111,19 @@ def render(char: str, size: int, font: ImageFont.FreeTypeFont) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+def open_font() -> ImageFont.FreeTypeFont:
+    """The OpenMoji font with complex text layout (libraqm), which joins skin-tone and ZWJ sequences."""
+    from PIL import features
+
+    if not features.check("raqm"):
+        # Without raqm, Pillow's basic layout draws 👍🏽 as a hand *and* a skin-tone swatch side by side: half
+        # the dataset would be two glyphs cropped to the middle. Refuse rather than render that silently.
+        raise RuntimeError("Pillow here has no libraqm (PIL.features.check('raqm') is False), so emoji sequences "
+                           "cannot be joined: install libraqm0/libfribidi0 (apt) or copy a rendered cache "
+                           f"(openmoji-*.npz) into {cache_dir()} (or $GENKIT_CACHE)")
+    return ImageFont.truetype(str(font_path()), int(CANVAS * FONT_FRACTION), layout_engine=ImageFont.Layout.RAQM)
+
+
 def _content_hash(size: int) -> str:
     h = hashlib.sha256()
     h.update(font_path().read_bytes())
@@ -137,10 +154,13 @@ def load_arrays(size: int = 32, show_progress: bool = False) -> dict:
             return {k: z[k] for k in z.files}
     from tqdm.auto import tqdm
 
-    font = ImageFont.truetype(str(font_path()), int(CANVAS * FONT_FRACTION))
+    font = open_font()
     entries = list_entries()
+    single = font.getlength("\U0001F600")
     images, keep = [], []
     for i, e in enumerate(tqdm(entries, desc=f"rendering OpenMoji at {size}px", disable=not show_progress)):
+        if font.getlength(e.char) > 1.5 * single:  # not joined into one glyph: would render side by side
+            continue
         big = render(e.char, CANVAS, font)
         if big.min() >= 250:  # no glyph in the font: renders blank, drop it
             continue

@@ -1,0 +1,74 @@
+"""OpenMoji data: counts, captions, classes, split by base emoji, cache; image folders' errors."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genkit.data import ImageFolderDataset, OpenMojiDataset, class_id, class_names
+from genkit.data.openmoji import base_key, list_entries, load_arrays, split_of
+
+
+def test_openmoji_counts_classes_and_captions():
+    a = load_arrays(32)
+    n = len(a["images"])
+    assert 3700 < n < 4000 and a["images"].shape[1:] == (32, 32, 3) and a["images"].dtype == np.uint8
+    assert a["images"].reshape(n, -1).min(axis=1).max() < 250  # no blank (glyph-less) image was kept
+    assert len(class_names("group")) == 9 and 95 <= len(class_names("subgroup")) <= 100  # Component dropped
+    assert "grinning face" in set(a["captions"]) and "red heart" in set(a["captions"])
+
+
+def test_split_keeps_variants_together_and_is_deterministic():
+    train, val = OpenMojiDataset(32, "train"), OpenMojiDataset(32, "val")
+    assert 0.07 < len(val) / (len(train) + len(val)) < 0.13
+    assert not {base_key(c) for c in train.chars} & {base_key(c) for c in val.chars}
+    assert base_key("👍🏽") == base_key("👍") and base_key("🧑🏿‍🚒") == base_key("🧑‍🚒")
+    assert base_key("👩‍⚕️") == base_key("👨‍⚕️")  # gender variants stay with their base
+    assert all(split_of(e.char) == split_of(e.char) for e in list_entries()[:50])
+
+
+def test_dataset_items_and_labels():
+    ds = OpenMojiDataset(16, "val", level="group")
+    x, y = ds[0]
+    assert x.shape == (3, 16, 16) and -1 <= x.min() and x.max() <= 1 and 0 <= y < 9
+    xs, ys = ds.tensors()
+    assert xs.shape == (len(ds), 3, 16, 16) and ys.shape == (len(ds),)
+
+
+def test_class_id_resolution_and_errors():
+    assert class_id("face-smiling") == 0 and class_id("3") == 3 and class_id(5) == 5
+    with pytest.raises(ValueError, match="class='no-such'"):
+        class_id("no-such")
+    with pytest.raises(ValueError, match="class=999"):
+        class_id(999)
+    with pytest.raises(ValueError, match="split='test'"):
+        OpenMojiDataset(32, "test")
+    with pytest.raises(ValueError, match="size=4"):
+        load_arrays(4)
+
+
+def test_image_folder(tmp_path):
+    Image.new("RGBA", (40, 20), (255, 0, 0, 128)).save(tmp_path / "a.png")
+    Image.new("RGB", (10, 30), (0, 0, 255)).save(tmp_path / "b.jpg")
+    ds = ImageFolderDataset(tmp_path, size=8)
+    x, _ = ds[0]
+    assert len(ds) == 2 and x.shape == (3, 8, 8)
+    assert x[0].mean() > 0.9 and x[1].mean() < 0.1  # red over white, centre-cropped
+    with pytest.raises(ValueError, match="is not a folder"):
+        ImageFolderDataset(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        ImageFolderDataset(tmp_path / "empty")
+    (tmp_path / "c.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="unreadable"):
+        ImageFolderDataset(tmp_path, size=8).load(2)
+
+
+def test_skin_tone_sequences_render_as_one_glyph():
+    """With raqm, 👍🏽 is one thumb (not a thumb plus a skin-tone swatch side by side)."""
+    from genkit.data.openmoji import CANVAS, open_font, render
+
+    font = open_font()
+    assert font.getlength("👍🏽") == font.getlength("👍")
+    ink = lambda a: (a.min(-1) < 200).any(0).nonzero()[0]  # noqa: E731  columns with ink
+    plain, toned = ink(render("👍", CANVAS, font)), ink(render("👍🏽", CANVAS, font))
+    assert abs(len(plain) - len(toned)) <= 4

@@ -1,0 +1,130 @@
+"""PixelDiffusionPipeline: genkit solvers, diffusers schedulers, plain DDPM folders, seeds, round trips."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import (DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel,
+                       UniPCMultistepScheduler)
+
+from genkit.sampling import SOLVERS, nfe
+from genkit.scheduler import GenkitScheduler
+from pipelines.pixel_diffusion import PixelDiffusionPipeline
+
+
+def tiny_unet(num_class_embeds=None):
+    torch.manual_seed(0)
+    return UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(32, 32),
+                       layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8,
+                       num_class_embeds=num_class_embeds).eval()
+
+
+@pytest.fixture(scope="module")
+def genkit_pipe():
+    pipe = PixelDiffusionPipeline(tiny_unet(4), GenkitScheduler(image_size=8), class_names=["a", "b", "c"])
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def ddpm_folder(tmp_path_factory):
+    """A plain diffusers DDPM folder (UNet2DModel + DDPMScheduler, eps-prediction), as google/ddpm-cifar10-32."""
+    path = tmp_path_factory.mktemp("ddpm")
+    DDPMPipeline(unet=tiny_unet(), scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(path)
+    return path
+
+
+def gens(seeds):
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+@pytest.mark.parametrize("solver", list(SOLVERS) + ["scheduler"])
+def test_plain_ddpm_folder_samples_with_every_solver(ddpm_folder, solver):
+    pipe = PixelDiffusionPipeline.from_pretrained(ddpm_folder)
+    pipe.set_progress_bar_config(disable=True)
+    assert isinstance(pipe.scheduler, DDPMScheduler)
+    out = pipe(batch_size=2, num_inference_steps=4, solver=solver, generator=gens([0, 1]), output_type="np")
+    assert out.images.shape == (2, 8, 8, 3) and np.isfinite(out.images).all()
+    assert out.nfe == (4 if solver == "scheduler" else nfe(solver, 4))
+
+
+@pytest.mark.parametrize("cls", [DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler])
+def test_diffusers_schedulers_run_on_a_genkit_model(genkit_pipe, cls):
+    pipe = PixelDiffusionPipeline(genkit_pipe.unet, cls.from_config(genkit_pipe.scheduler.config),
+                                  class_names=genkit_pipe.config.class_names)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    out = pipe(batch_size=2, num_inference_steps=5, class_labels="b", guidance_scale=2.0,
+               generator=gens([0, 1]), output_type="pt")
+    assert out.images.shape == (2, 3, 8, 8) and torch.isfinite(out.images).all() and out.nfe == 10
+
+
+def test_ddim_scheduler_equals_genkit_euler_on_the_same_timesteps(genkit_pipe):
+    """diffusers' DDIM on our model == the genkit euler solver on DDIM's sigmas: the time input agrees."""
+    ddim = DDIMScheduler.from_config(genkit_pipe.scheduler.config)
+    pipe = PixelDiffusionPipeline(genkit_pipe.unet, ddim, class_names=genkit_pipe.config.class_names)
+    pipe.set_progress_bar_config(disable=True)
+    a = pipe(batch_size=2, num_inference_steps=6, class_labels=[0, 1], generator=gens([3, 4]), output_type="pt")
+    ddim.set_timesteps(6)
+    ac = ddim.alphas_cumprod.double()
+    sig = torch.sqrt((1 - ac[ddim.timesteps]) / ac[ddim.timesteps])
+    sigmas = torch.cat([sig, torch.zeros(1, dtype=torch.float64)])
+    # DDIM starts from VP noise n (EDM: n / alpha_T); genkit from sigma_0 n = sigma_T n / alpha_T, and with
+    # trailing spacing the first step is t = 999 where sigma_T = sqrt(1 - sigmoid(-15)) = 1 - 1.5e-7
+    b = pipe(batch_size=2, num_inference_steps=6, class_labels=[0, 1], solver="euler",
+             sigmas=sigmas, generator=gens([3, 4]), output_type="pt")
+    assert int(ddim.timesteps[0]) == 999
+    # float32: the first Euler step subtracts numbers of size sigma_0 ~ 1.8e3, so agree to ~1e-3, not 1e-6
+    assert (a.images - b.images).abs().max() < 5e-3
+    c = pipe(batch_size=2, num_inference_steps=6, class_labels=[0, 1], solver="euler",
+             sigmas=sigmas * 1.5, generator=gens([3, 4]), output_type="pt")  # a wrong time mapping is visible
+    assert (a.images - c.images).abs().max() > 5e-2
+
+
+def test_per_image_generators_make_each_image_depend_only_on_its_seed(genkit_pipe):
+    full = genkit_pipe(batch_size=3, num_inference_steps=4, generator=gens([10, 11, 12]), output_type="pt").images
+    one = genkit_pipe(batch_size=1, num_inference_steps=4, generator=gens([11]), output_type="pt").images
+    assert torch.allclose(full[1], one[0], atol=1e-5)
+
+
+def test_save_and_load_round_trip_offline(genkit_pipe, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    genkit_pipe.save_pretrained(tmp_path)
+    back = PixelDiffusionPipeline.from_pretrained(tmp_path, local_files_only=True)
+    back.set_progress_bar_config(disable=True)
+    assert isinstance(back.scheduler, GenkitScheduler) and back.config.class_names == ["a", "b", "c"]
+    assert back.scheduler.config.time_input == "logsnr"
+    kw = dict(batch_size=2, num_inference_steps=3, class_labels=["a", "c"], generator=gens([0, 1]), output_type="pt")
+    assert torch.equal(genkit_pipe(**kw).images, back(**{**kw, "generator": gens([0, 1])}).images)
+
+
+def test_outputs_and_callback(genkit_pipe):
+    seen = []
+
+    def cb(pipe, i, t, kwargs):
+        seen.append(i)
+        return {"latents": kwargs["latents"]}
+
+    out = genkit_pipe(batch_size=2, num_inference_steps=5, solver="heun", generator=gens([0, 1]),
+                      callback_on_step_end=cb)
+    assert seen == [0, 1, 2, 3, 4] and out.nfe == 9
+    assert len(out.images) == 2 and out.images[0].size == (8, 8)
+    (images,) = genkit_pipe(batch_size=1, num_inference_steps=2, output_type="np", return_dict=False)
+    assert images.shape == (1, 8, 8, 3) and 0 <= images.min() and images.max() <= 1
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(num_inference_steps=0), "num_inference_steps=0"),
+    (dict(num_inference_steps=2.5), "num_inference_steps=2.5"),
+    (dict(solver="rk45"), "solver='rk45'"),
+    (dict(solver="scheduler"), "solver='scheduler'"),
+    (dict(class_labels="zzz"), "class='zzz'"),
+    (dict(class_labels=7), "class=7"),
+    (dict(batch_size=5000), "batch_size=5000"),
+    (dict(output_type="latent"), "output_type='latent'"),
+    (dict(guidance_scale=-1.0), "guidance_scale=-1.0"),
+    (dict(batch_size=2, generator=[torch.Generator()]), "generator is a list of 1"),
+])
+def test_bad_input_names_the_parameter(genkit_pipe, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        genkit_pipe(**kwargs)
