@@ -59,10 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="euler, heun, dpm2, dpmpp_2m, dpmpp_3m, ipndm (default: the model's, dpmpp_2m)")
     s.add_argument("--grid", default=None, metavar="NAME", help="sigma grid: polynomial (default), logsnr, time")
     s.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K", help="first seed (default 0)")
-    s.add_argument("--class", dest="class_label", default=None, metavar="NAME|ID",
-                   help="class name (see `genkit classes`) or id; default: unconditional (null class)")
-    s.add_argument("--guidance", type=float, default=1.0, metavar="W",
-                   help="classifier-free guidance scale (1 = off; >1 costs 2 NFE per step)")
+    s.add_argument("--class", dest="class_label", default=None, metavar="NAME|ID|cycle|none",
+                   help="class name (see `genkit classes`) or id; 'cycle' (the default for a class-conditional "
+                        "model): image with seed s gets class s mod K; 'none': unconditional (the null class)")
+    s.add_argument("--guidance", type=float, default=None, metavar="W",
+                   help="classifier-free guidance scale: 1 = off, >1 costs 2 NFE per step "
+                        "(default 2.0 for a class-conditional model, else 1)")
     s.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B",
                    help="images per network call (default 16; at most 1024)")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")

@@ -24,8 +24,11 @@ def pick_device(name: str | None) -> torch.device:
 
 def load_pipeline(model: str, device="cpu", dtype=None):
     """PixelDiffusionPipeline.from_pretrained(model) offline, with a ValueError for a missing/corrupt folder."""
+    from diffusers.utils import logging as diffusers_logging
+
     from pipelines.pixel_diffusion import PixelDiffusionPipeline
 
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components": noise on a CLI's stderr
     path = Path(model)
     if not (path / "model_index.json").is_file():
         raise ValueError(f"--model={model!r} is not a pipeline folder: it needs model_index.json, unet/ "

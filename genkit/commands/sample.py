@@ -13,6 +13,9 @@ from .. import __version__
 from .common import atomic_write_json, ensure_writable_dir, image_grid, load_pipeline, pick_device, save_png_atomic
 
 
+DEFAULT_GUIDANCE = 2.0
+
+
 def run_sample(args) -> None:
     from accelerate import PartialState
     from pipelines.pixel_diffusion import MAX_BATCH_SIZE
@@ -23,14 +26,27 @@ def run_sample(args) -> None:
     device = pick_device(args.device) if state.num_processes == 1 else state.device
     out = ensure_writable_dir(args.out)
     pipe = load_pipeline(args.model, device)
-    label = None
-    if args.class_label is not None:  # validate once, early, with the CLI's flag name
+    conditional = pipe.num_classes > 0
+    if args.guidance is None:  # CFG is what makes a small class-conditional model draw clear emoji
+        args.guidance = DEFAULT_GUIDANCE if conditional else 1.0
+    cls = args.class_label
+    if cls is None:
+        cls = "cycle" if conditional else "none"
+    if cls not in ("cycle", "none"):  # validate once, early, with the CLI's flag name
         try:
-            pipe.class_ids(args.class_label, 1)
+            pipe.class_ids(cls, 1)
         except ValueError as e:
             raise ValueError(str(e).replace("class=", "--class=", 1)) from None
-        label = args.class_label
+    elif cls == "cycle" and not conditional:
+        raise ValueError("--class=cycle needs a class-conditional model: this one is unconditional")
+    if cls == "none" and args.guidance != 1.0:
+        raise ValueError(f"--guidance={args.guidance} needs a class (--class NAME|ID|cycle): use --guidance 1")
     _validate(pipe, args)  # before any work is done
+
+    def labels_for(batch):  # image k's class depends only on its seed
+        if cls == "none":
+            return None
+        return [s % pipe.num_classes for s in batch] if cls == "cycle" else cls
     from genkit.sampling import nfe as solver_nfe
 
     solver = args.solver or pipe.scheduler.config.get("solver", "dpmpp_2m")
@@ -47,7 +63,7 @@ def run_sample(args) -> None:
             batch = todo[i:i + args.batch_size]
             gens = [torch.Generator(device).manual_seed(s) for s in batch]
             res = pipe(batch_size=len(batch), num_inference_steps=args.steps, solver=solver, grid=args.grid,
-                       guidance_scale=args.guidance, class_labels=label, generator=gens)
+                       guidance_scale=args.guidance, class_labels=labels_for(batch), generator=gens)
             assert res.nfe == nfe
             for s, img in zip(batch, res.images):
                 save_png_atomic(img, name(s))
@@ -60,7 +76,7 @@ def run_sample(args) -> None:
         atomic_write_json(out / "manifest.json", {
             "model": str(Path(args.model)), "num": args.num, "seeds": [seeds[0], seeds[-1]],
             "steps": args.steps, "solver": solver, "grid": args.grid or pipe.scheduler.config.get("grid"),
-            "class": args.class_label, "guidance": args.guidance, "batch_size": args.batch_size,
+            "class": cls, "guidance": args.guidance, "batch_size": args.batch_size,
             "nfe_per_image": nfe,
             "wall_time_s": round(time.time() - t0, 3), "device": str(device),
             "num_processes": state.num_processes, "torch": torch.__version__, "genkit": __version__,
