@@ -237,13 +237,14 @@ def main(args):
     logger.info(f"data: {len(images)} images at {args.resolution}px, classes: {num_classes}")
 
     # 2. Model, schedule, EMA
-    start_step = 0
+    start_step, images_before = 0, 0  # what an --init_from pipeline had already been trained on
     if args.init_from:
         unet = UNet2DModel.from_pretrained(args.init_from, subfolder="unet")
         sched = GenkitScheduler.from_pretrained(args.init_from, subfolder="scheduler")
         schedule = sched.schedule
         state = Path(args.init_from) / "training_state.json"
-        start_step = json.loads(state.read_text())["global_step"] if state.exists() else 0
+        prior = json.loads(state.read_text()) if state.exists() else {}
+        start_step, images_before = prior.get("global_step", 0), prior.get("images_seen", 0)
         logger.info(f"continuing from pipeline {args.init_from} at step {start_step}")
     else:
         unet = build_unet(args, num_classes)
@@ -297,7 +298,7 @@ def main(args):
             if ema is not None:
                 ema.copy_to(export.parameters())
             save_pipeline_atomic(export.to("cpu", torch.float32), schedule, class_names, out_dir, {
-                "global_step": step, "images_seen": step * total_batch, "args": {k: str(v) for k, v in vars(args).items()}})
+                "global_step": step, "images_seen": images_before + (step - start_step) * total_batch, "args": {k: str(v) for k, v in vars(args).items()}})
             logger.info(f"saved checkpoint-{step} and the EMA pipeline in {out_dir}")
 
     # 4. Train

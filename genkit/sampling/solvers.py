@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 
 def _loop(sigmas, disable):
-    return tqdm(range(len(sigmas) - 1), disable=disable, desc="sampling")
+    steps = range(len(sigmas) - 1)
+    return steps if disable else tqdm(steps, desc="sampling")  # no bar object at all when disabled
 
 
 def _report(callback, i, x, sigma, sigma_next, denoised):

@@ -1,0 +1,210 @@
+"""Gradio app for a genkit pipeline: pick a class, seed, steps, solver and guidance, get a batch of images.
+
+    python app.py                                   # weights/openmoji-32 on http://127.0.0.1:7860
+    python app.py --model DIR --host 0.0.0.0 --port 7861 --device cuda
+
+The event is exposed as the API endpoint /generate:
+
+    from gradio_client import Client
+    gallery, info = Client("http://127.0.0.1:7860/").predict(
+        "face-smiling", 0, 20, "dpmpp_2m", 2.0, 4, api_name="/generate")
+
+Image k of a batch uses seed + k, so it is the same image as `genkit sample --seed SEED` gives for that seed.
+Bad input is answered with an error naming the parameter, the value and what is allowed; the app keeps serving.
+Environment: GRADIO_SERVER_NAME / GRADIO_SERVER_PORT set the defaults of --host / --port. The app never
+opens a share link and runs offline (GRADIO_ANALYTICS_ENABLED=False and HF_HUB_OFFLINE=1 unless set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+# Before gradio / diffusers are imported: no analytics, no hub access.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+UNCONDITIONAL = "(unconditional)"
+DEFAULT_CLASS = "face-smiling"
+DEFAULT_SOLVER = "dpmpp_2m"
+MAX_STEPS = 100
+MAX_GUIDANCE = 8.0
+MAX_SEED = 2**63 - 1
+# 32x32 images: show them with crisp pixels when the browser scales them up. theme/css go to launch() in Gradio 6.
+CSS = "#gallery img { image-rendering: pixelated; }"
+
+# gradio and torch are imported inside the functions below so that `python app.py --help` and a bad --model
+# fail fast, before the slow imports.
+
+
+def class_choices(pipe) -> list[str]:
+    """Dropdown choices: "(unconditional)" then the model's class names (or ids when it has no names)."""
+    n = pipe.num_classes
+    names = list(pipe.config.class_names or [str(i) for i in range(n)]) if n else []
+    return [UNCONDITIONAL] + names
+
+
+def _as_int(name: str, value, lo: int, hi: int) -> int:
+    """An int (or an integral float, as JSON numbers may arrive) in [lo, hi], else ValueError."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+    if not ok or not lo <= value <= hi:
+        raise ValueError(f"{name}={value!r} is not allowed: an int in [{lo}, {hi}]")
+    return int(value)
+
+
+def validate(pipe, class_name, seed, steps, solver, guidance, batch_size, max_batch_size: int = 16):
+    """Check the widget values; return them normalised, or raise ValueError naming the bad parameter."""
+    from genkit.sampling import SOLVERS
+
+    choices = class_choices(pipe)
+    if class_name not in choices:
+        shown = ", ".join(repr(c) for c in choices[:5]) + (", ..." if len(choices) > 5 else "")
+        raise ValueError(f"class={class_name!r} is not allowed: one of {len(choices)} names ({shown})")
+    batch_size = _as_int("batch_size", batch_size, 1, max_batch_size)
+    seed = _as_int("seed", seed, 0, MAX_SEED - (batch_size - 1))
+    steps = _as_int("steps", steps, 1, MAX_STEPS)
+    if solver not in SOLVERS:
+        raise ValueError(f"solver={solver!r} is not allowed: one of {', '.join(SOLVERS)}")
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance <= MAX_GUIDANCE:
+        raise ValueError(f"guidance={guidance!r} is not allowed: a number in [0, {MAX_GUIDANCE:g}] (1 = off)")
+    return class_name, seed, steps, solver, float(guidance), batch_size
+
+
+def make_generate(pipe, max_batch_size: int = 16):
+    """The event handler, a plain function of the widget values -> (gallery items, info markdown)."""
+    import gradio as gr
+    import torch
+
+    # Progress is reported from the pipeline's step callback rather than with gr.Progress(track_tqdm=True):
+    # tqdm tracking picks up two bars per call (the pipeline's and the solver loop's disabled one) and shows
+    # one stuck at 0 and the other running to twice the step count.
+    def generate(class_name, seed, steps, solver, guidance, batch_size, progress=gr.Progress()):
+        try:
+            class_name, seed, steps, solver, guidance, batch_size = validate(
+                pipe, class_name, seed, steps, solver, guidance, batch_size, max_batch_size)
+            conditional = class_name != UNCONDITIONAL
+            label = class_name if conditional else None
+            # Guidance between the null class and itself changes nothing but doubles the cost: skip it.
+            scale = guidance if conditional and pipe.num_classes else 1.0
+            device = pipe.device
+            gens = [torch.Generator(device).manual_seed(seed + k) for k in range(batch_size)]
+
+            def on_step(_pipe, i, _sigma, _tensors):
+                progress((i + 1, steps), desc="sampling", unit="steps")
+
+            t0 = time.perf_counter()
+            out = pipe(batch_size=batch_size, num_inference_steps=steps, solver=solver, guidance_scale=scale,
+                       class_labels=label, generator=gens, callback_on_step_end=on_step,
+                       callback_on_step_end_tensor_inputs=[])
+            wall = time.perf_counter() - t0
+        except ValueError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        items = [(img, f"seed {seed + k}") for k, img in enumerate(out.images)]
+        note = "" if scale == guidance else " (guidance not used for unconditional samples)"
+        info = (f"**NFE per image:** {out.nfe} · **wall time:** {wall:.2f} s for {batch_size} image"
+                f"{'s' if batch_size > 1 else ''} · **device:** {device}{note}")
+        return items, info
+
+    return generate
+
+
+def build_demo(pipe, max_batch_size: int = 16):
+    """The gr.Blocks UI for `pipe` (a PixelDiffusionPipeline); launch it with demo.launch(css=CSS, ...)."""
+    import gradio as gr
+
+    from genkit.sampling import SOLVERS
+
+    choices = class_choices(pipe)
+    default_class = DEFAULT_CLASS if DEFAULT_CLASS in choices else choices[min(1, len(choices) - 1)]
+    size = pipe.unet.config.sample_size
+    generate = make_generate(pipe, max_batch_size)
+
+    with gr.Blocks(title="genkit: OpenMoji diffusion") as demo:
+        gr.Markdown(f"# genkit: pixel diffusion sampler\n"
+                    f"Class-conditional {size}×{size} emoji from a small pixel-space diffusion model. "
+                    f"Training images: [OpenMoji](https://openmoji.org), licensed CC BY-SA 4.0.")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=280):
+                cls = gr.Dropdown(choices, value=default_class, label="Class", elem_id="class")
+                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (image k uses seed + k)",
+                                 elem_id="seed")
+                steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Steps", elem_id="steps")
+                solver = gr.Dropdown(list(SOLVERS), value=DEFAULT_SOLVER, label="Solver", elem_id="solver")
+                guidance = gr.Slider(0, MAX_GUIDANCE, value=2.0, step=0.1, label="Guidance (1 = off)",
+                                     elem_id="guidance")
+                batch = gr.Slider(1, max_batch_size, value=min(4, max_batch_size), step=1, label="Batch size",
+                                  elem_id="batch_size")
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Column(scale=2):
+                gallery = gr.Gallery(label="Samples", columns=4, format="png", object_fit="contain",
+                                     height="auto", elem_id="gallery")
+                info = gr.Markdown(elem_id="info")
+        # preprocess=False: the handler gets the raw values and checks them itself, so a bad value sent through
+        # the API is answered with the parameter's name rather than the components' anonymous range errors.
+        button.click(generate, inputs=[cls, seed, steps, solver, guidance, batch], outputs=[gallery, info],
+                     api_name="generate", concurrency_limit=1, preprocess=False)
+    return demo
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"--port={text!r} is not allowed: an int in [1, 65535]")
+    return value
+
+
+def _batch_limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"--max-batch-size={text!r} is not allowed: an int in [1, 1024]")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="app.py", description="Serve a genkit pipeline as a Gradio app (local only, "
+                                "no share link).", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__)
+    p.add_argument("--model", default="weights/openmoji-32", metavar="DIR",
+                   help="pipeline folder (default: weights/openmoji-32)")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1", metavar="H",
+                   help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1; 0.0.0.0 in Docker)")
+    p.add_argument("--port", type=_port, default=os.environ.get("GRADIO_SERVER_PORT") or "7860", metavar="P",
+                   help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    p.add_argument("--device", default=None, metavar="D", help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--max-batch-size", type=_batch_limit, default=16, metavar="N",
+                   help="largest batch the UI allows (default 16)")
+    return p
+
+
+def _fail(message: str, code: int = 2):
+    print(f"app.py: error: {' '.join(str(message).split())}", file=sys.stderr)  # one line
+    sys.exit(code)
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    if not os.path.isdir(args.model):  # answered before the slow imports (torch, diffusers, gradio)
+        _fail(f"--model={args.model!r} is not a folder: give a pipeline folder such as weights/openmoji-32")
+    from genkit.commands.common import load_pipeline, pick_device
+
+    try:
+        pipe = load_pipeline(args.model, pick_device(args.device))
+    except ValueError as e:
+        _fail(e)
+    demo = build_demo(pipe, args.max_batch_size)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, share=False, css=CSS)
+    except OSError as e:  # port in use, address not available
+        _fail(f"cannot serve on {args.host}:{args.port} ({e})", 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""app.py: the Gradio app served for real (tiny random model) and called with gradio_client; startup errors."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import UNet2DModel
+
+from genkit.scheduler import GenkitScheduler
+from pipelines.pixel_diffusion import PixelDiffusionPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def gradio_env(tmp_path_factory):
+    old = {k: os.environ.get(k) for k in ("GRADIO_ANALYTICS_ENABLED", "GRADIO_TEMP_DIR")}
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def app():
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import app as app_module
+    return app_module
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe():
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(32, 32),
+                       layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8, num_class_embeds=4).eval()
+    pipe = PixelDiffusionPipeline(unet, GenkitScheduler(image_size=8), class_names=["a", "b", "c"])
+    pipe.set_progress_bar_config(disable=True)
+    # One intra-op thread: this tiny net gains nothing from more, and on a busy 2-core box (a training job
+    # beside the tests) two spinning threads make each call ~100x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield pipe
+    torch.set_num_threads(threads)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_handler_matches_per_seed_pipeline_calls(app, tiny_pipe):
+    generate = app.make_generate(tiny_pipe, max_batch_size=4)
+    items, info = generate("b", 5, 3, "heun", 2.0, 3)
+    assert [c for _, c in items] == ["seed 5", "seed 6", "seed 7"]
+    assert "NFE per image:** 10" in info  # heun: 2*3-1 = 5 evaluations, x2 for guidance
+    for k, (img, _) in enumerate(items):  # image k == a batch-of-one call with seed 5+k (as `genkit sample`)
+        ref = tiny_pipe(num_inference_steps=3, solver="heun", guidance_scale=2.0, class_labels="b",
+                        generator=[torch.Generator().manual_seed(5 + k)]).images[0]
+        assert img.size == (8, 8) and np.array_equal(np.asarray(img), np.asarray(ref))
+    calls = []
+    items, info = generate(app.UNCONDITIONAL, 0, 2, "euler", 2.0, 1,  # guidance skipped: no doubled NFE
+                           progress=lambda p, **kw: calls.append(p))
+    assert len(items) == 1 and "NFE per image:** 2" in info and calls == [(1, 2), (2, 2)]
+
+
+@pytest.mark.parametrize("args, name", [
+    (("a", 0, 0, "euler", 1.0, 1), "steps=0"),
+    (("a", 0, 2.5, "euler", 1.0, 1), "steps=2.5"),
+    (("a", 0, 2, "nope", 1.0, 1), "solver='nope'"),
+    (("zzz", 0, 2, "euler", 1.0, 1), "class='zzz'"),
+    (("a", 0, 2, "euler", 1.0, 5), "batch_size=5"),
+    (("a", 0, 2, "euler", -1.0, 1), "guidance=-1.0"),
+    (("a", -3, 2, "euler", 1.0, 1), "seed=-3"),
+    (("a", None, 2, "euler", 1.0, 1), "seed=None"),
+])
+def test_handler_rejects_bad_input_with_named_parameter(app, tiny_pipe, args, name):
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="is not allowed") as err:
+        app.make_generate(tiny_pipe, max_batch_size=4)(*args)
+    assert name in str(err.value)
+
+
+def test_served_app_generates_rejects_and_keeps_serving(app, tiny_pipe):
+    from gradio_client import Client
+    from PIL import Image
+
+    demo = app.build_demo(tiny_pipe, max_batch_size=4)
+    _, local_url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
+    client = None
+    try:
+        client = Client(local_url, verbose=False)
+        gallery, info = client.predict("a", 0, 2, "dpmpp_2m", 2.0, 3, api_name="/generate")
+        assert len(gallery) == 3 and "NFE per image" in info and "device" in info
+        for k, item in enumerate(gallery):
+            assert item["caption"] == f"seed {k}"
+            with Image.open(item["image"]) as im:
+                assert im.size == (8, 8)
+        for bad, name in [(("a", 0, 2, "nope", 2.0, 1), "solver"), (("a", 0, 0, "euler", 2.0, 1), "steps"),
+                          (("a", 0, 2, "euler", 2.0, 9), "batch_size")]:
+            with pytest.raises(Exception, match=f"{name}=.*is not allowed"):
+                client.predict(*bad, api_name="/generate")
+        gallery, _ = client.predict("c", 7, 1, "euler", 1.0, 1, api_name="/generate")  # still serving
+        assert len(gallery) == 1 and gallery[0]["caption"] == "seed 7"
+    finally:
+        if client is not None:
+            client.close()
+        demo.close()
+
+
+def run_app(*args):
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
+    return subprocess.run([sys.executable, str(ROOT / "app.py"), *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=120)
+
+
+def test_missing_model_exits_2_with_one_line_error():
+    res = run_app("--model", "/nonexistent")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("app.py: error: --model='/nonexistent'"), res.stderr
+
+
+def test_corrupt_model_exits_2_with_one_line_error(tmp_path):
+    (tmp_path / "model_index.json").write_text('{"_class_name": "PixelDiffusionPipeline",\n truncated')
+    res = run_app("--model", str(tmp_path), "--device", "cpu")
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "could not be loaded" in lines[0] and "corrupt" in lines[0], res.stderr
