@@ -41,9 +41,16 @@ def _nonneg_int(name):
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag prints one line (no usage block), like the errors raised by the commands."""
+
+    def error(self, message):
+        self.exit(2, f"genkit: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="genkit", description="genkit: pixel-space diffusion toolkit",
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = _Parser(prog="genkit", description="genkit: pixel-space diffusion toolkit",
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--version", action="version", version=f"genkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -101,7 +108,7 @@ def main(argv=None) -> int:
             from .commands.bench import run_overhead
             run_overhead(args)
     except ValueError as e:
-        print(f"genkit: error: {e}", file=sys.stderr)
+        print(f"genkit: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, always
         return 2
     return 0
 

@@ -121,9 +121,12 @@ def check_args(args):
         bad("learning_rate", args.learning_rate, "a number > 0")
     try:
         args.channels = [int(c) for c in str(args.channels).split(",")]
-        args.attention_levels = [int(c) for c in str(args.attention_levels).split(",") if c != ""]
     except ValueError:
         bad("channels", args.channels, "comma-separated ints such as 64,128,128")
+    try:
+        args.attention_levels = [int(c) for c in str(args.attention_levels).split(",") if c != ""]
+    except ValueError:
+        bad("attention_levels", args.attention_levels, "comma-separated level indices such as 1,2")
     if any(c % 32 for c in args.channels):
         bad("channels", args.channels, "multiples of 32 (GroupNorm with 32 groups)")
     if any(not 0 <= lv < len(args.channels) for lv in args.attention_levels):
@@ -204,10 +207,19 @@ def save_pipeline_atomic(unet, schedule, class_names, out_dir: Path, extra: dict
     (tmp / "training_state.json").write_text(json.dumps(extra, indent=2))
     for name in ("unet", "scheduler", "model_index.json", "training_state.json"):
         old = out_dir / name
-        if old.is_dir():
-            shutil.rmtree(old)
+        if old.is_dir():  # a folder cannot be replaced in one rename: move the old one aside first
+            os.replace(old, tmp / f"old-{name}")
         os.replace(tmp / name, old)
     shutil.rmtree(tmp)
+
+
+def discard(path: Path) -> None:
+    """Delete a folder, renamed to a hidden temp name first so that a kill never leaves half of it visible."""
+    trash = path.with_name(f".tmp-old-{path.name}")
+    if trash.exists():
+        shutil.rmtree(trash)
+    os.replace(path, trash)
+    shutil.rmtree(trash)
 
 
 def checkpoint_dirs(out_dir: Path) -> list[Path]:
@@ -219,6 +231,9 @@ def main(args):
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(
+        # torchrun on a machine without GPUs: accelerate forms gloo ranks only with cpu=True; without it every
+        # process would train alone and all of them would write the same output_dir
+        cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available(),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=args.report_to,
@@ -255,8 +270,10 @@ def main(args):
     logger.info(f"UNet: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters")
 
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
-    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps,
-                                 num_training_steps=args.max_train_steps)
+    # the prepared scheduler steps num_processes times per optimizer step (accelerate's convention)
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer,
+                                 num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=args.max_train_steps * accelerator.num_processes)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     if ema is not None:
         ema.to(accelerator.device)
@@ -284,15 +301,18 @@ def main(args):
 
     def save(step):
         """checkpoint-N (atomic: written under a temp name, then renamed) + the EMA pipeline folder."""
+        tmp, final = out_dir / f".tmp-checkpoint-{step}", out_dir / f"checkpoint-{step}"
+        if accelerator.is_main_process and tmp.exists():  # left by a killed run
+            shutil.rmtree(tmp)
         accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            for old in checkpoint_dirs(out_dir)[: max(0, len(checkpoint_dirs(out_dir)) - args.checkpoints_total_limit + 1)]:
-                shutil.rmtree(old)
-        tmp = out_dir / f".tmp-checkpoint-{step}"
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            os.replace(tmp, out_dir / f"checkpoint-{step}")
+            if final.exists():  # resumed from an older checkpoint: this step was saved before
+                discard(final)
+            os.replace(tmp, final)
+            for old in checkpoint_dirs(out_dir)[: -args.checkpoints_total_limit]:  # prune after the save
+                discard(old)
             export = UNet2DModel.from_config(accelerator.unwrap_model(unet).config)
             export.load_state_dict(accelerator.unwrap_model(unet).state_dict())
             if ema is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -22,7 +23,8 @@ def run_sample(args) -> None:
 
     if args.batch_size > MAX_BATCH_SIZE:
         raise ValueError(f"--batch-size={args.batch_size} is not allowed: an int in [1, {MAX_BATCH_SIZE}]")
-    state = PartialState()
+    # torchrun without GPUs: accelerate forms gloo ranks only with cpu=True (else each process samples every seed)
+    state = PartialState(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available())
     device = pick_device(args.device) if state.num_processes == 1 else state.device
     out = ensure_writable_dir(args.out)
     pipe = load_pipeline(args.model, device)

@@ -113,7 +113,8 @@ def dpmpp_3m(denoise, x, sigmas, callback=None, disable=True):
     """DPM-Solver++(3M) (Lu et al. 2022b), deterministic: 3rd-order multistep in lambda.
 
     Order ramps up 1, 2, 3 at the start and down at the end: the step before last is at most 2nd order,
-    the last step to sigma = 0 returns D.
+    the last step to sigma = 0 returns D. D(lambda) is extrapolated by a quadratic through the last three
+    denoised values, whose product with e^lambda is integrated exactly (exact when D is quadratic in lambda).
     """
     hist, hs = [], []                                              # past denoised values and lambda steps
     n = len(sigmas) - 1
@@ -134,10 +135,10 @@ def dpmpp_3m(denoise, x, sigmas, callback=None, disable=True):
                 if order == 3:
                     r1 = hs[-2] / h
                     d1_1 = (hist[-1] - hist[-2]) / r1
-                    d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)     # 3. 2nd-order accurate derivative
-                    d2 = (d1_0 - d1_1) / (r0 + r1)
-                    phi_3 = phi_2 / h - 0.5
-                    x_new = x_new + phi_2 * d1 - phi_3 * d2
+                    d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)     # 3. ~ h D', 2nd-order accurate
+                    d2 = 2 * (d1_0 - d1_1) / (r0 + r1)             # 4. ~ h^2 D'' (DPM-Solver's and diffusers'
+                    phi_3 = phi_2 / h - 0.5                        #    multistep code omit this 2: then the
+                    x_new = x_new + phi_2 * d1 - phi_3 * d2        #    method is only 2nd order)
                 else:
                     x_new = x_new + phi_2 * d1_0
             hs.append(h)
