@@ -1,8 +1,12 @@
-"""The `genkit` command line: sample, bench, classes.
+"""The `genkit` command line: sample, eval, bench, classes.
 
     genkit sample --model weights/openmoji-32 --num 64 --steps 20 --solver dpmpp_2m --seed 0 --out samples/
     accelerate launch -m genkit.cli sample ...      # seeds split across processes, same images
     genkit bench overhead --model weights/openmoji-32 --out overhead.json
+    genkit bench samplers --model weights/openmoji-32 --nfe 5,10,20,50 --out eval.json
+    genkit eval fd --samples samples/                      # FD-OpenMoji vs the train reference
+    genkit eval fd --model weights/openmoji-32 --num 1000 --solver dpmpp_2m --steps 20
+    genkit eval ref --samples my_images/ --out my_ref.npz
     genkit classes --model weights/openmoji-32
 
 Bad input prints one line `genkit: error: ...` naming the parameter, the value and what is allowed, and
@@ -66,12 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="euler, heun, dpm2, dpmpp_2m, dpmpp_3m, ipndm (default: the model's, dpmpp_2m)")
     s.add_argument("--grid", default=None, metavar="NAME", help="sigma grid: polynomial (default), logsnr, time")
     s.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K", help="first seed (default 0)")
-    s.add_argument("--class", dest="class_label", default=None, metavar="NAME|ID|cycle|none",
-                   help="class name (see `genkit classes`) or id; 'cycle' (the default for a class-conditional "
-                        "model): image with seed s gets class s mod K; 'none': unconditional (the null class)")
-    s.add_argument("--guidance", type=float, default=None, metavar="W",
-                   help="classifier-free guidance scale: 1 = off, >1 costs 2 NFE per step "
-                        "(default 2.0 for a class-conditional model, else 1)")
+    _add_class_guidance(s)
     s.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B",
                    help="images per network call (default 16; at most 1024)")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -89,7 +88,81 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--repeats", type=_positive_int("repeats"), default=5)
     o.add_argument("--device", default=None)
     o.add_argument("--out", default=None, metavar="FILE.json")
+
+    bs = bsub.add_parser("samplers", help="FD-OpenMoji, class accuracy and ODE error of every solver x grid and "
+                                          "diffusers' schedulers at several NFE, same noise and seeds",
+                         description="Every genkit solver on every sigma grid, plus diffusers' DDIM, DPM-Solver++ "
+                                     "and UniPC schedulers on the same model, noise and seeds. Writes FILE.json "
+                                     "(after every arm: a killed run resumes) and FILE.md (a table).")
+    bs.add_argument("--model", required=True, metavar="DIR")
+    bs.add_argument("--nfe", default="5,10,20,50", metavar="LIST", help="NFE budgets (default 5,10,20,50); "
+                    "2-evaluation solvers (heun, dpm2) get the most steps that fit")
+    bs.add_argument("--num", type=_positive_int("num"), default=512, metavar="N", help="images per arm (default 512)")
+    bs.add_argument("--ode-num", type=_positive_int("ode-num"), default=64, metavar="M",
+                    help="the first M seeds also get the ODE error against a Heun reference (default 64)")
+    bs.add_argument("--ode-ref-steps", type=_positive_int("ode-ref-steps"), default=256, metavar="S",
+                    help="steps of that Heun reference on the polynomial grid (default 256 = 511 NFE)")
+    bs.add_argument("--solvers", default="euler,heun,dpm2,dpmpp_2m,dpmpp_3m,ipndm", metavar="LIST")
+    bs.add_argument("--grids", default="polynomial,logsnr,time", metavar="LIST")
+    bs.add_argument("--schedulers", default="ddim,dpmsolver,unipc", metavar="LIST",
+                    help="diffusers schedulers: ddim, dpmsolver, unipc ('' for none)")
+    _add_class_guidance(bs)
+    bs.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
+    bs.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B")
+    bs.add_argument("--features-model", default=None, metavar="DIR",
+                    help="the FD-OpenMoji network (default weights/openmoji-features)")
+    bs.add_argument("--ref", default=None, metavar="NAME|FILE", help="default openmoji-train-<resolution>")
+    bs.add_argument("--device", default=None)
+    bs.add_argument("--out", required=True, metavar="FILE.json")
+
+    e = sub.add_parser("eval", help="Frechet distances (FD-OpenMoji, FID) and reference statistics")
+    esub = e.add_subparsers(dest="eval", required=True, metavar="NAME")
+    f = esub.add_parser("fd", help="FD of a folder of samples, or of a model's samples generated on the fly",
+                        description="FD of --samples DIR (every image except grid.png; one size, not resized) "
+                                    "or of --model DIR sampled with seeds K..K+N-1 (split across processes "
+                                    "under accelerate launch / torchrun). Prints one JSON line.")
+    f.add_argument("--samples", default=None, metavar="DIR", help="a folder of images, e.g. from genkit sample")
+    f.add_argument("--model", default=None, metavar="DIR", help="a pipeline folder to sample and measure")
+    f.add_argument("--num", type=_positive_int("num"), default=1000, metavar="N", help="with --model (default 1000)")
+    f.add_argument("--steps", type=_positive_int("steps"), default=20, metavar="S")
+    f.add_argument("--solver", default=None, metavar="NAME")
+    f.add_argument("--grid", default=None, metavar="NAME")
+    _add_class_guidance(f)
+    f.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
+    _add_features(f)
+    f.add_argument("--ref", default=None, metavar="NAME|FILE",
+                   help="openmoji-train-32 (default: openmoji-train-<resolution>), openmoji-val-64, ... or a .npz")
+    f.add_argument("--batch-size", type=_positive_int("batch-size"), default=64, metavar="B")
+    f.add_argument("--device", default=None)
+    f.add_argument("--out", default=None, metavar="FILE.json", help="also write the JSON line here")
+    f.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+    r = esub.add_parser("ref", help="reference statistics (.npz: mu, sigma, n, feature id) of a folder or split")
+    r.add_argument("--samples", default=None, metavar="DIR", help="a folder of images (one size)")
+    r.add_argument("--openmoji", default=None, metavar="SPLIT", help="train, val or all")
+    r.add_argument("--resolution", type=_positive_int("resolution"), default=32, help="with --openmoji")
+    _add_features(r)
+    r.add_argument("--device", default=None)
+    r.add_argument("--out", required=True, metavar="FILE.npz")
     return p
+
+
+def _add_class_guidance(p):
+    p.add_argument("--class", dest="class_label", default=None, metavar="NAME|ID|cycle|none",
+                   help="class name (see `genkit classes`) or id; 'cycle' (the default for a class-conditional "
+                        "model): image with seed s gets class s mod K; 'none': unconditional (the null class)")
+    p.add_argument("--guidance", type=float, default=None, metavar="W",
+                   help="classifier-free guidance scale: 1 = off, >1 costs 2 NFE per step "
+                        "(default 2.0 for a class-conditional model, else 1)")
+
+
+def _add_features(p):
+    p.add_argument("--features", default="openmoji", metavar="openmoji|inception",
+                   help="FD-OpenMoji (the shipped classifier, default) or Inception FID (needs torch-fidelity, "
+                        "torchvision and --inception-weights)")
+    p.add_argument("--features-model", default=None, metavar="DIR", help="default weights/openmoji-features")
+    p.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help="pt_inception-2015-12-05-6726825d.pth (or $GENKIT_INCEPTION_WEIGHTS); never downloaded")
 
 
 def main(argv=None) -> int:
@@ -107,6 +180,12 @@ def main(argv=None) -> int:
         elif args.command == "bench" and args.bench == "overhead":
             from .commands.bench import run_overhead
             run_overhead(args)
+        elif args.command == "bench" and args.bench == "samplers":
+            from .commands.bench_samplers import run_samplers
+            run_samplers(args)
+        elif args.command == "eval":
+            from .commands.evaluate import run_fd, run_ref
+            (run_fd if args.eval == "fd" else run_ref)(args)
     except ValueError as e:
         print(f"genkit: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, always
         return 2

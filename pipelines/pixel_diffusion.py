@@ -29,13 +29,18 @@ from genkit.sampling import SOLVERS, default_sigma_range, get_solver, make_grid,
 from genkit.scheduler import GenkitScheduler
 
 MAX_BATCH_SIZE = 1024
-OUTPUT_TYPES = ("pil", "np", "pt")
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")  # latent: the raw sample x, unclamped, in [-1, 1] scale
 
 
 @dataclass
 class PixelDiffusionPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     nfe: int  # network evaluations per image (CFG counts 2 per call)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Samples (N, C, H, W) in [-1, 1] -> uint8, the exact values the PNGs hold (PIL output is the same)."""
+    return ((x / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def _check_int(name, value, lo, hi=None):
@@ -91,13 +96,12 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         return Denoiser.from_scheduler(self.unet, self.scheduler)
 
     def _postprocess(self, x: torch.Tensor, output_type: str):
-        x = (x / 2 + 0.5).clamp(0, 1)
-        if output_type == "pt":
+        if output_type == "latent":
             return x
-        arr = x.permute(0, 2, 3, 1).float().cpu().numpy()
-        if output_type == "np":
-            return arr
-        return [PIL.Image.fromarray(a) for a in (arr * 255).round().astype(np.uint8)]
+        if output_type == "pil":
+            return [PIL.Image.fromarray(a) for a in to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()]
+        x = (x / 2 + 0.5).clamp(0, 1)
+        return x if output_type == "pt" else x.permute(0, 2, 3, 1).float().cpu().numpy()
 
     # -- sampling -------------------------------------------------------------------------------
     @torch.no_grad()

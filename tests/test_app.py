@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import UNet2DModel
 
 from genkit.scheduler import GenkitScheduler
 from pipelines.pixel_diffusion import PixelDiffusionPipeline
+from helpers import CLASS_NAMES, tiny_unet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,11 +40,7 @@ def app():
 
 @pytest.fixture(scope="module")
 def tiny_pipe():
-    torch.manual_seed(0)
-    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(32, 32),
-                       layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8, num_class_embeds=4).eval()
-    pipe = PixelDiffusionPipeline(unet, GenkitScheduler(image_size=8), class_names=["a", "b", "c"])
+    pipe = PixelDiffusionPipeline(tiny_unet(4), GenkitScheduler(image_size=8), class_names=CLASS_NAMES)
     pipe.set_progress_bar_config(disable=True)
     # One intra-op thread: this tiny net gains nothing from more, and on a busy 2-core box (a training job
     # beside the tests) two spinning threads make each call ~100x slower.

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import UNet2DModel
 from PIL import Image
 
 import genkit
 from genkit.cli import main
-from genkit.scheduler import GenkitScheduler
 from pipelines.pixel_diffusion import PixelDiffusionPipeline
+from helpers import save_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST_KEYS = {"model", "num", "seeds", "steps", "solver", "grid", "class", "guidance", "batch_size",
@@ -24,13 +23,7 @@ MANIFEST_KEYS = {"model", "num", "seeds", "steps", "solver", "grid", "class", "g
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    torch.manual_seed(0)
-    unet = UNet2DModel(sample_size=8, block_out_channels=(32, 32), layers_per_block=1,
-                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                       norm_num_groups=8, num_class_embeds=4)
-    path = tmp_path_factory.mktemp("model") / "tiny"
-    PixelDiffusionPipeline(unet, GenkitScheduler(image_size=8), class_names=["a", "b", "c"]).save_pretrained(path)
-    return str(path)
+    return save_tiny_pipeline(tmp_path_factory.mktemp("model") / "tiny")
 
 
 @pytest.fixture(scope="module")

@@ -3,20 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from diffusers import (DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel,
-                       UniPCMultistepScheduler)
+from diffusers import (DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler)
 
 from genkit.sampling import SOLVERS, nfe
 from genkit.scheduler import GenkitScheduler
 from pipelines.pixel_diffusion import PixelDiffusionPipeline
-
-
-def tiny_unet(num_class_embeds=None):
-    torch.manual_seed(0)
-    return UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(32, 32),
-                       layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8,
-                       num_class_embeds=num_class_embeds).eval()
+from helpers import tiny_unet
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +105,17 @@ def test_outputs_and_callback(genkit_pipe):
     assert images.shape == (1, 8, 8, 3) and 0 <= images.min() and images.max() <= 1
 
 
+def test_latent_output_is_the_raw_sample_and_pil_is_its_uint8(genkit_pipe):
+    from pipelines.pixel_diffusion import to_uint8
+
+    run = lambda kind: genkit_pipe(batch_size=2, num_inference_steps=3, generator=gens([5, 6]),  # noqa: E731
+                                   output_type=kind).images
+    x, pil, pt = run("latent"), run("pil"), run("pt")
+    assert x.shape == (2, 3, 8, 8) and torch.equal(pt, (x / 2 + 0.5).clamp(0, 1))
+    u8 = to_uint8(x).permute(0, 2, 3, 1).numpy()
+    assert all(np.array_equal(np.asarray(im), a) for im, a in zip(pil, u8))
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(num_inference_steps=0), "num_inference_steps=0"),
     (dict(num_inference_steps=2.5), "num_inference_steps=2.5"),
@@ -121,7 +124,7 @@ def test_outputs_and_callback(genkit_pipe):
     (dict(class_labels="zzz"), "class='zzz'"),
     (dict(class_labels=7), "class=7"),
     (dict(batch_size=5000), "batch_size=5000"),
-    (dict(output_type="latent"), "output_type='latent'"),
+    (dict(output_type="jpeg"), "output_type='jpeg'"),
     (dict(guidance_scale=-1.0), "guidance_scale=-1.0"),
     (dict(batch_size=2, generator=[torch.Generator()]), "generator is a list of 1"),
 ])

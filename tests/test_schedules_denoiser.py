@@ -4,13 +4,14 @@ import math
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMScheduler
 
 from genkit.denoiser import Denoiser, logsnr_to_c_noise
 from genkit.guidance import classifier_free_guidance
 from genkit.sampling import euler
 from genkit.scheduler import GenkitScheduler
 from genkit.schedules import Schedule, alpha_sigma, logsnr_cosine, sigma_from_logsnr
+from helpers import tiny_unet
 
 T = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
 
@@ -77,14 +78,6 @@ def test_edm_sigma_and_diffusers_table():
 def test_bad_schedule_name():
     with pytest.raises(ValueError, match="schedule='linear'"):
         Schedule("linear")
-
-
-def tiny_unet(num_class_embeds=None, seed=0):
-    torch.manual_seed(seed)
-    return UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(32, 32),
-                       layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8,
-                       num_class_embeds=num_class_embeds).eval()
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])

@@ -91,3 +91,75 @@ def image_grid(images, cols: int | None = None):
     for i, im in enumerate(images):
         grid.paste(im, ((i % cols) * w, (i // cols) * h))
     return grid
+
+
+# -- sampling shared by `sample`, `eval fd --model` and `bench samplers` ------------------------------------
+
+DEFAULT_GUIDANCE = 2.0  # CFG is what makes a small class-conditional model draw clear emoji
+
+
+def resolve_conditioning(pipe, class_label: str | None, guidance: float | None) -> tuple[str, float]:
+    """The CLI's --class / --guidance with their defaults, checked against the model: (class, guidance).
+
+    class is 'cycle' (seed s gets class s mod K), 'none' (the null class / an unconditional model) or a
+    class name or id; the defaults are 'cycle' and 2.0 for a class-conditional model, 'none' and 1 otherwise.
+    """
+    conditional = pipe.num_classes > 0
+    guidance = (DEFAULT_GUIDANCE if conditional else 1.0) if guidance is None else guidance
+    cls = class_label if class_label is not None else ("cycle" if conditional else "none")
+    if cls not in ("cycle", "none"):  # validate once, early, with the CLI's flag name
+        try:
+            pipe.class_ids(cls, 1)
+        except ValueError as e:
+            raise ValueError(str(e).replace("class=", "--class=", 1)) from None
+    elif cls == "cycle" and not conditional:
+        raise ValueError("--class=cycle needs a class-conditional model: this one is unconditional")
+    if guidance < 0:
+        raise ValueError(f"--guidance={guidance} is not allowed: a number >= 0")
+    if guidance != 1.0 and not conditional:
+        raise ValueError(f"--guidance={guidance} needs a class-conditional model: use 1")
+    if cls == "none" and guidance != 1.0:
+        raise ValueError(f"--guidance={guidance} needs a class (--class NAME|ID|cycle): use --guidance 1")
+    return cls, guidance
+
+
+def class_ids_for(pipe, cls: str, seeds) -> list[int] | None:
+    """Class id of each seed (None for 'none'): image k's class depends only on its seed."""
+    if cls == "none":
+        return None
+    if cls == "cycle":
+        return [s % pipe.num_classes for s in seeds]
+    return pipe.class_ids(cls, len(seeds)).tolist()
+
+
+def generate(pipe, seeds, batch_size: int, cls: str, device, **call_kwargs):
+    """Yield (seeds, x) batch by batch: x the raw samples (B, C, H, W) in [-1, 1] (output_type='latent').
+
+    One generator per seed, so every image is the same whatever the batch size or the process that makes it.
+    call_kwargs go to the pipeline (num_inference_steps, solver, grid, guidance_scale, ...).
+    """
+    seeds = list(seeds)
+    for i in range(0, len(seeds), batch_size):
+        batch = seeds[i:i + batch_size]
+        gens = [torch.Generator(device).manual_seed(s) for s in batch]
+        out = pipe(batch_size=len(batch), class_labels=class_ids_for(pipe, cls, batch), generator=gens,
+                   output_type="latent", **call_kwargs)
+        yield batch, out.images
+
+
+def process_state():
+    """accelerate's PartialState; torchrun without GPUs forms gloo ranks only with cpu=True (else every process
+    would do all the work)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available())
+
+
+def weights_dir() -> Path:
+    """The shipped models: $GENKIT_WEIGHTS, else the repository's weights/ (an editable install or the Docker
+    image's /app), else ./weights."""
+    env = os.environ.get("GENKIT_WEIGHTS")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[2] / "weights"
+    return repo if repo.is_dir() else Path("weights")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -11,48 +10,39 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .common import atomic_write_json, ensure_writable_dir, image_grid, load_pipeline, pick_device, save_png_atomic
+from .common import (atomic_write_json, ensure_writable_dir, generate, image_grid, load_pipeline, pick_device,
+                     process_state, resolve_conditioning, save_png_atomic)
 
 
-DEFAULT_GUIDANCE = 2.0
+def check_solver_grid(pipe, solver: str | None, grid: str | None, steps: int, guidance: float) -> tuple[str, int]:
+    """--solver / --grid with the CLI's flag names, before any work: (solver, NFE per image, CFG counted)."""
+    from genkit.sampling import GRIDS, SOLVERS, nfe
+
+    if solver is not None and solver not in SOLVERS:
+        raise ValueError(f"--solver={solver!r} is not allowed: one of {', '.join(SOLVERS)}")
+    if grid is not None and grid not in GRIDS:
+        raise ValueError(f"--grid={grid!r} is not allowed: one of {', '.join(GRIDS)}")
+    solver = solver or pipe.scheduler.config.get("solver", "dpmpp_2m")
+    return solver, nfe(solver, steps) * (2 if guidance != 1.0 else 1)
+
+
+def check_batch_size(batch_size: int) -> None:
+    from pipelines.pixel_diffusion import MAX_BATCH_SIZE
+
+    if batch_size > MAX_BATCH_SIZE:
+        raise ValueError(f"--batch-size={batch_size} is not allowed: an int in [1, {MAX_BATCH_SIZE}]")
 
 
 def run_sample(args) -> None:
-    from accelerate import PartialState
-    from pipelines.pixel_diffusion import MAX_BATCH_SIZE
+    from pipelines.pixel_diffusion import to_uint8
 
-    if args.batch_size > MAX_BATCH_SIZE:
-        raise ValueError(f"--batch-size={args.batch_size} is not allowed: an int in [1, {MAX_BATCH_SIZE}]")
-    # torchrun without GPUs: accelerate forms gloo ranks only with cpu=True (else each process samples every seed)
-    state = PartialState(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available())
+    check_batch_size(args.batch_size)
+    state = process_state()
     device = pick_device(args.device) if state.num_processes == 1 else state.device
     out = ensure_writable_dir(args.out)
     pipe = load_pipeline(args.model, device)
-    conditional = pipe.num_classes > 0
-    if args.guidance is None:  # CFG is what makes a small class-conditional model draw clear emoji
-        args.guidance = DEFAULT_GUIDANCE if conditional else 1.0
-    cls = args.class_label
-    if cls is None:
-        cls = "cycle" if conditional else "none"
-    if cls not in ("cycle", "none"):  # validate once, early, with the CLI's flag name
-        try:
-            pipe.class_ids(cls, 1)
-        except ValueError as e:
-            raise ValueError(str(e).replace("class=", "--class=", 1)) from None
-    elif cls == "cycle" and not conditional:
-        raise ValueError("--class=cycle needs a class-conditional model: this one is unconditional")
-    if cls == "none" and args.guidance != 1.0:
-        raise ValueError(f"--guidance={args.guidance} needs a class (--class NAME|ID|cycle): use --guidance 1")
-    _validate(pipe, args)  # before any work is done
-
-    def labels_for(batch):  # image k's class depends only on its seed
-        if cls == "none":
-            return None
-        return [s % pipe.num_classes for s in batch] if cls == "cycle" else cls
-    from genkit.sampling import nfe as solver_nfe
-
-    solver = args.solver or pipe.scheduler.config.get("solver", "dpmpp_2m")
-    nfe = solver_nfe(solver, args.steps) * (2 if args.guidance != 1.0 else 1)
+    cls, args.guidance = resolve_conditioning(pipe, args.class_label, args.guidance)
+    solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, args.guidance)
 
     seeds = list(range(args.seed, args.seed + args.num))
     name = lambda s: out / f"{s:06d}.png"  # noqa: E731
@@ -61,14 +51,10 @@ def run_sample(args) -> None:
         todo = [s for s in my_seeds if not name(s).exists()]  # resume: skip what is already written
         bar = tqdm(total=len(todo), desc=f"sampling (rank {state.process_index})", unit="img",
                    disable=not state.is_local_main_process)
-        for i in range(0, len(todo), args.batch_size):
-            batch = todo[i:i + args.batch_size]
-            gens = [torch.Generator(device).manual_seed(s) for s in batch]
-            res = pipe(batch_size=len(batch), num_inference_steps=args.steps, solver=solver, grid=args.grid,
-                       guidance_scale=args.guidance, class_labels=labels_for(batch), generator=gens)
-            assert res.nfe == nfe
-            for s, img in zip(batch, res.images):
-                save_png_atomic(img, name(s))
+        for batch, x in generate(pipe, todo, args.batch_size, cls, device, num_inference_steps=args.steps,
+                                 solver=solver, grid=args.grid, guidance_scale=args.guidance):
+            for s, img in zip(batch, to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()):
+                save_png_atomic(Image.fromarray(img), name(s))
             bar.update(len(batch))
         bar.close()
     state.wait_for_everyone()
@@ -84,17 +70,3 @@ def run_sample(args) -> None:
             "num_processes": state.num_processes, "torch": torch.__version__, "genkit": __version__,
         })
         print(f"wrote {args.num} images, grid.png and manifest.json to {out}")
-
-
-def _validate(pipe, args) -> None:
-    """Check solver, grid and guidance with the CLI's flag names before generating anything."""
-    from genkit.sampling import GRIDS, SOLVERS
-
-    if args.solver is not None and args.solver not in SOLVERS:
-        raise ValueError(f"--solver={args.solver!r} is not allowed: one of {', '.join(SOLVERS)}")
-    if args.grid is not None and args.grid not in GRIDS:
-        raise ValueError(f"--grid={args.grid!r} is not allowed: one of {', '.join(GRIDS)}")
-    if args.guidance < 0:
-        raise ValueError(f"--guidance={args.guidance} is not allowed: a number >= 0")
-    if args.guidance != 1.0 and pipe.num_classes == 0:
-        raise ValueError(f"--guidance={args.guidance} needs a class-conditional model: use 1")

@@ -55,3 +55,32 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.stack([self[i][0] for i in range(len(self))])
         return x, torch.zeros(len(self), dtype=torch.long)
+
+
+def read_images_as_is(root: str | Path, exclude: tuple[str, ...] = ("grid.png",), name: str = "samples"):
+    """Every image under `root` at its own size, as uint8 (N, 3, S, S), for evaluation: nothing is resized, so
+    all images must be square and of one size. `exclude` names files to skip (genkit sample's grid.png).
+    Transparent images are composited on white. ValueError for a missing or empty folder, an unreadable file
+    or mixed sizes, naming the parameter `name`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"--{name}={str(root)!r} is not a folder: give a folder of image files")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file()
+                   and p.name not in exclude)
+    if not files:
+        raise ValueError(f"--{name}={str(root)!r} holds no images: allowed types {sorted(EXTENSIONS)}")
+    arrays, size = [], None
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA"))
+                a = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"image file {str(path)!r} is unreadable ({e}): remove it or replace it") from e
+        if a.shape[0] != a.shape[1] or (size is not None and a.shape[0] != size):
+            raise ValueError(f"--{name}={str(root)!r} mixes image sizes: {path.name} is {a.shape[1]}x{a.shape[0]}, "
+                             f"expected {size or a.shape[1]}x{size or a.shape[1]} like {files[0].name} (square, "
+                             "one size; nothing is resized for evaluation)")
+        size = a.shape[0]
+        arrays.append(a)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()

@@ -1,0 +1,240 @@
+"""`genkit bench samplers`: every solver x grid, and diffusers' own schedulers, on one model, same noise and seeds.
+
+    genkit bench samplers --model weights/openmoji-32 --nfe 5,10,20,50 --num 512 --out eval.json
+
+Arms: the genkit solvers (euler, heun, dpm2, dpmpp_2m, dpmpp_3m, ipndm) on each sigma grid (polynomial,
+logsnr, time), and diffusers' DDIMScheduler, DPMSolverMultistepScheduler and UniPCMultistepScheduler built
+with from_config from the model's own scheduler config (solver=None: their step() loop).
+
+For each arm and NFE budget, on seeds K..K+N-1 (class 'cycle' and the model's default guidance unless told):
+- fd: FD-OpenMoji against the train reference, and on the even / odd seeds alone (fd_even, fd_odd: if the
+  ranking of the arms is the same on both halves, N is large enough for the ranking);
+- class_accuracy: the shipped classifier's accuracy on the asked classes;
+- ode_error: mean per-image RMS distance (in [-1, 1] pixel units) to Heun at --ode-ref-steps steps (256:
+  511 NFE) from the same noise, on the first --ode-num seeds.
+NFE counts denoiser calls per image; with CFG each is two network evaluations (network_evals).
+Results are written after every arm (atomically), so a killed run resumes where it stopped; FILE.md gets
+a markdown table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from .common import atomic_write_bytes, atomic_write_json, generate, load_pipeline, pick_device, resolve_conditioning
+from .evaluate import load_classifier, load_features, resolve_ref
+
+SCHEDULERS = {"ddim": "DDIMScheduler", "dpmsolver": "DPMSolverMultistepScheduler", "unipc": "UniPCMultistepScheduler"}
+
+
+def parse_list(flag: str, text: str, allowed=None, cast=str) -> list:
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    try:
+        items = [cast(t) for t in items]
+    except ValueError:
+        raise ValueError(f"--{flag}={text!r} is not allowed: a comma-separated list") from None
+    bad = [t for t in items if (allowed is not None and t not in allowed) or (cast is int and t < 1)]
+    if not items or bad:
+        what = f"values from {', '.join(map(str, allowed))}" if allowed is not None else "ints >= 1"
+        raise ValueError(f"--{flag}={text!r} is not allowed: comma-separated {what}")
+    return items
+
+
+def arm_list(solvers, grids, schedulers) -> list[dict]:
+    arms = [{"arm": f"{s}/{g}", "solver": s, "grid": g} for s in solvers for g in grids]
+    return arms + [{"arm": f"diffusers:{name}", "scheduler": SCHEDULERS[name]} for name in schedulers]
+
+
+def run_samplers(args) -> dict:
+    import diffusers
+
+    from genkit.metrics import REFERENCE_SOLVER, FrechetDistance, frechet_distance, ode_error
+    from genkit.sampling import GRIDS, SOLVERS, steps_for_nfe
+    from pipelines.pixel_diffusion import to_uint8
+
+    nfes = parse_list("nfe", args.nfe, cast=int)
+    solvers = parse_list("solvers", args.solvers, SOLVERS)
+    grids = parse_list("grids", args.grids, GRIDS)
+    schedulers = parse_list("schedulers", args.schedulers, SCHEDULERS) if args.schedulers else []
+    if args.num < 4:
+        raise ValueError(f"--num={args.num} is not allowed: at least 4 images (FD on each half needs 2)")
+    if not 1 <= args.ode_num <= args.num:
+        raise ValueError(f"--ode-num={args.ode_num} is not allowed: an int in [1, --num={args.num}]")
+    device = pick_device(args.device)
+    pipe = load_pipeline(args.model, device)
+    genkit_scheduler = pipe.scheduler
+    cls, guidance = resolve_conditioning(pipe, args.class_label, guidance=args.guidance)
+    res = pipe.unet.config.sample_size
+    net, fid = load_features("openmoji", args.features_model, None, device)
+    ref, ref_name = resolve_ref(args.ref, res, "openmoji", args.features_model)
+    classifier = load_classifier(pipe, args.features_model, device) if cls != "none" else None
+    seeds = list(range(args.seed, args.seed + args.num))
+    ode_seeds = seeds[:args.ode_num]
+    cfg_factor = 2 if guidance != 1.0 else 1
+
+    config = {"model": str(args.model), "num": args.num, "ode_num": args.ode_num, "seed": args.seed,
+              "class": cls, "guidance": guidance, "features": fid, "ref": ref_name, "ref_n": ref.n,
+              "resolution": res, "ode_reference": f"{REFERENCE_SOLVER}, polynomial grid, {args.ode_ref_steps} steps",
+              "model_sha": _model_fingerprint(args.model)}
+    out = Path(args.out)
+    result = _resume(out, config)
+    result.update(config=config, command=_command(args), genkit=__version__, torch=torch.__version__,
+                  device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device))
+    try:  # the floor: what unseen real emoji score against the same reference
+        floor = resolve_ref(f"openmoji-val-{res}", res, "openmoji", args.features_model)[0]
+        result["floor"] = {"fd_val_vs_train": round(frechet_distance(floor.mu, floor.sigma, ref.mu, ref.sigma), 6),
+                           "val_n": floor.n, "note": "FD of the val split (unseen emoji) against the reference"}
+    except ValueError:
+        result["floor"] = None
+
+    def sample(n_seeds, **kw):
+        yield from generate(pipe, n_seeds, args.batch_size, cls, device, guidance_scale=guidance, **kw)
+
+    # 1. The reference ODE solutions (cached beside the output: the most expensive single arm)
+    x_ref = _load_or_make_reference(out, config, lambda: torch.cat([x for _, x in tqdm(
+        sample(ode_seeds, num_inference_steps=args.ode_ref_steps, solver=REFERENCE_SOLVER, grid="polynomial"),
+        total=-(-len(ode_seeds) // args.batch_size), desc=f"ODE reference (Heun, {args.ode_ref_steps} steps)")]))
+
+    # 2. Every arm at every NFE budget: same seeds, same noise
+    todo = [(arm, n) for n in nfes for arm in arm_list(solvers, grids, schedulers)
+            if f"{arm['arm']}@{n}" not in result["rows"]]
+    bar = tqdm(todo, desc="bench samplers")
+    for arm, n in bar:
+        bar.set_postfix(arm=f"{arm['arm']}@{n}")
+        if "scheduler" in arm:
+            pipe.scheduler = getattr(diffusers, arm["scheduler"]).from_config(genkit_scheduler.config)
+            call, steps = dict(solver=None, num_inference_steps=n), n
+        else:
+            pipe.scheduler = genkit_scheduler
+            steps = steps_for_nfe(arm["solver"], n)
+            call = dict(solver=arm["solver"], grid=arm["grid"], num_inference_steps=steps)
+        fds = {k: FrechetDistance(net, fid, resolution=res) for k in ("all", "even", "odd")}
+        for f in fds.values():
+            f.set_reference(ref)
+        correct, errs, t0, nfe_seen = 0, [], time.perf_counter(), None
+        for batch, x in sample(seeds, **call):
+            images = to_uint8(x)
+            fds["all"].update(images)
+            parity = torch.tensor([s % 2 for s in batch])
+            for k, p in (("even", 0), ("odd", 1)):
+                if (parity == p).any():
+                    fds[k].update(images[parity == p])
+            if classifier is not None:
+                want = torch.tensor([s % pipe.num_classes for s in batch] if cls == "cycle" else
+                                    pipe.class_ids(cls, len(batch)).tolist())
+                correct += int((classifier.predict(images).cpu() == want).sum())
+            in_ode = [i for i, s in enumerate(batch) if s in ode_seeds]
+            if in_ode:
+                errs.append(ode_error(x[in_ode].cpu(), x_ref[[ode_seeds.index(batch[i]) for i in in_ode]]))
+        seconds = time.perf_counter() - t0
+        if "solver" in arm:
+            from genkit.sampling import nfe as count_nfe
+            nfe_seen = count_nfe(arm["solver"], steps)
+        else:
+            nfe_seen = steps
+        result["rows"][f"{arm['arm']}@{n}"] = {
+            **arm, "nfe_budget": n, "nfe": nfe_seen, "network_evals": nfe_seen * cfg_factor, "steps": steps,
+            "fd": round(fds["all"].compute(), 4), "fd_even": round(fds["even"].compute(), 4),
+            "fd_odd": round(fds["odd"].compute(), 4),
+            "class_accuracy": round(correct / len(seeds), 4) if classifier is not None else None,
+            "ode_error": round(float(torch.cat(errs).mean()), 6), "seconds": round(seconds, 2)}
+        atomic_write_json(out, result)
+    pipe.scheduler = genkit_scheduler
+    result["ranking_agreement"] = _ranking_agreement(result["rows"], nfes)
+    atomic_write_json(out, result)
+    atomic_write_bytes(out.with_suffix(".md"), markdown_table(result).encode())
+    print(markdown_table(result))
+    return result
+
+
+def _command(args) -> str:
+    parts = ["genkit bench samplers", f"--model {args.model}", f"--nfe {args.nfe}", f"--num {args.num}",
+             f"--ode-num {args.ode_num}", f"--ode-ref-steps {args.ode_ref_steps}", f"--solvers {args.solvers}",
+             f"--grids {args.grids}",
+             f"--schedulers {args.schedulers}", f"--seed {args.seed}", f"--batch-size {args.batch_size}"]
+    if args.guidance is not None:
+        parts.append(f"--guidance {args.guidance}")
+    if args.class_label is not None:
+        parts.append(f"--class {args.class_label}")
+    return " ".join(parts + [f"--out {args.out}"])
+
+
+def _model_fingerprint(model: str) -> str:
+    h = hashlib.sha256()
+    for p in sorted(Path(model).glob("unet/*.safetensors")):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _resume(out: Path, config: dict) -> dict:
+    """Rows of an earlier run of the same configuration (same model weights, seeds, guidance, reference)."""
+    if out.is_file():
+        try:
+            old = json.loads(out.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        if old.get("config") == config:
+            return {"rows": old.get("rows", {})}
+    return {"rows": {}}
+
+
+def _load_or_make_reference(out: Path, config: dict, make) -> torch.Tensor:
+    from safetensors.torch import load_file, save_file
+
+    key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    path = out.with_name(f".{out.stem}.ode-ref-{key}.safetensors")
+    if path.is_file():
+        return load_file(str(path))["x"]
+    x = make().cpu().contiguous()
+    tmp = path.with_suffix(".tmp")
+    save_file({"x": x}, str(tmp))
+    tmp.replace(path)
+    return x
+
+
+def _ranking_agreement(rows: dict, nfes) -> dict:
+    """Per NFE: do the even-seed and odd-seed halves rank the arms the same? (Spearman's rho of fd_even, fd_odd.)"""
+    out = {}
+    for n in nfes:
+        r = [v for v in rows.values() if v["nfe_budget"] == n]
+        if len(r) < 3:
+            continue
+        rank = lambda key: {id(v): i for i, v in enumerate(sorted(r, key=lambda v: v[key]))}  # noqa: E731
+        a, b = rank("fd_even"), rank("fd_odd")
+        d2 = sum((a[id(v)] - b[id(v)]) ** 2 for v in r)
+        out[str(n)] = round(1 - 6 * d2 / (len(r) * (len(r) ** 2 - 1)), 4)
+    return out
+
+
+def markdown_table(result: dict) -> str:
+    rows = result["rows"]
+    nfes = sorted({v["nfe_budget"] for v in rows.values()})
+    arms = list(dict.fromkeys(v["arm"] for v in rows.values()))
+    c = result["config"]
+    floor = f", floor FD(val vs train) = {result['floor']['fd_val_vs_train']:.3f}" if result["floor"] else ""
+    lines = [f"FD-OpenMoji (lower is better) / class accuracy / ODE error, n = {c['num']} "
+             f"(ODE error on {c['ode_num']}), guidance {c['guidance']}, class {c['class']}{floor}",
+             "", "| arm | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---" * (len(nfes) + 1) + "|"]
+    best = {n: min((v["fd"] for v in rows.values() if v["nfe_budget"] == n), default=None) for n in nfes}
+    for arm in arms:
+        cells = []
+        for n in nfes:
+            v = rows.get(f"{arm}@{n}")
+            if v is None:
+                cells.append("")
+                continue
+            fd = f"**{v['fd']:.2f}**" if v["fd"] == best[n] else f"{v['fd']:.2f}"
+            acc = f"{100 * v['class_accuracy']:.0f}%" if v["class_accuracy"] is not None else "-"
+            cells.append(f"{fd} / {acc} / {v['ode_error']:.3f}")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    agreement = result.get("ranking_agreement")
+    lines += ["", f"Ranking agreement between even and odd seeds (Spearman rho per NFE): {agreement}",
+              "", f"Command: `{result['command']}`", ""]
+    return "\n".join(lines)
