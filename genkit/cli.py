@@ -115,6 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--device", default=None)
     bs.add_argument("--out", required=True, metavar="FILE.json")
 
+    bv = bsub.add_parser("vq", help="quantizers (STE, rotation trick, SimVQ, FSQ; ours and vector-quantize-pytorch's) "
+                                     "in one autoencoder at equal budget, ratios to VQ-STE",
+                         description="Trains one small autoencoder per arm and codebook size on OpenMoji train and "
+                                     "measures reconstruction MSE, codebook usage, perplexity and quantisation error "
+                                     "on val. Writes FILE.json (after every arm: a killed run resumes) and FILE.md.")
+    bv.add_argument("--arms", default="vq-ste,vq-rotation,vq-rotation-kmeans,simvq,simvq-rotation,fsq,"
+                    "vqp:vq-ste,vqp:vq-rotation,vqp:vq-rotation-kmeans,vqp:simvq,vqp:simvq-rotation,vqp:fsq",
+                    metavar="LIST", help="default: all six genkit arms and the six vector-quantize-pytorch arms")
+    bv.add_argument("--codebook-sizes", default="256,1024,4096", metavar="LIST", help="K values (default 256,1024,4096)")
+    bv.add_argument("--steps", type=_positive_int("steps"), default=800, help="training steps per arm (default 800)")
+    bv.add_argument("--batch-size", type=_positive_int("batch-size"), default=64)
+    bv.add_argument("--learning-rate", type=float, default=1e-3)
+    bv.add_argument("--channels", default="16,32,64", help="autoencoder widths at 32, 16, 8 px (default 16,32,64)")
+    bv.add_argument("--latent-dim", type=_positive_int("latent-dim"), default=32, help="code vector size")
+    bv.add_argument("--seed", type=_nonneg_int("seed"), default=0)
+    bv.add_argument("--device", default=None)
+    bv.add_argument("--out", required=True, metavar="FILE.json")
+
     e = sub.add_parser("eval", help="Frechet distances (FD-OpenMoji, FID) and reference statistics")
     esub = e.add_subparsers(dest="eval", required=True, metavar="NAME")
     f = esub.add_parser("fd", help="FD of a folder of samples, or of a model's samples generated on the fly",
@@ -180,6 +198,9 @@ def main(argv=None) -> int:
         elif args.command == "bench" and args.bench == "overhead":
             from .commands.bench import run_overhead
             run_overhead(args)
+        elif args.command == "bench" and args.bench == "vq":
+            from .commands.bench_vq import run_vq
+            run_vq(args)
         elif args.command == "bench" and args.bench == "samplers":
             from .commands.bench_samplers import run_samplers
             run_samplers(args)

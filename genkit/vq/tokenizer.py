@@ -31,6 +31,12 @@ class ResBlock(nn.Module):
         return x + self.block(x)
 
 
+def tokenizer_loss(x: torch.Tensor, rec: torch.Tensor, out: QuantizerOutput) -> tuple[torch.Tensor, dict]:
+    """Training objective from a forward pass: |rec - x|^2 + the quantizer's codebook / commitment loss."""
+    mse = F.mse_loss(rec, x)
+    return mse + out.loss, {"mse": mse.detach(), "quant_error": out.quant_error, "indices": out.indices}
+
+
 class VQTokenizer(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, image_size: int = 32, channels: tuple = (32, 64, 128), latent_dim: int = 32,
@@ -87,9 +93,7 @@ class VQTokenizer(ModelMixin, ConfigMixin):
 
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Reconstruction MSE + the quantizer's loss; and the figures to log."""
-        rec, out = self(x)
-        mse = F.mse_loss(rec, x)
-        return mse + out.loss, {"mse": mse.detach(), "quant_error": out.quant_error, "indices": out.indices}
+        return tokenizer_loss(x, *self(x))
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,196 @@
+"""Train a VQ image tokenizer (genkit.vq.VQTokenizer) with accelerate: 32x32 images <-> 8x8 codes.
+
+    accelerate launch training/train_vq.py --output_dir runs/vq --simvq --codebook_size 4096
+    accelerate launch training/train_vq.py --output_dir runs/fsq --quantizer fsq --fsq_levels 8,5,5,5
+    ... --resume_from_checkpoint latest                     # continue an interrupted run exactly
+    ... --dataset my_images/                                # a folder of images instead of OpenMoji
+
+Per step: a seeded batch (a function of seed and step, so a resumed run sees the same data), loss =
+reconstruction MSE + the quantizer's codebook/commitment loss, Adam. Every --eval_every steps the held-out
+images (OpenMoji val, or every 10th image of a folder) give MSE, codebook usage (codes used / K), perplexity / K
+and quantisation error, appended to metrics.jsonl. output_dir is a model folder (config + safetensors,
+VQTokenizer.from_pretrained(output_dir)) rewritten atomically with metrics.json at every checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from genkit.vq import VQTokenizer
+from genkit.vq.tokenizer import tokenizer_loss
+from genkit.vq.fit import batch_indices, evaluate_tokenizer, to_float
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--output_dir", required=True)
+    a("--dataset", default="openmoji", help="'openmoji' or a folder of images (resized to --resolution)")
+    a("--resolution", type=int, default=32, help="image side, a multiple of 4 (the code grid is side / 4)")
+    # model
+    a("--channels", default="32,64,64", help="encoder/decoder widths at full, 1/2 and 1/4 resolution")
+    a("--latent_dim", type=int, default=32, help="code vector size (FSQ projects to len(levels) and back)")
+    a("--quantizer", default="vq", choices=["vq", "fsq"])
+    a("--codebook_size", type=int, default=1024)
+    a("--estimator", default="ste", choices=["ste", "rotation"], help="gradient past the argmin")
+    a("--simvq", action="store_true", help="codebook = frozen random Q times a learned linear map")
+    a("--cosine", action="store_true", help="cosine distance (l2-normalised codes and inputs)")
+    a("--kmeans_init", action="store_true", help="initialise the codebook by k-means on the first batch")
+    a("--beta", type=float, default=0.25, help="commitment weight (codebook weight is 1)")
+    a("--fsq_levels", default=None, help="FSQ levels, e.g. 8,5,5,5 (1000 codes)")
+    # optimisation
+    a("--train_batch_size", type=int, default=64)
+    a("--max_train_steps", type=int, default=4000)
+    a("--learning_rate", type=float, default=1e-3)
+    a("--lr_warmup_steps", type=int, default=100)
+    a("--seed", type=int, default=0)
+    a("--eval_every", type=int, default=500)
+    a("--checkpointing_steps", type=int, default=500)
+    a("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-N folder")
+    a("--max_minutes", type=float, default=None, help="stop after a checkpoint once this much time passed")
+    args = p.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args):
+    def bad(name, value, allowed):
+        raise ValueError(f"--{name}={value!r} is not allowed: {allowed}")
+
+    for name in ("train_batch_size", "max_train_steps", "eval_every", "checkpointing_steps", "latent_dim"):
+        if getattr(args, name) < 1:
+            bad(name, getattr(args, name), "an int >= 1")
+    if args.resolution < 8 or args.resolution % 4:
+        bad("resolution", args.resolution, "a multiple of 4, at least 8")
+    if args.learning_rate <= 0:
+        bad("learning_rate", args.learning_rate, "a number > 0")
+    try:
+        args.channels = tuple(int(c) for c in str(args.channels).split(","))
+    except ValueError:
+        bad("channels", args.channels, "three comma-separated ints such as 32,64,64")
+    if len(args.channels) != 3 or any(c % 8 for c in args.channels):
+        bad("channels", args.channels, "three multiples of 8 (GroupNorm with 8 groups)")
+    if args.quantizer == "fsq":
+        try:
+            args.fsq_levels = [int(v) for v in str(args.fsq_levels).split(",")]
+        except ValueError:
+            bad("fsq_levels", args.fsq_levels, "comma-separated ints >= 2 such as 8,5,5,5")
+    elif args.codebook_size < 2:
+        bad("codebook_size", args.codebook_size, "an int >= 2")
+
+
+def load_images(args) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) uint8 (N, 3, S, S)."""
+    if args.dataset == "openmoji":
+        from genkit.data import OpenMojiDataset
+
+        t = lambda split: torch.from_numpy(OpenMojiDataset(args.resolution, split).images).permute(0, 3, 1, 2)  # noqa: E731
+        return t("train").contiguous(), t("val").contiguous()
+    from genkit.data import ImageFolderDataset
+
+    ds = ImageFolderDataset(args.dataset, args.resolution)
+    x = torch.stack([torch.from_numpy(ds.load(i)) for i in range(len(ds))]).permute(0, 3, 1, 2).contiguous()
+    held = torch.arange(len(x)) % 10 == 0
+    if held.all() or not held.any():
+        raise ValueError(f"--dataset={args.dataset!r} has {len(x)} images: at least 2 are needed (1 held out)")
+    return x[~held], x[held]
+
+
+def build(args) -> VQTokenizer:
+    return VQTokenizer(image_size=args.resolution, channels=args.channels, latent_dim=args.latent_dim,
+                       quantizer=args.quantizer, codebook_size=args.codebook_size, estimator=args.estimator,
+                       simvq=args.simvq, cosine=args.cosine, kmeans_init=args.kmeans_init, beta=args.beta,
+                       fsq_levels=args.fsq_levels, seed=args.seed)
+
+
+def save_atomic(tok: VQTokenizer, out_dir: Path, metrics: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".model-"))
+    tok.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    for name in ("config.json", "diffusion_pytorch_model.safetensors", "metrics.json"):
+        os.replace(tmp / name, out_dir / name)
+    shutil.rmtree(tmp)
+
+
+def main(args):
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator()
+    set_seed(args.seed)
+    train, held = load_images(args)
+    torch.manual_seed(args.seed)                                    # same encoder/decoder init for every arm
+    tok = build(args)
+    opt = torch.optim.Adam(tok.parameters(), lr=args.learning_rate)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / args.lr_warmup_steps))
+    tok, opt, sched = accelerator.prepare(tok, opt, sched)
+    model = accelerator.unwrap_model(tok)
+
+    step = 0
+    ckpts = sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    if args.resume_from_checkpoint:
+        path = (ckpts[-1] if ckpts else None) if args.resume_from_checkpoint == "latest" \
+            else Path(args.resume_from_checkpoint)
+        if path is not None:
+            if not path.is_dir():
+                raise ValueError(f"--resume_from_checkpoint={str(path)!r} is not a checkpoint folder")
+            accelerator.load_state(str(path))
+            step = int(path.name.split("-")[1])
+
+    def checkpoint(row):
+        tmp = out_dir / f".tmp-checkpoint-{step}"
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            os.replace(tmp, out_dir / f"checkpoint-{step}")
+            for old in sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-1]:
+                shutil.rmtree(old)
+            save_atomic(model, out_dir, {**row, "train_images": len(train), "held_out_images": len(held),
+                                         "args": {k: str(v) for k, v in vars(args).items()}})
+
+    t0, row = time.time(), {}
+    bar = tqdm(total=args.max_train_steps, initial=step, desc="train vq", disable=not accelerator.is_local_main_process)
+    tok.train()
+    while step < args.max_train_steps:
+        idx = batch_indices(len(train), args.train_batch_size, args.seed, step, accelerator.process_index,
+                            accelerator.num_processes)
+        x = to_float(train[idx]).to(accelerator.device)
+        loss, logs = tokenizer_loss(x, *tok(x))                      # through the (DDP) wrapper: synced grads
+        if not math.isfinite(loss.item()):
+            raise RuntimeError(f"loss is {loss.item()} at step {step}: lower --learning_rate")
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(tok.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        bar.update()
+        bar.set_postfix(mse=f"{logs['mse'].item():.4f}")
+        out_of_time = args.max_minutes is not None and (time.time() - t0) / 60 > args.max_minutes
+        if step % args.eval_every == 0 or step == args.max_train_steps or out_of_time:
+            row = {"step": step, "train_mse": logs["mse"].item(), "minutes": (time.time() - t0) / 60,
+                   **{f"val_{k}": v for k, v in evaluate_tokenizer(model, held).items()}}
+            if accelerator.is_main_process:
+                with open(out_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                tqdm.write(json.dumps(row))
+        if step % args.checkpointing_steps == 0 or step == args.max_train_steps or out_of_time:
+            checkpoint(row)
+        if out_of_time:
+            break
+    bar.close()
+
+
+if __name__ == "__main__":
+    main(parse_args())
