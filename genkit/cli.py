@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_class_guidance(bs)
     bs.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
     bs.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B")
+    bs.add_argument("--dtype", default="float32", metavar="float32|bfloat16",
+                    help="the network's dtype in the arms (the ODE reference is always float32; bfloat16 adds "
+                         "a measured floor to the ODE errors)")
     bs.add_argument("--features-model", default=None, metavar="DIR",
                     help="the FD-OpenMoji network (default weights/openmoji-features)")
     bs.add_argument("--ref", default=None, metavar="NAME|FILE", help="default openmoji-train-<resolution>")
@@ -154,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--device", default=None)
     f.add_argument("--out", default=None, metavar="FILE.json", help="also write the JSON line here")
     f.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+    sa = esub.add_parser("sanity", help="FD-OpenMoji's checks: train vs train ~ 0, the val floor, monotone in blur "
+                                        "and noise, repeatable (shipped network and references)")
+    sa.add_argument("--resolutions", default="32,64", metavar="LIST")
+    sa.add_argument("--features-model", default=None, metavar="DIR", help="default weights/openmoji-features")
+    sa.add_argument("--device", default=None)
+    sa.add_argument("--out", default=None, metavar="FILE.json")
 
     r = esub.add_parser("ref", help="reference statistics (.npz: mu, sigma, n, feature id) of a folder or split")
     r.add_argument("--samples", default=None, metavar="DIR", help="a folder of images (one size)")
@@ -205,8 +215,8 @@ def main(argv=None) -> int:
             from .commands.bench_samplers import run_samplers
             run_samplers(args)
         elif args.command == "eval":
-            from .commands.evaluate import run_fd, run_ref
-            (run_fd if args.eval == "fd" else run_ref)(args)
+            from .commands.evaluate import run_fd, run_ref, run_sanity
+            {"fd": run_fd, "ref": run_ref, "sanity": run_sanity}[args.eval](args)
     except ValueError as e:
         print(f"genkit: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, always
         return 2

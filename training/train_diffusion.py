@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from genkit.denoiser import logsnr_to_c_noise
+from genkit.io import replace_folder_contents
 from genkit.schedules import SCHEDULES, Schedule, alpha_sigma
 from genkit.scheduler import GenkitScheduler
 from pipelines.pixel_diffusion import PixelDiffusionPipeline
@@ -199,18 +199,14 @@ def diffusion_loss(unet, x0, labels, schedule: Schedule, args, generator=None) -
 
 def save_pipeline_atomic(unet, schedule, class_names, out_dir: Path, extra: dict):
     """Write model_index.json + unet/ + scheduler/ into out_dir via a temp folder, replacing the old ones."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     pipe = PixelDiffusionPipeline(unet=unet, scheduler=GenkitScheduler.from_schedule(schedule),
                                   class_names=class_names)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".pipeline-"))
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    (tmp / "training_state.json").write_text(json.dumps(extra, indent=2))
-    for name in ("unet", "scheduler", "model_index.json", "training_state.json"):
-        old = out_dir / name
-        if old.is_dir():  # a folder cannot be replaced in one rename: move the old one aside first
-            os.replace(old, tmp / f"old-{name}")
-        os.replace(tmp / name, old)
-    shutil.rmtree(tmp)
+
+    def write(tmp):
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "training_state.json").write_text(json.dumps(extra, indent=2))
+
+    replace_folder_contents(out_dir, write, ("unet", "scheduler", "model_index.json", "training_state.json"))
 
 
 def discard(path: Path) -> None:

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from genkit.data import OpenMojiDataset
+from genkit.io import replace_folder_contents
 from genkit.metrics.features import OpenMojiFeatureNet, to_unit_range
 
 
@@ -98,13 +98,11 @@ def accuracy(net, images_u8: torch.Tensor, labels: torch.Tensor, batch: int = 25
 
 
 def save_model_atomic(net: OpenMojiFeatureNet, out_dir: Path, metrics: dict) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".model-"))
-    net.save_pretrained(tmp, safe_serialization=True)
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    for name in ("config.json", "diffusion_pytorch_model.safetensors", "metrics.json"):
-        os.replace(tmp / name, out_dir / name)
-    shutil.rmtree(tmp)
+    def write(tmp):
+        net.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+    replace_folder_contents(out_dir, write, ("config.json", "diffusion_pytorch_model.safetensors", "metrics.json"))
 
 
 def main(args):

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from genkit.io import replace_folder_contents
 from genkit.vq import VQTokenizer
 from genkit.vq.tokenizer import tokenizer_loss
 from genkit.vq.fit import batch_indices, evaluate_tokenizer, to_float
@@ -116,13 +116,11 @@ def build(args) -> VQTokenizer:
 
 
 def save_atomic(tok: VQTokenizer, out_dir: Path, metrics: dict) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".model-"))
-    tok.save_pretrained(tmp, safe_serialization=True)
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    for name in ("config.json", "diffusion_pytorch_model.safetensors", "metrics.json"):
-        os.replace(tmp / name, out_dir / name)
-    shutil.rmtree(tmp)
+    def write(tmp):
+        tok.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+    replace_folder_contents(out_dir, write, ("config.json", "diffusion_pytorch_model.safetensors", "metrics.json"))
 
 
 def main(args):

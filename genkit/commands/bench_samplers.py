@@ -65,10 +65,13 @@ def run_samplers(args) -> dict:
     schedulers = parse_list("schedulers", args.schedulers, SCHEDULERS) if args.schedulers else []
     if args.num < 4:
         raise ValueError(f"--num={args.num} is not allowed: at least 4 images (FD on each half needs 2)")
+    if args.dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"--dtype={args.dtype!r} is not allowed: float32 or bfloat16")
     if not 1 <= args.ode_num <= args.num:
         raise ValueError(f"--ode-num={args.ode_num} is not allowed: an int in [1, --num={args.num}]")
     device = pick_device(args.device)
     pipe = load_pipeline(args.model, device)
+    diffusers.utils.logging.set_verbosity_error()  # from_config's "attributes ignored" notes, once per arm
     genkit_scheduler = pipe.scheduler
     cls, guidance = resolve_conditioning(pipe, args.class_label, guidance=args.guidance)
     res = pipe.unet.config.sample_size
@@ -82,7 +85,7 @@ def run_samplers(args) -> dict:
     config = {"model": str(args.model), "num": args.num, "ode_num": args.ode_num, "seed": args.seed,
               "class": cls, "guidance": guidance, "features": fid, "ref": ref_name, "ref_n": ref.n,
               "resolution": res, "ode_reference": f"{REFERENCE_SOLVER}, polynomial grid, {args.ode_ref_steps} steps",
-              "model_sha": _model_fingerprint(args.model)}
+              "model_sha": _model_fingerprint(args.model), "dtype": args.dtype}
     out = Path(args.out)
     result = _resume(out, config)
     result.update(config=config, command=_command(args), genkit=__version__, torch=torch.__version__,
@@ -98,9 +101,24 @@ def run_samplers(args) -> dict:
         yield from generate(pipe, n_seeds, args.batch_size, cls, device, guidance_scale=guidance, **kw)
 
     # 1. The reference ODE solutions (cached beside the output: the most expensive single arm)
-    x_ref = _load_or_make_reference(out, config, lambda: torch.cat([x for _, x in tqdm(
-        sample(ode_seeds, num_inference_steps=args.ode_ref_steps, solver=REFERENCE_SOLVER, grid="polynomial"),
-        total=-(-len(ode_seeds) // args.batch_size), desc=f"ODE reference (Heun, {args.ode_ref_steps} steps)")]))
+    def solve(desc, **kw):  # the ODE seeds only, all at once
+        return torch.cat([x for _, x in tqdm(sample(ode_seeds, **kw), total=-(-len(ode_seeds) // args.batch_size),
+                                             desc=desc)])
+
+    x_ref = _load_or_make_reference(out, config, lambda: solve(
+        f"ODE reference (Heun, {args.ode_ref_steps} steps, float32)", num_inference_steps=args.ode_ref_steps,
+        solver=REFERENCE_SOLVER, grid="polynomial"))
+    if args.dtype == "bfloat16":
+        # The arms run the network in bf16 (about twice as fast on a CPU with AVX512-BF16); the reference stays
+        # float32. What bf16 alone changes at a fine grid bounds the ODE errors that can be told apart.
+        if "bf16_floor" not in result:
+            fine = dict(num_inference_steps=50, solver="dpmpp_2m", grid="polynomial")
+            x32 = solve("bf16 floor: dpmpp_2m at 50 NFE, float32", **fine)
+            pipe.unet.to(torch.bfloat16)
+            x16 = solve("bf16 floor: dpmpp_2m at 50 NFE, bfloat16", **fine)
+            result["bf16_floor"] = {"ode_error_bf16_vs_fp32": round(float(ode_error(x16, x32).mean()), 6),
+                                    "note": "dpmpp_2m at 50 NFE, same noise: bfloat16 network vs float32"}
+        pipe.unet.to(torch.bfloat16)
 
     # 2. Every arm at every NFE budget: same seeds, same noise
     todo = [(arm, n) for n in nfes for arm in arm_list(solvers, grids, schedulers)
@@ -158,7 +176,7 @@ def _command(args) -> str:
     parts = ["genkit bench samplers", f"--model {args.model}", f"--nfe {args.nfe}", f"--num {args.num}",
              f"--ode-num {args.ode_num}", f"--ode-ref-steps {args.ode_ref_steps}", f"--solvers {args.solvers}",
              f"--grids {args.grids}",
-             f"--schedulers {args.schedulers}", f"--seed {args.seed}", f"--batch-size {args.batch_size}"]
+             f"--schedulers {args.schedulers}", f"--seed {args.seed}", f"--batch-size {args.batch_size}", f"--dtype {args.dtype}"]
     if args.guidance is not None:
         parts.append(f"--guidance {args.guidance}")
     if args.class_label is not None:
@@ -181,7 +199,7 @@ def _resume(out: Path, config: dict) -> dict:
         except json.JSONDecodeError:
             old = {}
         if old.get("config") == config:
-            return {"rows": old.get("rows", {})}
+            return {k: old[k] for k in ("rows", "bf16_floor") if k in old}
     return {"rows": {}}
 
 

@@ -52,7 +52,7 @@ class PeerQuantizer(torch.nn.Module):
             import vector_quantize_pytorch as vqp
         except ImportError:
             raise ValueError("the vqp: arms need vector-quantize-pytorch (pip install vector-quantize-pytorch, "
-                             "or pip install -e '.[dev]'); or leave them out with --arms") from None
+                             "or pip install -e '.[bench]'); or leave them out with --arms") from None
         name = arm.split(":", 1)[1]
         self.is_fsq = name == "fsq"
         if self.is_fsq:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from ..io import atomic_write_bytes  # noqa: F401  (re-exported for the commands)
+
 
 def pick_device(name: str | None) -> torch.device:
     if name is None:
@@ -54,17 +56,6 @@ def ensure_writable_dir(path: str, name: str = "out") -> Path:
     except OSError as e:
         raise ValueError(f"--{name}={path!r} is not a writable folder ({e.strerror})") from None
     return p
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def atomic_write_json(path: Path, obj) -> None:

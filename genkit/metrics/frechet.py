@@ -14,14 +14,14 @@ enters the sums once (on process 0), so the result equals a one-process run on a
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
+
+from ..io import atomic_path
 
 MIN_IMAGES = 2
 
@@ -50,18 +50,10 @@ class ReferenceStats:
 
     def save(self, path: str | Path) -> None:
         """Atomic: a temp file in the same folder, then a rename."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, mu=self.mu, sigma=self.sigma, n=self.n,
                      meta=json.dumps({"features": self.features, "resolution": self.resolution,
                                       "source": self.source}))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     @classmethod
     def load(cls, path: str | Path) -> "ReferenceStats":
@@ -132,7 +124,7 @@ class FrechetDistance:
             n = int(t)
         if n < MIN_IMAGES:
             raise ValueError(f"{n} images are too few for a Frechet distance: at least {MIN_IMAGES}")
-        return float(self.metric.compute())
+        return max(0.0, float(self.metric.compute()))  # exact sets give ~ -1e-12
 
     def reset(self) -> None:
         """Forget the generated images, keep the reference."""
