@@ -2,12 +2,17 @@
 
     python app.py                                   # weights/openmoji-32 on http://127.0.0.1:7860
     python app.py --model DIR --host 0.0.0.0 --port 7861 --device cuda
+    python app.py --tokenizer DIR                   # the Tokenizer tab's model (default weights/openmoji-vq)
 
 The event is exposed as the API endpoint /generate:
 
     from gradio_client import Client
     gallery, info = Client("http://127.0.0.1:7860/").predict(
         "face-smiling", 0, 20, "dpmpp_2m", 2.0, 4, api_name="/generate")
+
+The Tokenizer tab (API endpoint /tokenize) shows an image's 8x8 grid of VQ codes and its reconstruction:
+
+    original, reconstruction, codes, info = Client(url).predict(handle_file("emoji.png"), api_name="/tokenize")
 
 Image k of a batch uses seed + k, so it is the same image as `genkit sample --seed SEED` gives for that seed.
 Bad input is answered with an error naming the parameter, the value and what is allowed; the app keeps serving.
@@ -21,6 +26,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 # Before gradio / diffusers are imported: no analytics, no hub access.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -33,7 +39,8 @@ MAX_STEPS = 100
 MAX_GUIDANCE = 8.0
 MAX_SEED = 2**63 - 1
 # 32x32 images: show them with crisp pixels when the browser scales them up. theme/css go to launch() in Gradio 6.
-CSS = "#gallery img { image-rendering: pixelated; }"
+CSS = "#gallery img, .pixelated img { image-rendering: pixelated; }"
+TOKENIZER_VIEW = 8  # the tokenizer tab shows 32x32 images 8x larger
 
 # gradio and torch are imported inside the functions below so that `python app.py --help` and a bad --model
 # fail fast, before the slow imports.
@@ -110,8 +117,46 @@ def make_generate(pipe, max_batch_size: int = 16):
     return generate
 
 
-def build_demo(pipe, max_batch_size: int = 16):
-    """The gr.Blocks UI for `pipe` (a PixelDiffusionPipeline); launch it with demo.launch(css=CSS, ...)."""
+def make_tokenize(tokenizer):
+    """The Tokenizer tab's handler: an image (H, W, 3|4) uint8 -> (original 32x32, reconstruction, code grid,
+    info). Any image is composited on white, center-cropped and resized to the tokenizer's size first."""
+    import gradio as gr
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from genkit.data.folder import center_crop_resize
+
+    size = tokenizer.config.image_size
+
+    def tokenize(image):
+        if image is None:
+            raise gr.Error("image is missing: upload an image or pick one of the examples", print_exception=False)
+        arr = np.asarray(image)
+        if arr.ndim != 3 or arr.shape[-1] not in (3, 4) or arr.dtype != np.uint8:
+            raise gr.Error(f"image of shape {arr.shape} and dtype {arr.dtype} is not allowed: an RGB or RGBA "
+                           "picture", print_exception=False)
+        img = Image.fromarray(arr).convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img).convert("RGB")
+        small = np.asarray(center_crop_resize(img, size), dtype=np.uint8)
+        x = torch.from_numpy(small).permute(2, 0, 1).unsqueeze(0)
+        codes = tokenizer.encode(x)
+        rec = ((tokenizer.decode(codes)[0].permute(1, 2, 0).cpu() + 1) * 127.5).round().clamp(0, 255)
+        rec = rec.to(torch.uint8).numpy()
+        mse = float(np.mean(((rec.astype(np.float32) - small) / 127.5) ** 2))
+        grid = codes[0].tolist()
+        used = len({c for row in grid for c in row})
+        info = (f"**{len(grid)}x{len(grid[0])} codes** from a codebook of {tokenizer.codebook_size}; "
+                f"{used} distinct codes in this image · reconstruction MSE {mse:.4f} (pixels in [-1, 1])")
+        big = lambda a: np.asarray(Image.fromarray(a).resize((size * TOKENIZER_VIEW,) * 2, Image.NEAREST))  # noqa: E731
+        return big(small), big(rec), grid, info
+
+    return tokenize
+
+
+def build_demo(pipe, max_batch_size: int = 16, tokenizer=None, examples: list[str] | None = None):
+    """The gr.Blocks UI for `pipe` (a PixelDiffusionPipeline) and, when given, a Tokenizer tab for `tokenizer`
+    (a VQTokenizer) with example image files; launch it with demo.launch(css=CSS, ...)."""
     import gradio as gr
 
     from genkit.sampling import SOLVERS
@@ -125,7 +170,7 @@ def build_demo(pipe, max_batch_size: int = 16):
         gr.Markdown(f"# genkit: pixel diffusion sampler\n"
                     f"Class-conditional {size}×{size} emoji from a small pixel-space diffusion model. "
                     f"Training images: [OpenMoji](https://openmoji.org), licensed CC BY-SA 4.0.")
-        with gr.Row():
+        with gr.Tab("Diffusion"), gr.Row():
             with gr.Column(scale=1, min_width=280):
                 cls = gr.Dropdown(choices, value=default_class, label="Class", elem_id="class")
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (image k uses seed + k)",
@@ -145,6 +190,26 @@ def build_demo(pipe, max_batch_size: int = 16):
         # the API is answered with the parameter's name rather than the components' anonymous range errors.
         button.click(generate, inputs=[cls, seed, steps, solver, guidance, batch], outputs=[gallery, info],
                      api_name="generate", concurrency_limit=1, preprocess=False)
+        if tokenizer is not None:
+            tokenize = make_tokenize(tokenizer)
+            with gr.Tab("Tokenizer"):
+                gr.Markdown("A VQ tokenizer turns a 32×32 image into an 8×8 grid of discrete codes and back. "
+                            "Upload any picture (center-cropped and resized to 32×32) or pick an OpenMoji "
+                            "val emoji the tokenizer never saw in training.")
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=280):
+                        image = gr.Image(type="numpy", image_mode="RGBA", label="Image", elem_id="tok_input")
+                        if examples:
+                            gr.Examples(examples=[[e] for e in examples], inputs=[image], label="OpenMoji val")
+                        go = gr.Button("Tokenize", variant="primary", elem_id="tokenize")
+                    with gr.Column(scale=2):
+                        with gr.Row():
+                            original = gr.Image(label="Input at 32×32", elem_classes="pixelated", format="png")
+                            recon = gr.Image(label="Decoded from the codes", elem_classes="pixelated", format="png")
+                        codes = gr.Dataframe(label="Code ids (8×8)", interactive=False, elem_id="codes")
+                        tok_info = gr.Markdown(elem_id="tok_info")
+                go.click(tokenize, inputs=[image], outputs=[original, recon, codes, tok_info], api_name="tokenize",
+                         concurrency_limit=1)
     return demo
 
 
@@ -181,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, metavar="D", help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--max-batch-size", type=_batch_limit, default=16, metavar="N",
                    help="largest batch the UI allows (default 16)")
+    p.add_argument("--tokenizer", default="weights/openmoji-vq", metavar="DIR",
+                   help="VQ tokenizer folder for the Tokenizer tab (default: weights/openmoji-vq; "
+                        "the tab is left out if the folder is missing)")
     return p
 
 
@@ -199,7 +267,19 @@ def main(argv=None) -> None:
         pipe = load_pipeline(args.model, pick_device(args.device))
     except ValueError as e:
         _fail(e)
-    demo = build_demo(pipe, args.max_batch_size)
+    tokenizer, examples = None, None
+    if os.path.isdir(args.tokenizer):
+        from genkit.vq import VQTokenizer
+
+        try:
+            tokenizer = VQTokenizer.from_pretrained(args.tokenizer, local_files_only=True).eval()
+        except Exception as e:  # noqa: BLE001  (any load failure: a damaged folder)
+            _fail(f"--tokenizer={args.tokenizer!r} could not be loaded ({type(e).__name__}: {e})")
+        examples = sorted(str(p) for p in Path(args.tokenizer, "examples").glob("*.png")) or None
+    else:
+        print(f"app.py: note: no tokenizer at --tokenizer={args.tokenizer!r}; the Tokenizer tab is left out",
+              file=sys.stderr)
+    demo = build_demo(pipe, args.max_batch_size, tokenizer, examples)
     try:
         demo.launch(server_name=args.host, server_port=args.port, share=False, css=CSS)
     except OSError as e:  # port in use, address not available

@@ -135,3 +135,50 @@ def test_corrupt_model_exits_2_with_one_line_error(tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "could not be loaded" in lines[0] and "corrupt" in lines[0], res.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer():
+    from genkit.vq import VQTokenizer
+
+    torch.manual_seed(0)
+    return VQTokenizer(channels=(8, 8, 8), latent_dim=4, codebook_size=16).eval()
+
+
+def test_tokenize_handler_crops_encodes_and_decodes(app, tiny_tokenizer):
+    import gradio as gr
+
+    tokenize = app.make_tokenize(tiny_tokenizer)
+    rgba = np.zeros((40, 60, 4), np.uint8)                     # transparent, not square: white, center-cropped
+    original, rec, grid, info = tokenize(rgba)
+    assert original.shape == rec.shape == (256, 256, 3) and (original == 255).all()
+    codes = tiny_tokenizer.encode(torch.full((1, 3, 32, 32), 255, dtype=torch.uint8))[0].tolist()
+    assert grid == codes and "8x8 codes" in info and "codebook of 16" in info
+    expected = ((tiny_tokenizer.decode(torch.tensor([codes]))[0].permute(1, 2, 0) + 1) * 127.5).round()
+    assert np.array_equal(rec[::8, ::8], expected.to(torch.uint8).numpy())   # shown 8x larger, nearest
+    with pytest.raises(gr.Error, match="image is missing"):
+        tokenize(None)
+    with pytest.raises(gr.Error, match="is not allowed"):
+        tokenize(np.zeros((4, 4), np.float32))
+
+
+def test_served_tokenizer_tab(app, tiny_pipe, tiny_tokenizer, tmp_path):
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
+    demo = app.build_demo(tiny_pipe, max_batch_size=4, tokenizer=tiny_tokenizer, examples=[str(tmp_path / "red.png")])
+    _, local_url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
+    client = None
+    try:
+        client = Client(local_url, verbose=False)
+        original, rec, codes, info = client.predict(handle_file(str(tmp_path / "red.png")), api_name="/tokenize")
+        with Image.open(original) as im:
+            assert im.size == (256, 256)
+        assert len(codes["data"]) == 8 and len(codes["data"][0]) == 8 and "codes" in info
+        gallery, _ = client.predict("a", 0, 1, "euler", 1.0, 1, api_name="/generate")   # both tabs serve
+        assert len(gallery) == 1
+    finally:
+        if client is not None:
+            client.close()
+        demo.close()

@@ -54,7 +54,8 @@ def run_overhead(args) -> dict:
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "bench": "overhead", "model": args.model, "nfe": s, "batch_size": b, "repeats": args.repeats,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)",
         "median_s": {k: round(v, 4) for k, v in med.items()},
         "all_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
         "ratio_pipeline_over_bare": round(med["pipeline"] / med["bare"], 4),

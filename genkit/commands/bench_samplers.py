@@ -176,7 +176,8 @@ def _command(args) -> str:
     parts = ["genkit bench samplers", f"--model {args.model}", f"--nfe {args.nfe}", f"--num {args.num}",
              f"--ode-num {args.ode_num}", f"--ode-ref-steps {args.ode_ref_steps}", f"--solvers {args.solvers}",
              f"--grids {args.grids}",
-             f"--schedulers {args.schedulers}", f"--seed {args.seed}", f"--batch-size {args.batch_size}", f"--dtype {args.dtype}"]
+             f"--schedulers {args.schedulers}", f"--seed {args.seed}", f"--batch-size {args.batch_size}",
+             f"--dtype {args.dtype}"]
     if args.guidance is not None:
         parts.append(f"--guidance {args.guidance}")
     if args.class_label is not None:

@@ -123,7 +123,8 @@ def run_vq(args) -> dict:
         args.channels = tuple(int(c) for c in args.channels.split(","))
         assert len(args.channels) == 3 and all(c % 8 == 0 for c in args.channels)
     except (ValueError, AssertionError):
-        raise ValueError(f"--channels={args.channels!r} is not allowed: three multiples of 8 such as 16,32,64") from None
+        raise ValueError(f"--channels={args.channels!r} is not allowed: three multiples of 8 such as 16,32,64") \
+            from None
     device = pick_device(args.device)
     t = lambda split: torch.from_numpy(OpenMojiDataset(32, split).images).permute(0, 3, 1, 2).contiguous()  # noqa: E731
     train, held = t("train"), t("val")
