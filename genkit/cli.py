@@ -21,28 +21,25 @@ import sys
 from . import __version__
 
 
-def _positive_int(name):
+def _int_at_least(name: str, lo: int):
+    """argparse type: an int >= lo, else the one-line error naming the flag."""
     def parse(text):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"--{name}={text!r} is not allowed: an int >= 1") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"--{name}={text!r} is not allowed: an int >= 1")
+            value = None
+        if value is None or value < lo:
+            raise argparse.ArgumentTypeError(f"--{name}={text!r} is not allowed: an int >= {lo}")
         return value
     return parse
+
+
+def _positive_int(name):
+    return _int_at_least(name, 1)
 
 
 def _nonneg_int(name):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--{name}={text!r} is not allowed: an int >= 0") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"--{name}={text!r} is not allowed: an int >= 0")
-        return value
-    return parse
+    return _int_at_least(name, 0)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -35,3 +35,15 @@ def save_tiny_features(path: Path, seed=0) -> str:
                              class_names=CLASS_NAMES).eval()
     net.save_pretrained(path)
     return str(path)
+
+
+def run_cli(capsys, *argv):
+    """genkit.cli.main in-process -> (exit status, stdout, stderr); argparse errors exit via SystemExit."""
+    from genkit.cli import main
+
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err

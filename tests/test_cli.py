@@ -12,9 +12,8 @@ import torch
 from PIL import Image
 
 import genkit
-from genkit.cli import main
 from pipelines.pixel_diffusion import PixelDiffusionPipeline
-from helpers import save_tiny_pipeline
+from helpers import run_cli as cli, save_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST_KEYS = {"model", "num", "seeds", "steps", "solver", "grid", "class", "guidance", "batch_size",
@@ -34,16 +33,6 @@ def corrupt_model(model, tmp_path_factory):
     with open(weights, "r+b") as f:
         f.truncate(weights.stat().st_size // 2)
     return str(path)
-
-
-def cli(capsys, *argv):
-    """genkit.cli.main in-process -> (exit status, stdout, stderr); argparse errors exit via SystemExit."""
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def sample(capsys, model, out, *extra, num=5, steps=3):

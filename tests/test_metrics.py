@@ -16,7 +16,7 @@ from PIL import Image
 from genkit.cli import main
 from genkit.metrics import (FrechetDistance, OpenMojiFeatureNet, ReferenceStats, frechet_distance, load_inception,
                             ode_error)
-from helpers import save_tiny_features, save_tiny_pipeline
+from helpers import run_cli as cli, save_tiny_features, save_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,15 +120,6 @@ def test_ode_error_is_per_image_rms():
 
 
 # -- genkit eval on tiny random models ---------------------------------------------------------------------
-
-def cli(capsys, *argv):
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

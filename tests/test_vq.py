@@ -173,3 +173,59 @@ def test_tokenizer_bad_input(call, match):
 def test_bad_quantizer_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         VQTokenizer(channels=(32, 32, 32), latent_dim=8, **kwargs)
+
+
+# -- training/train_vq.py ------------------------------------------------------------------------------------
+
+def _train_vq(out, steps, folder, *extra):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "training" / "train_vq.py"), "--output_dir", str(out), "--dataset", str(folder),
+           "--max_train_steps", str(steps), "--channels", "8,8,8", "--latent_dim", "4", "--codebook_size", "16",
+           "--train_batch_size", "4", "--eval_every", "2", "--checkpointing_steps", "2", *extra]
+    return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(22):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def test_train_vq_resumes_exactly_and_logs_codebook_health(tmp_path, image_folder):
+    import json
+
+    from safetensors.torch import load_file
+
+    straight = _train_vq(tmp_path / "a", 4, image_folder, "--simvq")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    first = _train_vq(tmp_path / "b", 2, image_folder, "--simvq")
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = _train_vq(tmp_path / "b", 4, image_folder, "--simvq", "--resume_from_checkpoint", "latest")
+    assert second.returncode == 0, second.stderr[-2000:]
+    a = load_file(str(tmp_path / "a" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert {"val_mse", "val_usage", "val_perplexity_ratio", "val_quant_error"} <= rows[-1].keys()
+    assert [p.name for p in (tmp_path / "b").glob("checkpoint-*")] == ["checkpoint-4"]
+    tok = VQTokenizer.from_pretrained(tmp_path / "b")
+    assert tok.config.simvq and tok.codebook_size == 16
+
+
+def test_train_vq_bad_flags_are_one_line(tmp_path, image_folder):
+    res = _train_vq(tmp_path / "c", 2, image_folder, "--quantizer", "fsq", "--fsq_levels", "8,x")
+    assert res.returncode != 0 and "--fsq_levels='8,x' is not allowed" in res.stderr
+    res = _train_vq(tmp_path / "c", 2, image_folder, "--resume_from_checkpoint", str(tmp_path / "nope"))
+    assert "is not a checkpoint folder" in res.stderr

@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -43,9 +42,10 @@ from tqdm.auto import tqdm
 
 from genkit.denoiser import logsnr_to_c_noise
 from genkit.io import replace_folder_contents
-from genkit.schedules import SCHEDULES, Schedule, alpha_sigma
 from genkit.scheduler import GenkitScheduler
+from genkit.schedules import SCHEDULES, Schedule, alpha_sigma
 from pipelines.pixel_diffusion import PixelDiffusionPipeline
+from training.utils import bad_flag, require_positive, resolve_checkpoint, run_script, save_checkpoint
 
 logger = get_logger(__name__)
 LOSS_WEIGHTINGS = ("v", "eps", "sigmoid")
@@ -106,13 +106,9 @@ def parse_args(argv=None):
 
 
 def check_args(args):
-    def bad(name, value, allowed):
-        raise ValueError(f"--{name}={value!r} is not allowed: {allowed}")
-
-    for name in ("resolution", "train_batch_size", "max_train_steps", "checkpointing_steps",
-                 "gradient_accumulation_steps", "layers_per_block", "checkpoints_total_limit"):
-        if getattr(args, name) < 1:
-            bad(name, getattr(args, name), "an int >= 1")
+    bad = bad_flag
+    require_positive(args, "resolution", "train_batch_size", "max_train_steps", "checkpointing_steps",
+                     "gradient_accumulation_steps", "layers_per_block", "checkpoints_total_limit")
     if args.resolution % 8:
         bad("resolution", args.resolution, "a multiple of 8")
     if not 0 <= args.cond_drop < 1:
@@ -209,20 +205,6 @@ def save_pipeline_atomic(unet, schedule, class_names, out_dir: Path, extra: dict
     replace_folder_contents(out_dir, write, ("unet", "scheduler", "model_index.json", "training_state.json"))
 
 
-def discard(path: Path) -> None:
-    """Delete a folder, renamed to a hidden temp name first so that a kill never leaves half of it visible."""
-    trash = path.with_name(f".tmp-old-{path.name}")
-    if trash.exists():
-        shutil.rmtree(trash)
-    os.replace(path, trash)
-    shutil.rmtree(trash)
-
-
-def checkpoint_dirs(out_dir: Path) -> list[Path]:
-    return sorted((p for p in out_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit()),
-                  key=lambda p: int(p.name.split("-")[1]))
-
-
 def main(args):
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -277,44 +259,30 @@ def main(args):
 
     # 3. Resume (model, optimizer, lr, EMA, RNG): the step is the checkpoint's suffix
     global_step = start_step
-    if args.resume_from_checkpoint:
-        ckpts = checkpoint_dirs(out_dir)
-        path = ckpts[-1] if args.resume_from_checkpoint == "latest" and ckpts else \
-            (Path(args.resume_from_checkpoint) if args.resume_from_checkpoint != "latest" else None)
-        if path is None:
-            logger.info("no checkpoint found: starting a new run")
-        elif not path.is_dir():
-            raise ValueError(f"--resume_from_checkpoint={str(path)!r} is not a checkpoint folder")
-        else:
-            accelerator.load_state(str(path))
-            if ema is not None:
-                ema.to(accelerator.device)  # load_state_dict leaves the EMA shadow on the CPU
-            global_step = int(path.name.split("-")[1])
-            logger.info(f"resumed from {path} at step {global_step}")
+    path, step = resolve_checkpoint(out_dir, args.resume_from_checkpoint)
+    if path is not None:
+        accelerator.load_state(str(path))
+        if ema is not None:
+            ema.to(accelerator.device)  # load_state_dict leaves the EMA shadow on the CPU
+        global_step = step
+        logger.info(f"resumed from {path} at step {global_step}")
+    elif args.resume_from_checkpoint:
+        logger.info("no checkpoint found: starting a new run")
 
     if accelerator.is_main_process and args.report_to:
         accelerator.init_trackers("train_diffusion", config={k: str(v) for k, v in vars(args).items()})
 
     def save(step):
-        """checkpoint-N (atomic: written under a temp name, then renamed) + the EMA pipeline folder."""
-        tmp, final = out_dir / f".tmp-checkpoint-{step}", out_dir / f"checkpoint-{step}"
-        if accelerator.is_main_process and tmp.exists():  # left by a killed run
-            shutil.rmtree(tmp)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
+        """checkpoint-N (atomic) + the EMA pipeline folder."""
+        save_checkpoint(accelerator, out_dir, step, args.checkpoints_total_limit)
         if accelerator.is_main_process:
-            if final.exists():  # resumed from an older checkpoint: this step was saved before
-                discard(final)
-            os.replace(tmp, final)
-            for old in checkpoint_dirs(out_dir)[: -args.checkpoints_total_limit]:  # prune after the save
-                discard(old)
             export = UNet2DModel.from_config(accelerator.unwrap_model(unet).config)
             export.load_state_dict(accelerator.unwrap_model(unet).state_dict())
             if ema is not None:
                 ema.copy_to(export.parameters())
             save_pipeline_atomic(export.to("cpu", torch.float32), schedule, class_names, out_dir, {
-                "global_step": step, "images_seen": images_before + (step - start_step) * total_batch, "args": {k: str(v) for k, v in vars(args).items()}})
+                "global_step": step, "images_seen": images_before + (step - start_step) * total_batch,
+                "args": {k: str(v) for k, v in vars(args).items()}})
             logger.info(f"saved checkpoint-{step} and the EMA pipeline in {out_dir}")
 
     # 4. Train
@@ -370,4 +338,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script(main, parse_args)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -29,8 +28,8 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from genkit.data import OpenMojiDataset
-from genkit.io import replace_folder_contents
 from genkit.metrics.features import OpenMojiFeatureNet, to_unit_range
+from training.utils import require_positive, resolve_checkpoint, run_script, save_checkpoint, save_model_folder
 
 
 def parse_args(argv=None):
@@ -48,9 +47,7 @@ def parse_args(argv=None):
     a("--seed", type=int, default=0)
     a("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-E folder")
     args = p.parse_args(argv)
-    for name in ("epochs", "train_batch_size", "feature_dim"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name}={getattr(args, name)!r} is not allowed: an int >= 1")
+    require_positive(args, "epochs", "train_batch_size", "feature_dim")
     if args.learning_rate <= 0:
         raise ValueError(f"--learning_rate={args.learning_rate!r} is not allowed: a number > 0")
     try:
@@ -97,14 +94,6 @@ def accuracy(net, images_u8: torch.Tensor, labels: torch.Tensor, batch: int = 25
     return (pred.cpu() == labels).float().mean().item()
 
 
-def save_model_atomic(net: OpenMojiFeatureNet, out_dir: Path, metrics: dict) -> None:
-    def write(tmp):
-        net.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-
-    replace_folder_contents(out_dir, write, ("config.json", "diffusion_pytorch_model.safetensors", "metrics.json"))
-
-
 def main(args):
     out_dir = Path(args.output_dir)
     accelerator = Accelerator()
@@ -121,16 +110,9 @@ def main(args):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.learning_rate, total_steps=total, pct_start=0.1)
     clf, opt, sched = accelerator.prepare(clf, opt, sched)
 
-    start_epoch = 0
-    ckpts = sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    if args.resume_from_checkpoint:
-        path = (ckpts[-1] if ckpts else None) if args.resume_from_checkpoint == "latest" \
-            else Path(args.resume_from_checkpoint)
-        if path is not None:
-            if not path.is_dir():
-                raise ValueError(f"--resume_from_checkpoint={str(path)!r} is not a checkpoint folder")
-            accelerator.load_state(str(path))
-            start_epoch = int(path.name.split("-")[1])
+    path, start_epoch = resolve_checkpoint(out_dir, args.resume_from_checkpoint)   # checkpoint-E: after epoch E
+    if path is not None:
+        accelerator.load_state(str(path))
 
     prior = out_dir / "metrics.json"
     history = json.loads(prior.read_text()).get("history", [])[:start_epoch] if start_epoch and prior.exists() else []
@@ -163,14 +145,9 @@ def main(args):
                    "train_acc_32": accuracy(model, x32, y)}
             history.append(row)
             tqdm.write(json.dumps(row))
-            save_model_atomic(model, out_dir, {**row, "train_images": n, "val_images": len(vy), "history": history,
+            save_model_folder(model, out_dir, {**row, "train_images": n, "val_images": len(vy), "history": history,
                                                "args": {k: str(v) for k, v in vars(args).items()}})
-        tmp = out_dir / f".tmp-checkpoint-{epoch + 1}"
-        accelerator.save_state(str(tmp))
-        if accelerator.is_main_process:
-            os.replace(tmp, out_dir / f"checkpoint-{epoch + 1}")
-            for old in sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-1]:
-                shutil.rmtree(old)
+        save_checkpoint(accelerator, out_dir, epoch + 1, keep=1)
     bar.close()
     if accelerator.is_main_process:  # finished: the model folder is all that is needed
         for old in out_dir.glob("checkpoint-*"):
@@ -178,4 +155,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script(main, parse_args)

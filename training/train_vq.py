@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -27,10 +25,11 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from genkit.io import replace_folder_contents
 from genkit.vq import VQTokenizer
-from genkit.vq.tokenizer import tokenizer_loss
 from genkit.vq.fit import batch_indices, evaluate_tokenizer, to_float
+from genkit.vq.tokenizer import tokenizer_loss
+from training.utils import (bad_flag, require_positive, resolve_checkpoint, run_script, save_checkpoint,
+                            save_model_folder)
 
 
 def parse_args(argv=None):
@@ -66,22 +65,19 @@ def parse_args(argv=None):
 
 
 def check_args(args):
-    def bad(name, value, allowed):
-        raise ValueError(f"--{name}={value!r} is not allowed: {allowed}")
-
-    for name in ("train_batch_size", "max_train_steps", "eval_every", "checkpointing_steps", "latent_dim"):
-        if getattr(args, name) < 1:
-            bad(name, getattr(args, name), "an int >= 1")
+    bad = bad_flag
+    require_positive(args, "train_batch_size", "max_train_steps", "eval_every", "checkpointing_steps", "latent_dim")
     if args.resolution < 8 or args.resolution % 4:
         bad("resolution", args.resolution, "a multiple of 4, at least 8")
     if args.learning_rate <= 0:
         bad("learning_rate", args.learning_rate, "a number > 0")
+    raw = args.channels
     try:
-        args.channels = tuple(int(c) for c in str(args.channels).split(","))
+        args.channels = tuple(int(c) for c in str(raw).split(","))
     except ValueError:
-        bad("channels", args.channels, "three comma-separated ints such as 32,64,64")
+        bad("channels", raw, "three comma-separated ints such as 32,64,64")
     if len(args.channels) != 3 or any(c % 8 for c in args.channels):
-        bad("channels", args.channels, "three multiples of 8 (GroupNorm with 8 groups)")
+        bad("channels", raw, "three multiples of 8 (GroupNorm with 8 groups)")
     if args.quantizer == "fsq":
         try:
             args.fsq_levels = [int(v) for v in str(args.fsq_levels).split(",")]
@@ -115,14 +111,6 @@ def build(args) -> VQTokenizer:
                        fsq_levels=args.fsq_levels, seed=args.seed)
 
 
-def save_atomic(tok: VQTokenizer, out_dir: Path, metrics: dict) -> None:
-    def write(tmp):
-        tok.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-
-    replace_folder_contents(out_dir, write, ("config.json", "diffusion_pytorch_model.safetensors", "metrics.json"))
-
-
 def main(args):
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -136,25 +124,14 @@ def main(args):
     tok, opt, sched = accelerator.prepare(tok, opt, sched)
     model = accelerator.unwrap_model(tok)
 
-    step = 0
-    ckpts = sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    if args.resume_from_checkpoint:
-        path = (ckpts[-1] if ckpts else None) if args.resume_from_checkpoint == "latest" \
-            else Path(args.resume_from_checkpoint)
-        if path is not None:
-            if not path.is_dir():
-                raise ValueError(f"--resume_from_checkpoint={str(path)!r} is not a checkpoint folder")
-            accelerator.load_state(str(path))
-            step = int(path.name.split("-")[1])
+    path, step = resolve_checkpoint(out_dir, args.resume_from_checkpoint)
+    if path is not None:
+        accelerator.load_state(str(path))
 
     def checkpoint(row):
-        tmp = out_dir / f".tmp-checkpoint-{step}"
-        accelerator.save_state(str(tmp))
+        save_checkpoint(accelerator, out_dir, step, keep=1)
         if accelerator.is_main_process:
-            os.replace(tmp, out_dir / f"checkpoint-{step}")
-            for old in sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-1]:
-                shutil.rmtree(old)
-            save_atomic(model, out_dir, {**row, "train_images": len(train), "held_out_images": len(held),
+            save_model_folder(model, out_dir, {**row, "train_images": len(train), "held_out_images": len(held),
                                          "args": {k: str(v) for k, v in vars(args).items()}})
 
     t0, row = time.time(), {}
@@ -191,4 +168,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run_script(main, parse_args)

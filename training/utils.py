@@ -1,0 +1,90 @@
+"""What every training script here shares: flag errors, checkpoint-N folders (written atomically, pruned after
+the save, found again by --resume_from_checkpoint) and model folders rewritten in place."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from genkit.io import replace_folder_contents
+
+
+def bad_flag(name: str, value, allowed: str):
+    raise ValueError(f"--{name}={value!r} is not allowed: {allowed}")
+
+
+def require_positive(args, *names: str) -> None:
+    for name in names:
+        if getattr(args, name) < 1:
+            bad_flag(name, getattr(args, name), "an int >= 1")
+
+
+def checkpoint_dirs(out_dir: Path) -> list[Path]:
+    """checkpoint-N folders in step order (temp folders of an interrupted save are not among them)."""
+    return sorted((p for p in Path(out_dir).glob("checkpoint-*") if p.name.split("-")[1].isdigit()),
+                  key=lambda p: int(p.name.split("-")[1]))
+
+
+def resolve_checkpoint(out_dir: Path, resume: str | None) -> tuple[Path | None, int]:
+    """--resume_from_checkpoint ('latest' or a path) -> (folder, step); (None, 0) when there is nothing to resume."""
+    if not resume:
+        return None, 0
+    if resume == "latest":
+        ckpts = checkpoint_dirs(out_dir)
+        path = ckpts[-1] if ckpts else None
+    else:
+        path = Path(resume)
+    if path is None:
+        return None, 0
+    if not path.is_dir() or not path.name.split("-")[-1].isdigit():
+        raise ValueError(f"--resume_from_checkpoint={str(path)!r} is not a checkpoint folder: give 'latest' or "
+                         "an existing checkpoint-N folder")
+    return path, int(path.name.split("-")[-1])
+
+
+def discard(path: Path) -> None:
+    """Delete a folder, renamed to a hidden temp name first so that a kill never leaves half of it visible."""
+    trash = path.with_name(f".tmp-old-{path.name}")
+    if trash.exists():
+        shutil.rmtree(trash)
+    os.replace(path, trash)
+    shutil.rmtree(trash)
+
+
+def save_checkpoint(accelerator, out_dir: Path, step: int, keep: int) -> None:
+    """accelerator.save_state into checkpoint-{step}: written under a temp name, then renamed; older ones
+    beyond `keep` pruned after the save (never before, so a kill always leaves one complete checkpoint)."""
+    tmp, final = out_dir / f".tmp-checkpoint-{step}", out_dir / f"checkpoint-{step}"
+    if accelerator.is_main_process and tmp.exists():  # left by a killed run
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():  # resumed from an older checkpoint: this step was saved before
+            discard(final)
+        os.replace(tmp, final)
+        for old in checkpoint_dirs(out_dir)[:-keep]:
+            discard(old)
+
+
+def save_model_folder(model, out_dir: Path, metrics: dict) -> None:
+    """model.save_pretrained (config + safetensors) and metrics.json into out_dir, replacing them atomically."""
+    def write(tmp):
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+    replace_folder_contents(out_dir, write, ("config.json", "diffusion_pytorch_model.safetensors", "metrics.json"))
+
+
+def run_script(main, parse_args) -> None:
+    """`main(parse_args())` with bad input answered as one line on stderr and exit status 2, like the CLI."""
+    import sys
+
+    try:
+        main(parse_args())
+    except ValueError as e:
+        print(f"{Path(sys.argv[0]).name}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(2)
