@@ -1,0 +1,181 @@
+"""The multimodal model: RoPE-Tie positions against exact values and their properties, attention masks, the
+diffusion head on a toy with a known answer, generation and captioning with and without the KV cache."""
+
+import math
+
+import pytest
+import torch
+
+from genkit.mm import (BOI, BOS, EOI, EOS, MultimodalAR, decode_text, encode_text, layout_positions, patchify,
+                       rotary_angles, unpatchify)
+from genkit.mm.diffusion_head import DiffusionHead, patch_diffusion_loss, sample_patches
+from genkit.mm.positions import apply_rotary
+from genkit.mm.transformer import attention_mask
+
+# research/multimodal.md §2.3: t1 t2 [IMG] <2 rows x 3 cols> [/IMG] t3, 1-based (M-RoPE shifted by +1)
+WORKED = {
+    "rope1d": [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (7, 7), (8, 8), (9, 9), (10, 10), (11, 11)],
+    "tie_v1": [(1, 1), (2, 2), (3, 3), (7, 6), (7, 9), (7, 12), (11, 6), (11, 9), (11, 12), (15, 15), (16, 16)],
+    "tie_v2": [(1, 1), (2, 2), (3, 3), (6, 5.5), (6, 6.5), (6, 7.5), (7, 5.5), (7, 6.5), (7, 7.5), (10, 10),
+               (11, 11)],
+    "mrope": [(1, 1), (2, 2), (3, 3), (4, 4), (4, 5), (4, 6), (5, 4), (5, 5), (5, 6), (7, 7), (8, 8)],
+}
+SEGMENTS = [("text", 3), ("image", 2, 3), ("text", 2)]
+
+
+@pytest.mark.parametrize("scheme", list(WORKED))
+def test_positions_match_the_worked_example(scheme):
+    assert layout_positions(SEGMENTS, scheme).tolist() == [list(map(float, p)) for p in WORKED[scheme]]
+
+
+@pytest.mark.parametrize("split", ["interleaved", "chunked"])
+def test_text_only_angles_equal_rope_1d(split):
+    pos = layout_positions([("text", 9)], "tie_v2")
+    angles = rotary_angles(pos, head_dim=16, split=split)
+    theta = 10000.0 ** (-2 * torch.arange(8, dtype=torch.float64) / 16)
+    torch.testing.assert_close(angles, torch.arange(1, 10, dtype=torch.float64).unsqueeze(1) * theta)
+
+
+@pytest.mark.parametrize("h,w", [(8, 8), (2, 3), (5, 1)])
+def test_tie_v2_gaps_are_symmetric_and_the_image_counts_wh(h, w):
+    L = 4
+    pos = layout_positions([("text", L), ("image", h, w), ("text", 1)], "tie_v2")
+    before, first, last, after = pos[L - 1], pos[L], pos[L + h * w - 1], pos[-1]
+    torch.testing.assert_close(first - before, after - last)                  # symmetry
+    assert after.tolist() == [L + h * w + 1.0] * 2                             # equivalence: next text at L+wh+1
+    assert (pos[L + 1:L + h * w] - pos[L:L + h * w - 1]).abs().sum(1).min() == 1   # unit patch spacing
+
+
+def test_attention_scores_are_invariant_to_a_global_shift():
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 2, 75, 16, generator=g, dtype=torch.float64), torch.randn(1, 2, 75, 16, generator=g,
+                                                                                     dtype=torch.float64)
+    pos = layout_positions([("text", 5), ("image", 8, 8), ("text", 6)], "tie_v2").unsqueeze(0)
+    scores = []
+    for shift in (0.0, 37.5):
+        a = rotary_angles(pos + shift, 16)
+        scores.append(apply_rotary(q, a) @ apply_rotary(k, a).transpose(-1, -2))
+    torch.testing.assert_close(scores[0], scores[1])
+
+
+def test_interleaved_split_gives_each_axis_the_full_frequency_range():
+    pos = torch.tensor([[[3.0, 0.0]]])                                         # moves along rows only
+    inter, chunk = rotary_angles(pos, 16, split="interleaved")[0, 0], rotary_angles(pos, 16, split="chunked")[0, 0]
+    assert (inter[0::2] != 0).all() and (inter[1::2] == 0).all()               # highest and lowest freq on rows
+    assert (chunk[:4] != 0).all() and (chunk[4:] == 0).all()                   # only the high half on rows
+
+
+def test_attention_mask_causal_text_bidirectional_image_no_padding():
+    is_image = torch.tensor([[False, False, True, True, True, False, False]])
+    valid = torch.tensor([[True, True, True, True, True, True, False]])
+    m = attention_mask(is_image, valid)[0, 0]
+    assert not m[1, 2] and m[2, 4] and m[4, 2] and m[5, 4] and not m[3, 5]     # text causal; image both ways
+    assert not m[5, 6] and m[6, 6]                                             # padding: unseen, never empty
+    causal = attention_mask(is_image, valid, bidirectional_image=False)[0, 0]
+    assert not causal[2, 4] and causal[4, 2]
+
+
+def test_bytes_and_patches_round_trip():
+    assert decode_text(encode_text("flag: Japan 🇯🇵", 64)) == "flag: Japan 🇯🇵"
+    assert decode_text([0xE2, 0x82] + [BOS, EOS]) == "\ufffd"                  # invalid UTF-8 is replaced
+    for bad, match in [("", "non-empty"), ("   ", "non-empty"), ("x" * 65, "65 UTF-8 bytes"), (3, "a string")]:
+        with pytest.raises(ValueError, match=match):
+            encode_text(bad, 64)
+    x = torch.rand(2, 3, 32, 32)
+    p = patchify(x)
+    assert p.shape == (2, 64, 48) and torch.equal(unpatchify(p, 8), x)
+    assert torch.equal(p[0, 1, :3], x[0, :, 0, 4])                             # patch (0, 1) starts at pixel (0, 4)
+
+
+def test_diffusion_head_learns_a_bimodal_patch_where_mse_collapses_to_the_mean():
+    """Toy: a 2-d 'patch' is (+0.6, -0.6) or (-0.6, +0.6) with equal probability, for one fixed z. The exact
+    E[x | z] is 0; a diffusion head must sample both modes, a regression head predicts ~0 for every sample."""
+    torch.manual_seed(0)
+    head, mse_head = DiffusionHead(2, 4, width=64, depth=2), torch.nn.Linear(4, 2)
+    opt = torch.optim.Adam(list(head.parameters()) + list(mse_head.parameters()), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    z = torch.ones(256, 4)
+    for _ in range(250):
+        sign = torch.randint(0, 2, (256, 1), generator=g) * 2 - 1
+        x0 = 0.6 * torch.cat([sign, -sign], 1).float()
+        loss = patch_diffusion_loss(head, x0, z, repeats=2, generator=g) + torch.nn.functional.mse_loss(
+            mse_head(z), x0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        samples = sample_patches(head, torch.ones(400, 4), steps=20, generator=torch.Generator().manual_seed(1))
+        regression = mse_head(torch.ones(400, 4))
+    first = samples[:, 0]
+    assert (first > 0.3).float().mean() > 0.3 and (first < -0.3).float().mean() > 0.3   # both modes
+    assert (samples.abs() - 0.6).abs().mean() < 0.15                                    # near them
+    assert regression.abs().max() < 0.1                                                 # the mean, always
+
+
+@pytest.fixture(scope="module", params=["random", "raster"])
+def tiny_mm(request):
+    torch.manual_seed(0)
+    return MultimodalAR(d_model=32, n_layers=2, n_heads=2, head_width=32, head_depth=1, max_text_bytes=16,
+                        order=request.param).eval()
+
+
+def test_loss_backpropagates_into_every_part(tiny_mm):
+    tiny_mm.train()
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    caps = [encode_text(t, 16) for t in ["red apple", "dog", "flag: Japan", "a"]]
+    opt = torch.optim.SGD(tiny_mm.parameters(), lr=0.1)
+    for step in range(3):  # the head starts at zero (adaLN-Zero): gradients reach z from the third step on
+        opt.zero_grad()
+        loss, logs = tiny_mm.loss(x, caps, [False, True, False, True], generator=torch.Generator().manual_seed(0))
+        loss.backward()
+        opt.step() if step < 2 else None
+    tiny_mm.eval()
+    assert math.isfinite(loss.item()) and logs["text_loss"] > 0 and logs["image_loss"] > 0
+    names = ["tok_emb.weight", "patch_emb.weight", "lm_head.weight", "transformer.blocks.0.attn.qkv.weight"]
+    names += ["mask_token"] if tiny_mm.config.order == "random" else []
+    for name in names:
+        assert tiny_mm.get_parameter(name).grad.abs().sum() > 0, name
+    tiny_mm.zero_grad()
+
+
+def test_text_targets_are_the_caption_and_its_end(tiny_mm):
+    b = tiny_mm.batch([[104, 105], [104, 105]], [False, True])
+    t = b["targets"]
+    assert t[0, :3].tolist() == [104, 105, BOI] and (t[0, 3:] == -100).all()           # caption -> image
+    eoi = 2 + 64
+    assert b["tokens"][1, eoi] == EOI and t[1, eoi:eoi + 3].tolist() == [104, 105, EOS]  # image -> caption
+    assert (t[1, :eoi] == -100).all()
+
+
+def test_generation_is_seeded_and_the_kv_cache_changes_nothing(tiny_mm):
+    cap = encode_text("red apple", 16)
+    kw = dict(num_images=2, num_steps=4, head_steps=2, guidance_scale=2.0)
+    a = tiny_mm.generate(cap, generator=torch.Generator().manual_seed(3), **kw)
+    b = tiny_mm.generate(cap, generator=torch.Generator().manual_seed(3), use_cache=False, **kw)
+    c = tiny_mm.generate(cap, generator=torch.Generator().manual_seed(4), **kw)
+    assert a.shape == (2, 3, 32, 32) and a.min() >= -1 and a.max() <= 1
+    torch.testing.assert_close(a, b) and not torch.equal(a, c)
+
+
+def test_captioning_cache_matches_recompute_and_log_likelihood(tiny_mm):
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    fast = tiny_mm.caption(x, max_new_tokens=6)
+    slow = tiny_mm.caption(x, max_new_tokens=6, use_cache=False)
+    assert fast == slow and all(len(c) <= 6 for c in fast)
+    # teacher-forced log p(caption + EOS | image) equals the sum of the step-by-step log-probabilities
+    cap = [97, 98]
+    lp = tiny_mm.caption_logprob(x[:1], [cap])
+    b = tiny_mm.batch([cap], [True])
+    patches = patchify(x[:1])
+    out = tiny_mm.run(tiny_mm.embed(b["tokens"], b["is_image"], b["slot"], patches), b)
+    logp = torch.log_softmax(tiny_mm.lm_head(out), -1)[0]
+    eoi = 2 + 64
+    manual = logp[eoi, 97] + logp[eoi + 1, 98] + logp[eoi + 2, EOS]
+    torch.testing.assert_close(lp[0], manual)
+
+
+def test_bad_configs_are_named():
+    for kw, match in [(dict(positions="alibi"), "positions='alibi'"), (dict(order="spiral"), "order='spiral'"),
+                      (dict(image_head="gmm"), "image_head='gmm'"), (dict(d_model=30, n_heads=4), "d_model=30")]:
+        with pytest.raises(ValueError, match=match):
+            MultimodalAR(**kw)
