@@ -179,3 +179,75 @@ def test_bad_configs_are_named():
                       (dict(image_head="gmm"), "image_head='gmm'"), (dict(d_model=30, n_heads=4), "d_model=30")]:
         with pytest.raises(ValueError, match=match):
             MultimodalAR(**kw)
+
+
+# -- pipeline and training script ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mm_pipe(tmp_path_factory):
+    from pipelines.multimodal import MultimodalARPipeline
+
+    torch.manual_seed(0)
+    model = MultimodalAR(d_model=32, n_layers=2, n_heads=2, head_width=32, head_depth=1, max_text_bytes=16)
+    path = tmp_path_factory.mktemp("mm") / "pipe"
+    MultimodalARPipeline(model=model.eval()).save_pretrained(path)
+    return MultimodalARPipeline.from_pretrained(path)
+
+
+def test_pipeline_round_trip_generates_and_captions(mm_pipe):
+    out = mm_pipe(prompt=["red apple", "dog"], num_images_per_prompt=2, num_inference_steps=2, head_steps=2,
+                  generator=[torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)])
+    assert len(out.images) == 4 and out.images[0].size == (32, 32)
+    again = mm_pipe(prompt="red apple", num_images_per_prompt=2, num_inference_steps=2, head_steps=2,
+                    generator=torch.Generator().manual_seed(0), output_type="np").images
+    import numpy as np
+    assert np.array_equal(np.asarray(out.images[0]), (again[0] * 255).round().astype(np.uint8))
+    texts = mm_pipe.caption(out.images[:2], max_new_tokens=4)
+    assert len(texts) == 2 and all(isinstance(t, str) and len(t.encode()) <= 4 * 3 for t in texts)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(prompt=""), "prompt='' is not allowed"), (dict(prompt="x" * 17), "17 UTF-8 bytes"),
+    (dict(prompt=[]), "prompt=\\[\\]"), (dict(prompt="a", num_images_per_prompt=0), "num_images_per_prompt=0"),
+    (dict(prompt="a", solver="rk4"), "solver='rk4'"), (dict(prompt="a", guidance_scale=-1), "guidance_scale=-1"),
+    (dict(prompt="a", num_inference_steps=65), "num_inference_steps=65"),
+])
+def test_pipeline_bad_input(mm_pipe, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        mm_pipe(**kwargs)
+
+
+def test_caption_bad_images(mm_pipe):
+    import numpy as np
+    for bad in (np.zeros((2, 16, 16, 3), np.uint8), np.zeros((32, 32, 3), np.float32), torch.zeros(1, 1, 32, 32)):
+        with pytest.raises(ValueError, match="are not allowed"):
+            mm_pipe.caption(bad)
+
+
+def test_train_mm_resumes_exactly(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    root = Path(__file__).resolve().parents[1]
+
+    def run(out, steps, *extra):
+        cmd = [sys.executable, str(root / "training" / "train_mm.py"), "--output_dir", str(out), "--d_model", "32",
+               "--n_layers", "1", "--n_heads", "2", "--head_width", "32", "--head_depth", "1", "--train_batch_size",
+               "4", "--max_train_steps", str(steps), "--eval_every", "2", "--checkpointing_steps", "2",
+               "--limit_train", "16", *extra]
+        res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600,
+                             env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        assert res.returncode == 0, res.stderr[-2000:]
+
+    run(tmp_path / "a", 4)
+    run(tmp_path / "b", 2)
+    run(tmp_path / "b", 4, "--resume_from_checkpoint", "latest")
+    a = load_file(str(tmp_path / "a" / "model" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "model" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    import json
+    rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4] and "val_text_loss" in rows[-1]

@@ -128,6 +128,10 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         return self.transformer(h, self.angles_for(batch["pos"]), mask, cache, update_cache)
 
     # -- training --------------------------------------------------------------------------------------------
+    def forward(self, images, captions, image_first, generator=None):
+        """The training loss (so that a DDP wrapper's forward syncs gradients): see `loss`."""
+        return self.loss(images, captions, image_first, generator)
+
     def sample_known(self, b: int, generator=None) -> torch.Tensor:
         """MAR's masking: r ~ TruncNormal(1, 0.25) on [0.7, 1]; ceil(r N) random patches unknown. (B, N) bool."""
         n = self.num_patches

@@ -1,0 +1,103 @@
+"""MultimodalARPipeline: text -> image and image -> text with one genkit.mm.MultimodalAR transformer.
+
+    pipe = MultimodalARPipeline.from_pretrained("weights/openmoji-mm")
+    images = pipe(prompt="red apple", num_images_per_prompt=4, guidance_scale=3.0,
+                  generator=torch.Generator().manual_seed(0)).images
+    pipe.caption(images)                       # -> ["red apple", ...]
+
+`num_inference_steps` counts the AR steps (MAR: patches are revealed over that many steps in a random order;
+ignored for a raster-order model, which takes one step per patch); `head_steps` and `solver` set the ODE
+solver of the per-patch diffusion head; `temperature` scales its initial noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+
+from genkit.mm import decode_text, encode_text
+from genkit.sampling import SOLVERS
+
+MAX_IMAGES_PER_PROMPT = 64
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+
+@dataclass
+class MultimodalARPipelineOutput(BaseOutput):
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+
+
+def _check_int(name, value, lo, hi):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{name}={value!r} is not allowed: an int in [{lo}, {hi}]")
+
+
+class MultimodalARPipeline(DiffusionPipeline):
+    def __init__(self, model):
+        super().__init__()
+        self.register_modules(model=model)
+
+    @torch.no_grad()
+    def __call__(self, prompt: str | list[str], num_images_per_prompt: int = 1, num_inference_steps: int = 16,
+                 guidance_scale: float = 3.0, temperature: float = 1.0, head_steps: int = 20,
+                 solver: str = "dpmpp_2m", generator: torch.Generator | list[torch.Generator] | None = None,
+                 output_type: str = "pil", return_dict: bool = True):
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise ValueError("prompt=[] is not allowed: a string or a non-empty list of strings")
+        ids = [encode_text(p, self.model.config.max_text_bytes, "prompt") for p in prompts]
+        _check_int("num_images_per_prompt", num_images_per_prompt, 1, MAX_IMAGES_PER_PROMPT)
+        _check_int("num_inference_steps", num_inference_steps, 1, self.model.num_patches)
+        _check_int("head_steps", head_steps, 1, 1000)
+        if solver not in SOLVERS:
+            raise ValueError(f"solver={solver!r} is not allowed: one of {', '.join(SOLVERS)}")
+        for name, v in (("guidance_scale", guidance_scale), ("temperature", temperature)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"{name}={v!r} is not allowed: a number >= 0")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type={output_type!r} is not allowed: one of {OUTPUT_TYPES}")
+        gens = generator if isinstance(generator, list) else [generator] * len(prompts)
+        if len(gens) != len(prompts):
+            raise ValueError(f"generator is a list of {len(gens)}: give one per prompt ({len(prompts)})")
+        x = torch.cat([self.model.generate(c, num_images_per_prompt, num_inference_steps, head_steps, solver,
+                                           temperature, guidance_scale, g) for c, g in zip(ids, gens)])
+        x = (x / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            images = x
+        else:
+            arr = x.permute(0, 2, 3, 1).cpu().numpy()
+            images = arr if output_type == "np" else \
+                [PIL.Image.fromarray(a) for a in (arr * 255).round().astype(np.uint8)]
+        return MultimodalARPipelineOutput(images=images) if return_dict else (images,)
+
+    @torch.no_grad()
+    def caption(self, images, max_new_tokens: int = 64, temperature: float = 0.0,
+                generator: torch.Generator | None = None) -> list[str]:
+        """Captions for PIL images, uint8 arrays (N, H, W, 3) / (H, W, 3), or float tensors (N, 3, S, S) in
+        [-1, 1]; images must already be S x S (the model's image_size)."""
+        _check_int("max_new_tokens", max_new_tokens, 1, 1024)
+        x = self._as_tensor(images)
+        ids = self.model.caption(x, max_new_tokens, temperature, generator)
+        return [decode_text(i) for i in ids]
+
+    def _as_tensor(self, images) -> torch.Tensor:
+        s = self.model.config.image_size
+        if isinstance(images, PIL.Image.Image) or (isinstance(images, np.ndarray) and images.ndim == 3):
+            images = [images]
+        if isinstance(images, list):
+            arrs = [np.asarray(im.convert("RGB") if isinstance(im, PIL.Image.Image) else im) for im in images]
+            images = np.stack(arrs) if arrs else np.zeros((0, s, s, 3), np.uint8)
+        if isinstance(images, np.ndarray):
+            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+                raise ValueError(f"images of shape {images.shape} and dtype {images.dtype} are not allowed: "
+                                 f"uint8 (N, {s}, {s}, 3) or PIL images")
+            images = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+        if not torch.is_tensor(images) or images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s) or not len(images):
+            shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
+            raise ValueError(f"images of shape {shape} are not allowed: {s}x{s} RGB images (N, 3, {s}, {s})")
+        return images.to(self.model.device)
