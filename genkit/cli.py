@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     bv.add_argument("--arms", default="vq-ste,vq-rotation,vq-rotation-kmeans,simvq,simvq-rotation,fsq,"
                     "vqp:vq-ste,vqp:vq-rotation,vqp:vq-rotation-kmeans,vqp:simvq,vqp:simvq-rotation,vqp:fsq",
                     metavar="LIST", help="default: all six genkit arms and the six vector-quantize-pytorch arms")
-    bv.add_argument("--codebook-sizes", default="256,1024,4096", metavar="LIST", help="K values (default 256,1024,4096)")
+    bv.add_argument("--codebook-sizes", default="256,1024,4096", metavar="LIST",
+                    help="K values (default 256,1024,4096)")
     bv.add_argument("--steps", type=_positive_int("steps"), default=800, help="training steps per arm (default 800)")
     bv.add_argument("--batch-size", type=_positive_int("batch-size"), default=64)
     bv.add_argument("--learning-rate", type=float, default=1e-3)
@@ -132,6 +133,26 @@ def build_parser() -> argparse.ArgumentParser:
     bv.add_argument("--seed", type=_nonneg_int("seed"), default=0)
     bv.add_argument("--device", default=None)
     bv.add_argument("--out", required=True, metavar="FILE.json")
+
+    bm = bsub.add_parser("mm", help="the multimodal model and its ablation arms on OpenMoji val: losses, FD, class "
+                                     "accuracy, diversity, captions, retrieval, KV-cache speed",
+                         description="Measures MultimodalARPipeline folders side by side; the first --arm is the "
+                                     "baseline of the ratios. Train the arms with training/train_mm.py (same seed, "
+                                     "steps and batch; one flag changed).")
+    bm.add_argument("--arm", action="append", default=[], metavar="NAME=DIR",
+                    help="repeatable, e.g. base=weights/openmoji-mm")
+    bm.add_argument("--num", type=_positive_int("num"), default=400, metavar="N",
+                    help="val images / names (default all 400)")
+    bm.add_argument("--steps", type=_positive_int("steps"), default=16, help="AR steps per image (default 16)")
+    bm.add_argument("--head-steps", type=_positive_int("head-steps"), default=20, help="diffusion-head solver steps")
+    bm.add_argument("--solver", default="dpmpp_2m")
+    bm.add_argument("--temperature", type=float, default=1.0)
+    bm.add_argument("--guidance", type=float, default=3.0)
+    bm.add_argument("--no-retrieval", dest="retrieval", action="store_false",
+                    help="skip the N x N log-likelihood ranking (the slow part on a CPU)")
+    bm.add_argument("--features-model", default=None, metavar="DIR")
+    bm.add_argument("--device", default=None)
+    bm.add_argument("--out", required=True, metavar="FILE.json")
 
     e = sub.add_parser("eval", help="Frechet distances (FD-OpenMoji, FID) and reference statistics")
     esub = e.add_subparsers(dest="eval", required=True, metavar="NAME")
@@ -205,6 +226,9 @@ def main(argv=None) -> int:
         elif args.command == "bench" and args.bench == "overhead":
             from .commands.bench import run_overhead
             run_overhead(args)
+        elif args.command == "bench" and args.bench == "mm":
+            from .commands.bench_mm import run_mm
+            run_mm(args)
         elif args.command == "bench" and args.bench == "vq":
             from .commands.bench_vq import run_vq
             run_vq(args)

@@ -251,3 +251,25 @@ def test_train_mm_resumes_exactly(tmp_path):
     import json
     rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4] and "val_text_loss" in rows[-1]
+
+
+def test_bench_mm_measures_arms_side_by_side(mm_pipe, tmp_path, capsys):
+    """Two arms (the same tiny pipeline twice) on 6 val images: every figure present, ratios 1 to the first."""
+    import json
+
+    from helpers import run_cli
+
+    folder = tmp_path / "arm"
+    mm_pipe.save_pretrained(folder)
+    rc, _, err = run_cli(capsys, "bench", "mm", "--arm", f"a={folder}", "--arm", f"b={folder}", "--num", 6,
+                         "--steps", 2, "--head-steps", 2, "--device", "cpu", "--out", tmp_path / "mm.json")
+    assert rc == 0, err
+    res = json.loads((tmp_path / "mm.json").read_text())
+    a, b = res["rows"]["a"], res["rows"]["b"]
+    for key in ("val_text_loss", "val_image_loss", "fd", "class_accuracy", "diversity", "caption_exact_match",
+                "retrieval_top1", "retrieval_top5", "caption_speedup", "generate_speedup"):
+        assert a[key] is not None, key
+    assert a["fd"] == b["fd"] and b["ratio_to_first"]["fd"] == 1.0 and 0 <= a["retrieval_top5"] <= 1
+    assert "| a |" in (tmp_path / "mm.md").read_text()
+    rc, _, err = run_cli(capsys, "bench", "mm", "--arm", "x", "--out", tmp_path / "m2.json")
+    assert rc == 2 and "--arm='x' is not allowed" in err

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from genkit.io import replace_folder_contents
 from genkit.mm import IMAGE_HEADS, ORDERS, SCHEMES, MultimodalAR
+from genkit.mm.evaluate import make_examples, val_losses
 from genkit.vq.fit import batch_indices
 from pipelines.multimodal import MultimodalARPipeline
 from training.utils import bad_flag, require_positive, resolve_checkpoint, run_script, save_checkpoint
@@ -98,30 +99,6 @@ def build(args) -> MultimodalAR:
                         cond_drop=args.cond_drop)
 
 
-def examples(images, captions, idx, generator):
-    """A batch: images in [-1, 1], captions, and a random direction per example."""
-    first = (torch.rand(len(idx), generator=generator) < 0.5).tolist()
-    return images[idx].float() / 127.5 - 1, [captions[i] for i in idx.tolist()], first
-
-
-@torch.no_grad()
-def evaluate(model, images, captions, seed: int = 1234, batch: int = 64) -> dict:
-    """Text and image loss on held-out data, fixed directions and noise (comparable across steps and arms)."""
-    was = model.training
-    model.eval()
-    g = torch.Generator().manual_seed(seed)
-    tot = {"text_loss": 0.0, "image_loss": 0.0}
-    n = 0
-    for i in range(0, len(images), batch):
-        x, caps, first = examples(images, captions, torch.arange(i, min(i + batch, len(images))), g)
-        _, logs = model.loss(x, caps, first, generator=g)
-        for k in tot:
-            tot[k] += logs[k].item() * len(caps)
-        n += len(caps)
-    model.train(was)
-    return {f"val_{k}": v / n for k, v in tot.items()}
-
-
 def save_pipeline(model, out_dir: Path, metrics: dict) -> None:
     pipe = MultimodalARPipeline(model=model)
 
@@ -171,7 +148,7 @@ def main(args):
     while step < args.max_train_steps:
         g = torch.Generator().manual_seed((args.seed * 1_000_003 + step) * world + accelerator.process_index)
         idx = batch_indices(len(train_x), args.train_batch_size, args.seed, step, accelerator.process_index, world)
-        x, caps, first = examples(train_x, train_c, idx, g)
+        x, caps, first = make_examples(train_x, train_c, idx, g)
         with accelerator.autocast():
             loss, logs = model(x, caps, first, generator=g)         # forward = the loss (through DDP: synced)
         if not math.isfinite(loss.item()):
@@ -191,7 +168,7 @@ def main(args):
             row = {"step": step, "minutes": (time.time() - t0) / 60, "text_loss": logs["text_loss"].item(),
                    "image_loss": logs["image_loss"].item()}
             if accelerator.is_main_process:
-                row.update(evaluate(export(), val_x, val_c))
+                row.update(val_losses(export(), val_x, val_c))
                 with open(out_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(row) + "\n")
                 tqdm.write(json.dumps(row))

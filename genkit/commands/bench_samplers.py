@@ -77,7 +77,7 @@ def run_samplers(args) -> dict:
     res = pipe.unet.config.sample_size
     net, fid = load_features("openmoji", args.features_model, None, device)
     ref, ref_name = resolve_ref(args.ref, res, "openmoji", args.features_model)
-    classifier = load_classifier(pipe, args.features_model, device) if cls != "none" else None
+    classifier = load_classifier(pipe.config.class_names, args.features_model, device) if cls != "none" else None
     seeds = list(range(args.seed, args.seed + args.num))
     ode_seeds = seeds[:args.ode_num]
     cfg_factor = 2 if guidance != 1.0 else 1

@@ -45,11 +45,11 @@ def load_features(kind: str, features_model: str | None = None, inception_weight
     return net.to(device).eval(), fid
 
 
-def load_classifier(pipe, features_model: str | None, device):
-    """The OpenMoji classifier when it knows the model's classes (same names, same order), else None."""
+def load_classifier(names: list[str] | None, features_model: str | None, device):
+    """The OpenMoji classifier when it knows these class names (same names, same order), else None."""
     from genkit.metrics import load_openmoji_features
 
-    names = list(pipe.config.class_names or [])
+    names = list(names or [])
     if not names:
         return None
     try:
@@ -164,7 +164,7 @@ def fd_of_model(args) -> dict | None:
     ref, ref_name = resolve_ref(args.ref, res, args.features, args.features_model)
     fd = FrechetDistance(net, fid, resolution=res)
     fd.set_reference(ref)
-    classifier = load_classifier(pipe, args.features_model, device) if cls != "none" else None
+    classifier = load_classifier(pipe.config.class_names, args.features_model, device) if cls != "none" else None
     acc = MulticlassAccuracy(pipe.num_classes, average="micro").to(device) if classifier is not None else None
 
     from pipelines.pixel_diffusion import to_uint8

@@ -1,0 +1,105 @@
+"""`genkit bench mm`: the multimodal model and its ablations, measured side by side on OpenMoji val.
+
+    genkit bench mm --arm base=weights/openmoji-mm --arm mse=runs/mm-mse --arm rope1d=runs/mm-rope1d \\
+        --arm tie_v1=runs/mm-tie-v1 --arm raster=runs/mm-raster --out mm.json
+
+Each arm is a MultimodalARPipeline folder trained by training/train_mm.py with the same data, seed, steps and
+batch, differing in one flag (--image_head mse, --positions rope1d / tie_v1 / mrope, --order raster). For every
+arm: val text NLL and image loss; text -> image FD-OpenMoji (against the val reference), class accuracy and
+diversity; caption exact match and top-1/5 retrieval among all val names; with and without the KV cache. Every
+figure also as a ratio to the first arm. Rows are written after every arm (a killed run resumes).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from .common import atomic_write_bytes, atomic_write_json, pick_device
+from .evaluate import load_classifier, load_features, openmoji_images, resolve_ref
+
+RATIO_KEYS = ("val_text_loss", "val_image_loss", "fd", "class_accuracy", "diversity", "caption_exact_match",
+              "retrieval_top1", "retrieval_top5")
+
+
+def parse_arms(arms: list[str]) -> dict[str, str]:
+    out = {}
+    for a in arms:
+        name, sep, path = a.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--arm={a!r} is not allowed: NAME=DIR, e.g. base=weights/openmoji-mm")
+        if not (Path(path) / "model_index.json").is_file():
+            raise ValueError(f"--arm={a!r}: {path!r} is not a MultimodalARPipeline folder (no model_index.json)")
+        out[name] = path
+    if not out:
+        raise ValueError("genkit bench mm needs at least one --arm NAME=DIR")
+    return out
+
+
+def run_mm(args) -> dict:
+    from genkit.data import OpenMojiDataset
+    from genkit.metrics import FrechetDistance
+    from genkit.mm.evaluate import captioning, decode_speed, text_to_image, val_losses
+    from pipelines.multimodal import MultimodalARPipeline
+
+    arms = parse_arms(args.arm)
+    device = pick_device(args.device)
+    ds = OpenMojiDataset(32, "val")
+    n = min(args.num, len(ds))
+    images = openmoji_images("val", 32)[:n]
+    captions = [list(c.encode("utf-8")) for c in ds.captions[:n]]
+    labels = torch.from_numpy(ds.labels[:n])
+    net, fid = load_features("openmoji", args.features_model, None, device)
+    ref, ref_name = resolve_ref("openmoji-val-32", 32, "openmoji", args.features_model)
+    classifier = load_classifier(list(ds.class_names), args.features_model, device)
+    gen = dict(num_steps=args.steps, head_steps=args.head_steps, solver=args.solver, temperature=args.temperature,
+               guidance_scale=args.guidance)
+    config = {"num": n, "steps": args.steps, "head_steps": args.head_steps, "solver": args.solver,
+              "temperature": args.temperature, "guidance": args.guidance, "features": fid, "ref": ref_name,
+              "retrieval": args.retrieval}
+    out = Path(args.out)
+    old = json.loads(out.read_text()) if out.is_file() else {}
+    rows = old.get("rows", {}) if old.get("config") == config else {}
+    result = {"config": config, "rows": rows, "arms": arms, "genkit": __version__, "torch": torch.__version__,
+              "device": str(device), "command": "genkit bench mm " + " ".join(f"--arm {a}" for a in args.arm)
+              + f" --num {args.num} --steps {args.steps} --guidance {args.guidance} --out {args.out}"}
+    for name, path in arms.items():
+        if name in rows and rows[name].get("path") == path:
+            continue
+        model = MultimodalARPipeline.from_pretrained(path).model.to(device).eval()
+        fd = FrechetDistance(net, fid, resolution=32)
+        fd.set_reference(ref)
+        row = {"path": path, "config": {k: model.config[k] for k in ("positions", "image_head", "order",
+                                                                      "d_model", "n_layers")}}
+        row.update(val_losses(model, images, captions))
+        row.update(text_to_image(model, captions, labels, fd, classifier, **gen))
+        row.update(captioning(model, images, captions, retrieval=args.retrieval))
+        row.update(decode_speed(model, images[:16], captions[0], **gen))
+        rows[name] = row
+        atomic_write_json(out, result)
+    base = rows[next(iter(arms))]
+    for row in rows.values():
+        row["ratio_to_first"] = {k: round(row[k] / base[k], 4) if row.get(k) is not None and base.get(k) else None
+                                 for k in RATIO_KEYS}
+    atomic_write_json(out, result)
+    atomic_write_bytes(out.with_suffix(".md"), markdown_table(result).encode())
+    print(markdown_table(result))
+    return result
+
+
+def markdown_table(result: dict) -> str:
+    c = result["config"]
+    fmt = lambda v, p=3: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
+    lines = [f"OpenMoji val, n = {c['num']}; text -> image: {c['steps']} AR steps, head {c['solver']} "
+             f"{c['head_steps']} steps, guidance {c['guidance']}, temperature {c['temperature']}.", "",
+             "| arm | val text NLL | val image loss | FD | class acc. | diversity | caption exact | top-1 | "
+             "top-5 | caption KV speed-up |", "|---" * 10 + "|"]
+    for name, r in result["rows"].items():
+        lines.append(f"| {name} | {fmt(r['val_text_loss'])} | {fmt(r['val_image_loss'])} | {fmt(r['fd'], 2)} | "
+                     f"{fmt(r['class_accuracy'])} | {fmt(r['diversity'])} | {fmt(r['caption_exact_match'])} | "
+                     f"{fmt(r.get('retrieval_top1'))} | {fmt(r.get('retrieval_top5'))} | "
+                     f"{fmt(r['caption_speedup'], 2)}x |")
+    return "\n".join(lines + ["", f"Command: `{result['command']}`", ""])

@@ -1,0 +1,119 @@
+"""Measurements of a MultimodalAR model on OpenMoji val (used by `genkit bench mm` and train_mm.py).
+
+- val_losses: text NLL (nats per target byte) and image loss, with fixed directions and noise;
+- text_to_image: images for val names -> FD-OpenMoji against the val reference, class accuracy (the shipped
+  classifier's subgroup vs the name's), diversity (mean pairwise RMS distance among images of one name);
+- captioning: greedy captions -> exact-match accuracy; retrieval: rank all val names by log p(name | image),
+  top-1 / top-5 accuracy;
+- decode_speed: the same work with and without the KV cache.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from .tokens import decode_text
+
+
+def make_examples(images, captions, idx, generator):
+    """A batch of uint8 images (as [-1, 1] floats), their captions, and a random direction per example."""
+    first = (torch.rand(len(idx), generator=generator) < 0.5).tolist()
+    return images[idx].float() / 127.5 - 1, [captions[i] for i in idx.tolist()], first
+
+
+@torch.no_grad()
+def val_losses(model, images: torch.Tensor, captions: list[list[int]], seed: int = 1234, batch: int = 64) -> dict:
+    """Mean text and image loss over held-out data (uint8 images); the same directions and noise every call."""
+    was = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    tot, n = {"text_loss": 0.0, "image_loss": 0.0}, 0
+    for i in range(0, len(images), batch):
+        x, caps, first = make_examples(images, captions, torch.arange(i, min(i + batch, len(images))), g)
+        _, logs = model.loss(x, caps, first, generator=g)
+        for k in tot:
+            tot[k] += logs[k].item() * len(caps)
+        n += len(caps)
+    model.train(was)
+    return {f"val_{k}": v / n for k, v in tot.items()}
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return ((x / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@torch.no_grad()
+def text_to_image(model, captions: list[list[int]], labels: torch.Tensor, fd, classifier, per_caption: int = 1,
+                  diversity_captions: int = 50, diversity_images: int = 4, seed: int = 0, progress: bool = True,
+                  **generate_kwargs) -> dict:
+    """One image per caption (seeded by the caption's index) for FD and class accuracy; diversity_images more
+    for the first diversity_captions captions."""
+    correct, dists = 0, []
+    for i, cap in enumerate(tqdm(captions, desc="text -> image", disable=not progress)):
+        n = max(per_caption, diversity_images if i < diversity_captions else 1)
+        x = model.generate(cap, num_images=n, generator=torch.Generator().manual_seed(seed + i), **generate_kwargs)
+        u8 = to_uint8(x.cpu())
+        fd.update(u8[:per_caption])
+        if classifier is not None:
+            correct += int((classifier.predict(u8[:per_caption]).cpu() == labels[i]).sum())
+        if i < diversity_captions and n > 1:
+            flat = x.flatten(1).double()
+            d = torch.cdist(flat, flat) / flat.shape[1] ** 0.5
+            dists.append(d[torch.triu(torch.ones(n, n, dtype=torch.bool), 1)].mean().item())
+    return {"fd": round(fd.compute(), 4), "n": len(captions) * per_caption,
+            "class_accuracy": round(correct / (len(captions) * per_caption), 4) if classifier is not None else None,
+            "diversity": round(sum(dists) / len(dists), 4) if dists else None}
+
+
+@torch.no_grad()
+def captioning(model, images: torch.Tensor, captions: list[list[int]], batch: int = 32, retrieval: bool = True,
+               progress: bool = True) -> dict:
+    """Greedy-caption exact match, and top-1 / top-5 retrieval of the true name among all given names."""
+    x_all = images.float() / 127.5 - 1
+    exact = 0
+    for i in tqdm(range(0, len(images), batch), desc="captions", disable=not progress):
+        got = model.caption(x_all[i:i + batch], max_new_tokens=model.config.max_text_bytes)
+        exact += sum(decode_text(g) == decode_text(c) for g, c in zip(got, captions[i:i + batch]))
+    out = {"caption_exact_match": round(exact / len(images), 4)}
+    if retrieval:
+        top1 = top5 = 0
+        for i in tqdm(range(len(images)), desc="retrieval", disable=not progress):
+            scores = torch.cat([model.caption_logprob(x_all[i:i + 1].expand(len(captions[j:j + 128]), -1, -1, -1),
+                                                      captions[j:j + 128]) for j in range(0, len(captions), 128)])
+            rank = int((scores > scores[i]).sum())
+            top1 += rank < 1
+            top5 += rank < 5
+        out.update(retrieval_top1=round(top1 / len(images), 4), retrieval_top5=round(top5 / len(images), 4))
+    return out
+
+
+@torch.no_grad()
+def decode_speed(model, images: torch.Tensor, caption: list[int], repeats: int = 3, **generate_kwargs) -> dict:
+    """Seconds for captioning a batch (64 new bytes at most) and for one text -> image call, with and without
+    the KV cache (the medians of `repeats` interleaved runs), and their ratios."""
+    x = images.float() / 127.5 - 1
+    arms = {
+        "caption_cached": lambda: model.caption(x, max_new_tokens=32),
+        "caption_uncached": lambda: model.caption(x, max_new_tokens=32, use_cache=False),
+        "generate_cached": lambda: model.generate(caption, generator=torch.Generator().manual_seed(0),
+                                                  **generate_kwargs),
+        "generate_uncached": lambda: model.generate(caption, generator=torch.Generator().manual_seed(0),
+                                                    use_cache=False, **generate_kwargs),
+    }
+    times = {k: [] for k in arms}
+    for _ in range(repeats):
+        for k, fn in arms.items():
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[k].append(time.perf_counter() - t0)
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    return {**{f"{k}_s": round(v, 4) for k, v in med.items()},
+            "caption_speedup": round(med["caption_uncached"] / med["caption_cached"], 3),
+            "generate_speedup": round(med["generate_uncached"] / med["generate_cached"], 3)}
