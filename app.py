@@ -3,6 +3,7 @@
     python app.py                                   # weights/openmoji-32 on http://127.0.0.1:7860
     python app.py --model DIR --host 0.0.0.0 --port 7861 --device cuda
     python app.py --tokenizer DIR                   # the Tokenizer tab's model (default weights/openmoji-vq)
+    python app.py --mm DIR                          # the Text and image tab's model (default weights/openmoji-mm)
 
 The event is exposed as the API endpoint /generate:
 
@@ -13,6 +14,11 @@ The event is exposed as the API endpoint /generate:
 The Tokenizer tab (API endpoint /tokenize) shows an image's 8x8 grid of VQ codes and its reconstruction:
 
     original, reconstruction, codes, info = Client(url).predict(handle_file("emoji.png"), api_name="/tokenize")
+
+The Text and image tab (endpoints /text_to_image and /caption) runs the multimodal AR model both ways:
+
+    gallery, info = Client(url).predict("red apple", 0, 4, 3.0, api_name="/text_to_image")
+    caption = Client(url).predict(handle_file("emoji.png"), api_name="/caption")
 
 Image k of a batch uses seed + k, so it is the same image as `genkit sample --seed SEED` gives for that seed.
 Bad input is answered with an error naming the parameter, the value and what is allowed; the app keeps serving.
@@ -154,9 +160,52 @@ def make_tokenize(tokenizer):
     return tokenize
 
 
-def build_demo(pipe, max_batch_size: int = 16, tokenizer=None, examples: list[str] | None = None):
+def make_text_to_image(mm, max_images: int = 16):
+    """Handler: (prompt, seed, number of images, guidance) -> (gallery items, info). Image k uses seed + k."""
+    import gradio as gr
+    import torch
+
+    def text_to_image(prompt, seed, num_images, guidance, progress=gr.Progress()):
+        try:
+            num_images = _as_int("num_images", num_images, 1, max_images)
+            seed = _as_int("seed", seed, 0, MAX_SEED - num_images)
+            t0 = time.perf_counter()
+            images = []
+            for k in range(num_images):  # one generator per image: image k depends on seed + k only
+                progress((k, num_images), desc="drawing", unit="images")
+                images += mm(prompt=prompt, num_images_per_prompt=1, guidance_scale=guidance,
+                             generator=torch.Generator().manual_seed(seed + k)).images
+            wall = time.perf_counter() - t0
+        except ValueError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        return [(im, f"seed {seed + k}") for k, im in enumerate(images)], f"**wall time:** {wall:.2f} s"
+
+    return text_to_image
+
+
+def make_caption(mm):
+    """Handler: an image (any size, RGB or RGBA) -> the model's caption (center-cropped, resized to 32x32)."""
+    import gradio as gr
+    import numpy as np
+    from PIL import Image
+
+    from genkit.data.folder import center_crop_resize
+
+    def caption(image):
+        if image is None:
+            raise gr.Error("image is missing: upload an image", print_exception=False)
+        img = Image.fromarray(np.asarray(image)).convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img).convert("RGB")
+        small = center_crop_resize(img, mm.model.config.image_size)
+        return mm.caption([small])[0]
+
+    return caption
+
+
+def build_demo(pipe, max_batch_size: int = 16, tokenizer=None, examples: list[str] | None = None, mm=None):
     """The gr.Blocks UI for `pipe` (a PixelDiffusionPipeline) and, when given, a Tokenizer tab for `tokenizer`
-    (a VQTokenizer) with example image files; launch it with demo.launch(css=CSS, ...)."""
+    (a VQTokenizer) with example image files, and a Text and image tab for `mm` (a MultimodalARPipeline);
+    launch it with demo.launch(css=CSS, ...)."""
     import gradio as gr
 
     from genkit.sampling import SOLVERS
@@ -210,6 +259,31 @@ def build_demo(pipe, max_batch_size: int = 16, tokenizer=None, examples: list[st
                         tok_info = gr.Markdown(elem_id="tok_info")
                 go.click(tokenize, inputs=[image], outputs=[original, recon, codes, tok_info], api_name="tokenize",
                          concurrency_limit=1)
+        if mm is not None:
+            with gr.Tab("Text and image"):
+                gr.Markdown("One transformer reads and writes both: type an emoji name to draw it, or give it an "
+                            "image to name.")
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=280):
+                        prompt = gr.Textbox(value="red apple", label="Prompt (an emoji name)", elem_id="prompt")
+                        mm_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="mm_seed")
+                        mm_num = gr.Slider(1, 16, value=4, step=1, label="Images", elem_id="mm_num")
+                        mm_guidance = gr.Slider(0, MAX_GUIDANCE, value=3.0, step=0.1, label="Guidance",
+                                                elem_id="mm_guidance")
+                        draw = gr.Button("Draw", variant="primary", elem_id="draw")
+                    with gr.Column(scale=2):
+                        mm_gallery = gr.Gallery(label="Drawn", columns=4, format="png", elem_classes="pixelated")
+                        mm_info = gr.Markdown()
+                with gr.Row():
+                    to_caption = gr.Image(type="numpy", image_mode="RGBA", label="Image to caption")
+                    with gr.Column():
+                        name_it = gr.Button("Caption", elem_id="caption")
+                        caption_out = gr.Textbox(label="Caption", interactive=False, elem_id="caption_out")
+                draw.click(make_text_to_image(mm), inputs=[prompt, mm_seed, mm_num, mm_guidance],
+                           outputs=[mm_gallery, mm_info], api_name="text_to_image", concurrency_limit=1,
+                           preprocess=False)
+                name_it.click(make_caption(mm), inputs=[to_caption], outputs=[caption_out], api_name="caption",
+                              concurrency_limit=1)
     return demo
 
 
@@ -249,12 +323,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default="weights/openmoji-vq", metavar="DIR",
                    help="VQ tokenizer folder for the Tokenizer tab (default: weights/openmoji-vq; "
                         "the tab is left out if the folder is missing)")
+    p.add_argument("--mm", default="weights/openmoji-mm", metavar="DIR",
+                   help="multimodal model folder for the Text and image tab (default: weights/openmoji-mm; "
+                        "the tab is left out if the folder is missing)")
     return p
 
 
 def _fail(message: str, code: int = 2):
     print(f"app.py: error: {' '.join(str(message).split())}", file=sys.stderr)  # one line
     sys.exit(code)
+
+
+def _load_optional(folder: str, flag: str, tab: str, load):
+    """A model for an optional tab: None (with a note) if the folder is missing; a one-line exit if damaged."""
+    if not os.path.isdir(folder):
+        print(f"app.py: note: nothing at --{flag}={folder!r}; the {tab} tab is left out", file=sys.stderr)
+        return None
+    try:
+        return load(folder)
+    except Exception as e:  # noqa: BLE001  (any load failure: a damaged folder)
+        _fail(f"--{flag}={folder!r} could not be loaded ({type(e).__name__}: {e})")
 
 
 def main(argv=None) -> None:
@@ -267,19 +355,15 @@ def main(argv=None) -> None:
         pipe = load_pipeline(args.model, pick_device(args.device))
     except ValueError as e:
         _fail(e)
-    tokenizer, examples = None, None
-    if os.path.isdir(args.tokenizer):
-        from genkit.vq import VQTokenizer
+    from genkit.vq import VQTokenizer
+    from pipelines.multimodal import MultimodalARPipeline
 
-        try:
-            tokenizer = VQTokenizer.from_pretrained(args.tokenizer, local_files_only=True).eval()
-        except Exception as e:  # noqa: BLE001  (any load failure: a damaged folder)
-            _fail(f"--tokenizer={args.tokenizer!r} could not be loaded ({type(e).__name__}: {e})")
-        examples = sorted(str(p) for p in Path(args.tokenizer, "examples").glob("*.png")) or None
-    else:
-        print(f"app.py: note: no tokenizer at --tokenizer={args.tokenizer!r}; the Tokenizer tab is left out",
-              file=sys.stderr)
-    demo = build_demo(pipe, args.max_batch_size, tokenizer, examples)
+    tokenizer = _load_optional(args.tokenizer, "tokenizer", "Tokenizer",
+                               lambda d: VQTokenizer.from_pretrained(d, local_files_only=True).eval())
+    examples = sorted(str(p) for p in Path(args.tokenizer, "examples").glob("*.png")) or None
+    mm = _load_optional(args.mm, "mm", "Text and image",
+                        lambda d: MultimodalARPipeline.from_pretrained(d, local_files_only=True).to(pipe.device))
+    demo = build_demo(pipe, args.max_batch_size, tokenizer, examples, mm)
     try:
         demo.launch(server_name=args.host, server_port=args.port, share=False, css=CSS)
     except OSError as e:  # port in use, address not available

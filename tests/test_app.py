@@ -182,3 +182,53 @@ def test_served_tokenizer_tab(app, tiny_pipe, tiny_tokenizer, tmp_path):
         if client is not None:
             client.close()
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_mm():
+    from genkit.mm import MultimodalAR
+    from pipelines.multimodal import MultimodalARPipeline
+
+    torch.manual_seed(0)
+    model = MultimodalAR(d_model=32, n_layers=1, n_heads=2, head_width=32, head_depth=1, max_text_bytes=16)
+    return MultimodalARPipeline(model=model.eval())
+
+
+def test_text_and_image_handlers(app, tiny_mm):
+    import gradio as gr
+
+    items, info = app.make_text_to_image(tiny_mm, max_images=4)("red apple", 3, 2, 2.0)
+    assert [c for _, c in items] == ["seed 3", "seed 4"] and "wall time" in info
+    one = tiny_mm(prompt="red apple", guidance_scale=2.0, generator=torch.Generator().manual_seed(4)).images[0]
+    assert np.array_equal(np.asarray(items[1][0]), np.asarray(one))            # image k == seed + k alone
+    for args, name in [(("", 0, 1, 2.0), "prompt=''"), (("a", 0, 5, 2.0), "num_images=5"),
+                       (("a", -1, 1, 2.0), "seed=-1"), (("a", 0, 1, -2.0), "guidance_scale=-2.0")]:
+        with pytest.raises(gr.Error, match=name):
+            app.make_text_to_image(tiny_mm, max_images=4)(*args)
+    text = app.make_caption(tiny_mm)(np.zeros((48, 40, 4), np.uint8))
+    assert isinstance(text, str)
+    with pytest.raises(gr.Error, match="image is missing"):
+        app.make_caption(tiny_mm)(None)
+
+
+def test_served_text_and_image_tab(app, tiny_pipe, tiny_mm, tmp_path):
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
+    demo = app.build_demo(tiny_pipe, max_batch_size=4, mm=tiny_mm)
+    _, local_url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
+    client = None
+    try:
+        client = Client(local_url, verbose=False)
+        gallery, info = client.predict("red apple", 0, 2, 2.0, api_name="/text_to_image")
+        assert len(gallery) == 2 and gallery[1]["caption"] == "seed 1"
+        assert isinstance(client.predict(handle_file(str(tmp_path / "red.png")), api_name="/caption"), str)
+        with pytest.raises(Exception, match="prompt=''"):
+            client.predict("", 0, 1, 2.0, api_name="/text_to_image")
+        gallery, _ = client.predict("a", 0, 1, "euler", 1.0, 1, api_name="/generate")     # still serving
+        assert len(gallery) == 1
+    finally:
+        if client is not None:
+            client.close()
+        demo.close()
