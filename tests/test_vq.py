@@ -222,6 +222,10 @@ def test_train_vq_resumes_exactly_and_logs_codebook_health(tmp_path, image_folde
     assert [p.name for p in (tmp_path / "b").glob("checkpoint-*")] == ["checkpoint-4"]
     tok = VQTokenizer.from_pretrained(tmp_path / "b")
     assert tok.config.simvq and tok.codebook_size == 16
+    from PIL import Image
+    with Image.open(tmp_path / "b" / "reconstructions.png") as im:       # 2 held-out images (22 % 10 == 0: 3)
+        assert im.size == (3 * 32 * 4, 2 * 32 * 4)
+    assert len(list((tmp_path / "b" / "examples").glob("*.png"))) == 3
 
 
 def test_train_vq_bad_flags_are_one_line(tmp_path, image_folder):

@@ -165,6 +165,32 @@ def main(args):
         if out_of_time:
             break
     bar.close()
+    if step == args.max_train_steps and accelerator.is_main_process:
+        write_previews(model, held, out_dir)
+
+
+def write_previews(tok: VQTokenizer, held: torch.Tensor, out_dir: Path, n: int = 16, scale: int = 4) -> None:
+    """reconstructions.png (n held-out originals above their reconstructions, shown `scale`x) and examples/
+    (the same originals as PNG files, for the app's Tokenizer tab)."""
+    import io
+
+    from PIL import Image
+
+    from genkit.io import atomic_write_bytes
+
+    x = held[torch.linspace(0, len(held) - 1, min(n, len(held))).long()]
+    rec = ((tok.decode(tok.encode(x)).cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    rows = torch.cat([torch.cat(list(x), dim=2), torch.cat(list(rec), dim=2)], dim=1)      # (3, 2S, nS)
+    grid = Image.fromarray(rows.permute(1, 2, 0).numpy())
+    grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    grid.save(buf, format="PNG")
+    atomic_write_bytes(out_dir / "reconstructions.png", buf.getvalue())
+    (out_dir / "examples").mkdir(exist_ok=True)
+    for i, img in enumerate(x):
+        buf = io.BytesIO()
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+        atomic_write_bytes(out_dir / "examples" / f"{i:02d}.png", buf.getvalue())
 
 
 if __name__ == "__main__":
