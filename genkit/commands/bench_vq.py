@@ -14,7 +14,9 @@ and the matching arms of vector-quantize-pytorch (`vqp:` prefix): VectorQuantize
 learnable_codebook=True and rotation_trick / kmeans_init set explicitly, SimVQ with rotation_trick set, FSQ.
 Everything else is identical: the encoder and decoder (same init), the batches (seeded by step), the optimizer
 and the step count. Figures on OpenMoji val (held out): reconstruction MSE, codebook usage (codes used / K),
-perplexity / K, quantisation error; each also as a ratio to vq-ste at the same K. JSON rows are written after
+perplexity / K, quantisation error (|z - q|^2 for VQ; the rounding error in the bounded space for genkit's
+FSQ; none for vqp:fsq, whose output is only seen after its projection); each also as a ratio to vq-ste at the
+same K. JSON rows are written after
 every arm (a killed run resumes); FILE.md gets the table.
 """
 
@@ -149,10 +151,13 @@ def run_vq(args) -> dict:
         tok = build_arm(arm, k, args)
         rows[f"{arm}@{k}"] = {"arm": arm, "k": k, **train_arm(tok, train, held, args, device)}
         atomic_write_json(out, result)
-    for row in rows.values():  # ratios to vq-ste at the same K
-        base = rows.get(f"vq-ste@{row['k']}")
+    for row in rows.values():
+        if row["arm"] == "vqp:fsq":  # its output is after project_out: |q - z| there is no quantisation error
+            row["quant_error"] = None
+        base = rows.get(f"vq-ste@{row['k']}")  # ratios to vq-ste at the same K
         if base:
-            row["ratio_to_vq_ste"] = {key: round(row[key] / base[key], 4) if base[key] else None for key in RATIO_KEYS}
+            row["ratio_to_vq_ste"] = {key: round(row[key] / base[key], 4) if row[key] is not None and base[key]
+                                      else None for key in RATIO_KEYS}
     atomic_write_json(out, result)
     atomic_write_bytes(out.with_suffix(".md"), markdown_table(result).encode())
     print(markdown_table(result))
@@ -182,7 +187,8 @@ def markdown_table(result: dict) -> str:
     for key, r in sorted(result["rows"].items(), key=lambda kv: (kv[1]["k"], kv[1]["arm"].startswith("vqp:"))):
         ratio = r.get("ratio_to_vq_ste") or {}
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        qerr = "-" if r["quant_error"] is None else f"{r['quant_error']:.4f}"
         lines.append(f"| {r['arm']} | {r['codebook_size']} | {r['mse']:.4f} | {100 * r['usage']:.1f}% | "
-                     f"{100 * r['perplexity_ratio']:.1f}% | {r['quant_error']:.4f} | {fmt(ratio.get('mse'))} | "
+                     f"{100 * r['perplexity_ratio']:.1f}% | {qerr} | {fmt(ratio.get('mse'))} | "
                      f"{fmt(ratio.get('usage'))} | {fmt(ratio.get('perplexity_ratio'))} |")
     return "\n".join(lines + ["", f"Command: `{result['command']}`", ""])
