@@ -38,9 +38,25 @@ def _check_int(name, value, lo, hi):
 
 
 class MultimodalARPipeline(DiffusionPipeline):
-    def __init__(self, model):
+    """model: a genkit.mm.MultimodalAR; tokenizer: the VQTokenizer a discrete-arm model (image_tokens="codes")
+    reads and writes codes with (None for the default pixel-patch model)."""
+
+    _optional_components = ["tokenizer"]
+
+    def __init__(self, model, tokenizer=None):
         super().__init__()
-        self.register_modules(model=model)
+        if model.discrete and tokenizer is None:
+            raise ValueError("a model with image_tokens='codes' needs its VQ tokenizer: "
+                             "MultimodalARPipeline(model, tokenizer=VQTokenizer...)")
+        self.register_modules(model=model, tokenizer=tokenizer)
+
+    def units_of(self, images: torch.Tensor) -> torch.Tensor:
+        """Float images (N, 3, S, S) in [-1, 1] -> what the model reads (the images, or their VQ codes)."""
+        return self.tokenizer.encode(images) if self.model.discrete else images
+
+    def images_of(self, units: torch.Tensor) -> torch.Tensor:
+        """What model.generate returns -> float images (N, 3, S, S) in [-1, 1]."""
+        return self.tokenizer.decode(units) if self.model.discrete else units
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], num_images_per_prompt: int = 1, num_inference_steps: int = 16,
@@ -64,8 +80,9 @@ class MultimodalARPipeline(DiffusionPipeline):
         gens = generator if isinstance(generator, list) else [generator] * len(prompts)
         if len(gens) != len(prompts):
             raise ValueError(f"generator is a list of {len(gens)}: give one per prompt ({len(prompts)})")
-        x = torch.cat([self.model.generate(c, num_images_per_prompt, num_inference_steps, head_steps, solver,
-                                           temperature, guidance_scale, g) for c, g in zip(ids, gens)])
+        x = torch.cat([self.images_of(self.model.generate(c, num_images_per_prompt, num_inference_steps, head_steps,
+                                                          solver, temperature, guidance_scale, g))
+                       for c, g in zip(ids, gens)])
         x = (x / 2 + 0.5).clamp(0, 1)
         if output_type == "pt":
             images = x
@@ -82,7 +99,7 @@ class MultimodalARPipeline(DiffusionPipeline):
         [-1, 1]; images must already be S x S (the model's image_size)."""
         _check_int("max_new_tokens", max_new_tokens, 1, 1024)
         x = self._as_tensor(images)
-        ids = self.model.caption(x, max_new_tokens, temperature, generator)
+        ids = self.model.caption(self.units_of(x), max_new_tokens, temperature, generator)
         return [decode_text(i) for i in ids]
 
     def _as_tensor(self, images) -> torch.Tensor:

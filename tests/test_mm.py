@@ -273,3 +273,29 @@ def test_bench_mm_measures_arms_side_by_side(mm_pipe, tmp_path, capsys):
     assert "| a |" in (tmp_path / "mm.md").read_text()
     rc, _, err = run_cli(capsys, "bench", "mm", "--arm", "x", "--out", tmp_path / "m2.json")
     assert rc == 2 and "--arm='x' is not allowed" in err
+
+
+def test_discrete_arm_reads_and_writes_vq_codes(tmp_path):
+    """image_tokens='codes': the same transformer on a VQ tokenizer's codes, cross-entropy over the codebook."""
+    from genkit.vq import VQTokenizer
+    from pipelines.multimodal import MultimodalARPipeline
+
+    torch.manual_seed(0)
+    tok = VQTokenizer(channels=(8, 8, 8), latent_dim=4, codebook_size=16).eval()
+    model = MultimodalAR(d_model=32, n_layers=1, n_heads=2, max_text_bytes=16, image_tokens="codes",
+                         codebook_size=16)
+    codes = tok.encode(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
+    loss, logs = model.loss(codes, [[97], [98]], [False, True], generator=torch.Generator().manual_seed(0))
+    assert logs["image_loss"] > 0 and abs(logs["image_loss"].item() - math.log(16)) < 1.5   # CE near log K
+    with pytest.raises(ValueError, match="image codes of shape"):
+        model.loss(torch.rand(2, 3, 32, 32), [[97], [98]], [False, True])
+    with pytest.raises(ValueError, match="needs its VQ tokenizer"):
+        MultimodalARPipeline(model=model)
+    pipe = MultimodalARPipeline(model=model.eval(), tokenizer=tok)
+    pipe.save_pretrained(tmp_path / "p")
+    pipe = MultimodalARPipeline.from_pretrained(tmp_path / "p")
+    grid = pipe.model.generate([97], num_images=2, num_steps=3, generator=torch.Generator().manual_seed(0))
+    assert grid.shape == (2, 8, 8) and grid.dtype == torch.long and grid.max() < 16
+    images = pipe(prompt="a", num_images_per_prompt=2, num_inference_steps=3, output_type="pt").images
+    assert images.shape == (2, 3, 32, 32)
+    assert len(pipe.caption(images * 2 - 1, max_new_tokens=3)) == 2

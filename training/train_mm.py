@@ -52,6 +52,8 @@ def parse_args(argv=None):
     a("--diffusion_repeats", type=int, default=4, help="noise draws per patch per step")
     a("--image_loss_weight", type=float, default=1.0, help="lambda in text CE + lambda * image loss")
     a("--cond_drop", type=float, default=0.1, help="caption dropout (classifier-free guidance)")
+    a("--vq_tokenizer", default=None, metavar="DIR",
+      help="the discrete arm: read and write this VQ tokenizer's codes instead of pixel patches")
     # optimisation
     a("--train_batch_size", type=int, default=64, help="per process")
     a("--max_train_steps", type=int, default=20000)
@@ -91,22 +93,39 @@ def load_split(split: str, limit: int | None = None):
     return images, [list(c.encode("utf-8")) for c in ds.captions[:n]]
 
 
-def build(args) -> MultimodalAR:
+def build(args, tokenizer=None) -> MultimodalAR:
     return MultimodalAR(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, dropout=args.dropout,
                         positions=args.positions, rope_split=args.rope_split, image_head=args.image_head,
                         order=args.order, head_width=args.head_width, head_depth=args.head_depth,
                         diffusion_repeats=args.diffusion_repeats, image_loss_weight=args.image_loss_weight,
-                        cond_drop=args.cond_drop)
+                        cond_drop=args.cond_drop, image_tokens="codes" if tokenizer is not None else "patches",
+                        codebook_size=tokenizer.codebook_size if tokenizer is not None else 1024)
 
 
-def save_pipeline(model, out_dir: Path, metrics: dict) -> None:
-    pipe = MultimodalARPipeline(model=model)
+def load_tokenizer(path: str | None):
+    if path is None:
+        return None
+    from genkit.vq import VQTokenizer
+
+    if not (Path(path) / "config.json").is_file():
+        bad_flag("vq_tokenizer", path, "a VQTokenizer folder (config.json + safetensors), e.g. weights/openmoji-vq")
+    return VQTokenizer.from_pretrained(path).eval()
+
+
+@torch.no_grad()
+def to_codes(tokenizer, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    return torch.cat([tokenizer.encode(images[i:i + batch]).cpu() for i in range(0, len(images), batch)])
+
+
+def save_pipeline(model, out_dir: Path, metrics: dict, tokenizer=None) -> None:
+    pipe = MultimodalARPipeline(model=model, tokenizer=tokenizer)
 
     def write(tmp):
         pipe.save_pretrained(tmp, safe_serialization=True)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
-    replace_folder_contents(out_dir, write, ("model", "model_index.json", "metrics.json"))
+    names = ("model", "model_index.json", "metrics.json") + (("tokenizer",) if tokenizer is not None else ())
+    replace_folder_contents(out_dir, write, names)
 
 
 def main(args):
@@ -116,8 +135,11 @@ def main(args):
     set_seed(args.seed)
     train_x, train_c = load_split("train", args.limit_train)
     val_x, val_c = load_split("val")
+    tokenizer = load_tokenizer(args.vq_tokenizer)
+    if tokenizer is not None:  # the discrete arm sees only codes
+        train_x, val_x = to_codes(tokenizer, train_x), to_codes(tokenizer, val_x)
     torch.manual_seed(args.seed)
-    model = build(args)
+    model = build(args, tokenizer)
     ema = EMAModel(model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, power=2 / 3,
                    model_cls=MultimodalAR, model_config=model.config) if args.use_ema else None
     opt = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.95),
@@ -136,7 +158,7 @@ def main(args):
             ema.to(accelerator.device)
 
     def export():
-        m = build(args)
+        m = build(args, tokenizer)
         m.load_state_dict(raw.state_dict())
         if ema is not None:
             ema.copy_to(m.parameters())
@@ -176,7 +198,7 @@ def main(args):
             save_checkpoint(accelerator, out_dir, step, keep=1)
             if accelerator.is_main_process:
                 save_pipeline(export(), out_dir, {**row, "train_images": len(train_x), "val_images": len(val_x),
-                                                  "args": {k: str(v) for k, v in vars(args).items()}})
+                                                  "args": {k: str(v) for k, v in vars(args).items()}}, tokenizer)
         if out_of_time:
             break
     bar.close()

@@ -69,15 +69,17 @@ def run_mm(args) -> dict:
     for name, path in arms.items():
         if name in rows and rows[name].get("path") == path:
             continue
-        model = MultimodalARPipeline.from_pretrained(path).model.to(device).eval()
+        pipe = MultimodalARPipeline.from_pretrained(path).to(device)
+        model = pipe.model.eval()
         fd = FrechetDistance(net, fid, resolution=32)
         fd.set_reference(ref)
         row = {"path": path, "config": {k: model.config[k] for k in ("positions", "image_head", "order",
-                                                                      "d_model", "n_layers")}}
-        row.update(val_losses(model, images, captions))
-        row.update(text_to_image(model, captions, labels, fd, classifier, **gen))
-        row.update(captioning(model, images, captions, retrieval=args.retrieval))
-        row.update(decode_speed(model, images[:16], captions[0], **gen))
+                                                                      "image_tokens", "d_model", "n_layers")}}
+        units = pipe.units_of(images.float() / 127.5 - 1) if model.discrete else images
+        row.update(val_losses(model, units, captions))
+        row.update(text_to_image(pipe, captions, labels, fd, classifier, **gen))
+        row.update(captioning(pipe, images, captions, retrieval=args.retrieval))
+        row.update(decode_speed(pipe, images[:16], captions[0], **gen))
         rows[name] = row
         atomic_write_json(out, result)
     base = rows[next(iter(arms))]

@@ -19,14 +19,17 @@ from .tokens import decode_text
 
 
 def make_examples(images, captions, idx, generator):
-    """A batch of uint8 images (as [-1, 1] floats), their captions, and a random direction per example."""
+    """A batch of uint8 images (as [-1, 1] floats) or of VQ codes (as they are), their captions, and a random
+    direction per example."""
     first = (torch.rand(len(idx), generator=generator) < 0.5).tolist()
-    return images[idx].float() / 127.5 - 1, [captions[i] for i in idx.tolist()], first
+    x = images[idx]
+    return (x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x), [captions[i] for i in idx.tolist()], first
 
 
 @torch.no_grad()
 def val_losses(model, images: torch.Tensor, captions: list[list[int]], seed: int = 1234, batch: int = 64) -> dict:
-    """Mean text and image loss over held-out data (uint8 images); the same directions and noise every call."""
+    """Mean text and image loss over held-out data (uint8 images, or codes for the discrete arm); the same
+    directions and noise every call."""
     was = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
@@ -46,7 +49,7 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def text_to_image(model, captions: list[list[int]], labels: torch.Tensor, fd, classifier, per_caption: int = 1,
+def text_to_image(pipe, captions: list[list[int]], labels: torch.Tensor, fd, classifier, per_caption: int = 1,
                   diversity_captions: int = 50, diversity_images: int = 4, seed: int = 0, progress: bool = True,
                   **generate_kwargs) -> dict:
     """One image per caption (seeded by the caption's index) for FD and class accuracy; diversity_images more
@@ -54,7 +57,8 @@ def text_to_image(model, captions: list[list[int]], labels: torch.Tensor, fd, cl
     correct, dists = 0, []
     for i, cap in enumerate(tqdm(captions, desc="text -> image", disable=not progress)):
         n = max(per_caption, diversity_images if i < diversity_captions else 1)
-        x = model.generate(cap, num_images=n, generator=torch.Generator().manual_seed(seed + i), **generate_kwargs)
+        x = pipe.images_of(pipe.model.generate(cap, num_images=n, generator=torch.Generator().manual_seed(seed + i),
+                                               **generate_kwargs))
         u8 = to_uint8(x.cpu())
         fd.update(u8[:per_caption])
         if classifier is not None:
@@ -69,10 +73,11 @@ def text_to_image(model, captions: list[list[int]], labels: torch.Tensor, fd, cl
 
 
 @torch.no_grad()
-def captioning(model, images: torch.Tensor, captions: list[list[int]], batch: int = 32, retrieval: bool = True,
+def captioning(pipe, images: torch.Tensor, captions: list[list[int]], batch: int = 32, retrieval: bool = True,
                progress: bool = True) -> dict:
     """Greedy-caption exact match, and top-1 / top-5 retrieval of the true name among all given names."""
-    x_all = images.float() / 127.5 - 1
+    model = pipe.model
+    x_all = pipe.units_of((images.float() / 127.5 - 1).to(model.device))
     exact = 0
     for i in tqdm(range(0, len(images), batch), desc="captions", disable=not progress):
         got = model.caption(x_all[i:i + batch], max_new_tokens=model.config.max_text_bytes)
@@ -81,8 +86,9 @@ def captioning(model, images: torch.Tensor, captions: list[list[int]], batch: in
     if retrieval:
         top1 = top5 = 0
         for i in tqdm(range(len(images)), desc="retrieval", disable=not progress):
-            scores = torch.cat([model.caption_logprob(x_all[i:i + 1].expand(len(captions[j:j + 128]), -1, -1, -1),
-                                                      captions[j:j + 128]) for j in range(0, len(captions), 128)])
+            scores = torch.cat([model.caption_logprob(x_all[i:i + 1].expand(len(captions[j:j + 128]),
+                                                                            *x_all.shape[1:]), captions[j:j + 128])
+                                for j in range(0, len(captions), 128)])
             rank = int((scores > scores[i]).sum())
             top1 += rank < 1
             top5 += rank < 5
@@ -91,10 +97,11 @@ def captioning(model, images: torch.Tensor, captions: list[list[int]], batch: in
 
 
 @torch.no_grad()
-def decode_speed(model, images: torch.Tensor, caption: list[int], repeats: int = 3, **generate_kwargs) -> dict:
+def decode_speed(pipe, images: torch.Tensor, caption: list[int], repeats: int = 3, **generate_kwargs) -> dict:
     """Seconds for captioning a batch (64 new bytes at most) and for one text -> image call, with and without
     the KV cache (the medians of `repeats` interleaved runs), and their ratios."""
-    x = images.float() / 127.5 - 1
+    model = pipe.model
+    x = pipe.units_of((images.float() / 127.5 - 1).to(model.device))
     arms = {
         "caption_cached": lambda: model.caption(x, max_new_tokens=32),
         "caption_uncached": lambda: model.caption(x, max_new_tokens=32, use_cache=False),

@@ -8,6 +8,8 @@ block (order="random", MAR) or causal throughout (order="raster").
 
 Training, per sequence (`loss`):
 - text: cross-entropy on the caption bytes and the token that ends them (BOI after a caption, EOS after one);
+- image_tokens="codes" (the discrete arm): the image slots hold a VQ tokenizer's code ids instead of pixel
+  patches, embedded by a table and predicted by cross-entropy over the codebook; everything else is the same;
 - image (caption -> image only): order="random": a fraction r ~ TruncNormal(1, 0.25) on [0.7, 1] of the
   patches is replaced by a learned [MASK] embedding, and the transformer output z at each masked patch
   conditions the diffusion head on that patch (MAR); order="raster": teacher forcing, the output before patch
@@ -33,6 +35,7 @@ from .tokens import BOI, BOS, EOI, EOS, PAD, VOCAB_SIZE, patchify, unpatchify
 from .transformer import KVCache, Transformer, attention_mask
 
 IMAGE_HEADS = ("diffusion", "mse")
+IMAGE_TOKENS = ("patches", "codes")
 ORDERS = ("random", "raster")
 
 
@@ -42,10 +45,11 @@ class MultimodalAR(ModelMixin, ConfigMixin):
                  dropout: float = 0.0, image_size: int = 32, patch_size: int = 4, max_text_bytes: int = 64,
                  positions: str = "tie_v2", rope_split: str | None = None, rope_base: float = 10000.0,
                  image_head: str = "diffusion", order: str = "random", head_width: int = 256, head_depth: int = 3,
-                 diffusion_repeats: int = 4, image_loss_weight: float = 1.0, cond_drop: float = 0.1):
+                 diffusion_repeats: int = 4, image_loss_weight: float = 1.0, cond_drop: float = 0.1,
+                 image_tokens: str = "patches", codebook_size: int = 1024):
         super().__init__()
         for name, value, allowed in (("positions", positions, SCHEMES), ("image_head", image_head, IMAGE_HEADS),
-                                     ("order", order, ORDERS)):
+                                     ("order", order, ORDERS), ("image_tokens", image_tokens, IMAGE_TOKENS)):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not allowed: one of {', '.join(allowed)}")
         if image_size % patch_size:
@@ -56,14 +60,19 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         self.head_dim = d_model // n_heads
         self.split = rope_split or ("chunked" if positions == "mrope" else "interleaved")
         self.tok_emb = nn.Embedding(VOCAB_SIZE, d_model)
-        self.patch_emb = nn.Linear(self.patch_dim, d_model)
+        self.discrete = image_tokens == "codes"
         self.mask_token = nn.Parameter(torch.zeros(d_model))
         self.transformer = Transformer(d_model, n_layers, n_heads, mlp_ratio, dropout)
         self.lm_head = nn.Linear(d_model, VOCAB_SIZE, bias=False)
-        if image_head == "diffusion":
-            self.patch_head = DiffusionHead(self.patch_dim, d_model, head_width, head_depth)
+        if self.discrete:   # the discrete arm: VQ code ids in, logits over the codebook out (cross-entropy)
+            self.code_emb = nn.Embedding(codebook_size, d_model)
+            self.code_head = nn.Linear(d_model, codebook_size)
         else:
-            self.patch_head = nn.Linear(d_model, self.patch_dim)
+            self.patch_emb = nn.Linear(self.patch_dim, d_model)
+            if image_head == "diffusion":
+                self.patch_head = DiffusionHead(self.patch_dim, d_model, head_width, head_depth)
+            else:
+                self.patch_head = nn.Linear(d_model, self.patch_dim)
         nn.init.normal_(self.mask_token, std=0.02)
 
     # -- layout ----------------------------------------------------------------------------------------------
@@ -75,6 +84,22 @@ class MultimodalAR(ModelMixin, ConfigMixin):
             return tokens, 2, [("text", 2), ("image", self.grid, self.grid), ("text", len(caption) + 2)]
         tokens = [BOS] + caption + [BOI] + img + [EOI, EOS]
         return tokens, len(caption) + 2, [("text", len(caption) + 2), ("image", self.grid, self.grid), ("text", 2)]
+
+    def units(self, images: torch.Tensor) -> torch.Tensor:
+        """What fills the image slots: patches (B, N, P) of float images (B, 3, S, S) in [-1, 1], or the code ids
+        (B, N) of a VQ tokenizer's (B, g, g) grid (image_tokens="codes")."""
+        if self.discrete:
+            if images.dtype not in (torch.int32, torch.int64) or images.shape[1:] != (self.grid, self.grid):
+                raise ValueError(f"image codes of shape {tuple(images.shape)} and dtype {images.dtype} are not "
+                                 f"allowed: integer ids (N, {self.grid}, {self.grid}) from a VQ tokenizer")
+            return images.to(self.device).long().flatten(1)
+        s = self.config.image_size
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s):
+            raise ValueError(f"images of shape {tuple(images.shape)} are not allowed: (N, 3, {s}, {s}) in [-1, 1]")
+        return patchify(images.to(self.device).float(), self.config.patch_size)
+
+    def embed_units(self, units: torch.Tensor) -> torch.Tensor:
+        return self.code_emb(units) if self.discrete else self.patch_emb(units)
 
     def angles_for(self, pos: torch.Tensor) -> torch.Tensor:
         return rotary_angles(pos, self.head_dim, self.config.rope_base, self.split).to(self.device)
@@ -111,7 +136,7 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         if patches is None:
             return h
         b = tokens.shape[0]
-        img = self.patch_emb(patches.to(h.dtype))                           # (B, N, d)
+        img = self.embed_units(patches).to(h.dtype)                         # (B, N, d)
         if known is not None:
             img = torch.where(known.unsqueeze(-1), img, self.mask_token.to(h.dtype))
         idx = slot.view(b, 1) + torch.arange(self.num_patches, device=h.device)
@@ -154,7 +179,7 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         drop = torch.rand(b, generator=generator) < self.config.cond_drop
         captions = [[] if (d and not f) else c for c, d, f in zip(captions, drop.tolist(), image_first)]
         batch = self.batch(captions, image_first)
-        patches = patchify(images.to(self.device).float(), self.config.patch_size)   # (B, N, P)
+        patches = self.units(images)                                         # (B, N, P) or (B, N) codes
         gen_rows = ~torch.tensor(image_first, device=self.device)            # rows with an image loss
         if self.config.order == "random":
             known = self.sample_known(b, generator)
@@ -171,6 +196,8 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         x0 = patches[target_mask]                                            # (M, P)
         if len(x0) == 0:
             image_loss = out.sum() * 0
+        elif self.discrete:
+            image_loss = F.cross_entropy(self.code_head(z).float(), x0)
         elif self.config.image_head == "diffusion":
             image_loss = patch_diffusion_loss(self.patch_head, x0, z, repeats=self.config.diffusion_repeats,
                                               generator=generator)
@@ -205,7 +232,8 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         cfg = guidance_scale != 1.0
         runs = [(caption, 1.0)] + ([([], 0.0)] if cfg else [])               # conditional (+ unconditional)
         prefixes = [self._prefix(c, b) for c, _ in runs]
-        patches = torch.zeros(b, n, self.patch_dim, device=self.device)
+        patches = torch.zeros((b, n) if self.discrete else (b, n, self.patch_dim), device=self.device,
+                              dtype=torch.long if self.discrete else torch.float32)
         known = torch.zeros(b, n, dtype=torch.bool, device=self.device)
 
         def outputs(k_known, positions_to_predict):
@@ -217,7 +245,7 @@ class MultimodalAR(ModelMixin, ConfigMixin):
                 if self.config.order == "raster" and positions_to_predict == 0:
                     zs.append(last)
                     continue
-                h = self.patch_emb(patches)
+                h = self.embed_units(patches)
                 h = torch.where(k_known.unsqueeze(-1), h, self.mask_token.to(h.dtype))
                 ones = torch.ones(b, n, dtype=torch.bool, device=self.device)
                 mask = attention_mask(ones, ones, bidirectional_image=self.config.order == "random")
@@ -243,8 +271,9 @@ class MultimodalAR(ModelMixin, ConfigMixin):
             zs = outputs(known, None)
             z = [zz.gather(1, chosen.unsqueeze(-1).expand(-1, -1, zz.shape[-1])).flatten(0, 1) for zz in zs]
             w = 1 + (guidance_scale - 1) * (target / n) if cfg else 1.0      # MAR's linear guidance schedule
-            new = self._sample(z, w, head_steps, solver, temperature, generator).view(b, -1, self.patch_dim)
-            patches.scatter_(1, chosen.unsqueeze(-1).expand(-1, -1, self.patch_dim), new)
+            new = self._sample(z, w, head_steps, solver, temperature, generator).view(b, -1, *patches.shape[2:])
+            idx = chosen if self.discrete else chosen.unsqueeze(-1).expand(-1, -1, self.patch_dim)
+            patches.scatter_(1, idx, new)
             known.scatter_(1, chosen, True)
             done = target
             if done == n:
@@ -253,12 +282,24 @@ class MultimodalAR(ModelMixin, ConfigMixin):
 
     def _sample(self, zs, guidance_scale, head_steps, solver, temperature, generator):
         z = zs[0]
+        if self.discrete:  # logits with classifier-free guidance, then a draw at `temperature` (0: argmax)
+            logits = self.code_head(z).float()
+            if len(zs) > 1:
+                uncond = self.code_head(zs[1]).float()
+                logits = uncond + guidance_scale * (logits - uncond)
+            if temperature == 0:
+                return logits.argmax(-1)
+            probs = F.softmax(logits / temperature, -1).cpu()
+            return torch.multinomial(probs, 1, generator=generator).squeeze(1).to(self.device)
         if self.config.image_head == "mse":
             return self.patch_head(z).float()
         return sample_patches(self.patch_head, z, head_steps, solver, temperature, guidance_scale,
                               zs[1] if len(zs) > 1 else None, generator, self.patch_dim)
 
     def _to_images(self, patches: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, S, S) in [-1, 1]; for image_tokens="codes", the code grid (B, g, g) to decode."""
+        if self.discrete:
+            return patches.view(-1, self.grid, self.grid)
         return unpatchify(patches, self.grid, self.config.patch_size).clamp(-1, 1)
 
     # -- image -> text ---------------------------------------------------------------------------------------
@@ -268,8 +309,7 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         batch = self.batch([[]] * b, [True] * b)
         t = 2 + self.num_patches + 1
         sub = {k: (v[:, :t] if torch.is_tensor(v) and v.dim() >= 2 else v) for k, v in batch.items()}
-        patches = patchify(images.to(self.device).float(), self.config.patch_size)
-        h = self.embed(sub["tokens"], sub["is_image"], sub["slot"], patches)
+        h = self.embed(sub["tokens"], sub["is_image"], sub["slot"], self.units(images))
         out = self.run(h, sub, cache)
         return out[:, -1], float(sub["pos"][0, -1, 0])
 
@@ -309,8 +349,7 @@ class MultimodalAR(ModelMixin, ConfigMixin):
     def _last_output(self, images: torch.Tensor, decoded: list[list[int]]) -> torch.Tensor:
         """Without a cache: the output at the last decoded token of [BOS] [BOI] image [EOI] + decoded bytes."""
         batch = self.batch(decoded, [True] * len(decoded))
-        patches = patchify(images.to(self.device).float(), self.config.patch_size)
-        out = self.run(self.embed(batch["tokens"], batch["is_image"], batch["slot"], patches), batch)
+        out = self.run(self.embed(batch["tokens"], batch["is_image"], batch["slot"], self.units(images)), batch)
         ends = torch.tensor([2 + self.num_patches + len(d) for d in decoded], device=out.device)
         return out[torch.arange(len(decoded), device=out.device), ends]
 
@@ -318,8 +357,7 @@ class MultimodalAR(ModelMixin, ConfigMixin):
     def caption_logprob(self, images: torch.Tensor, captions: list[list[int]]) -> torch.Tensor:
         """log p(caption bytes + EOS | image) for each (image, caption) pair, teacher-forced: (B,)."""
         batch = self.batch(captions, [True] * len(captions))
-        patches = patchify(images.to(self.device).float(), self.config.patch_size)
-        out = self.run(self.embed(batch["tokens"], batch["is_image"], batch["slot"], patches), batch)
+        out = self.run(self.embed(batch["tokens"], batch["is_image"], batch["slot"], self.units(images)), batch)
         logp = F.log_softmax(self.lm_head(out).float(), -1)
         tgt = batch["targets"]
         picked = logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
