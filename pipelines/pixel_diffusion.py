@@ -136,7 +136,8 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"generator is a list of {len(generator)}: give one per image ({batch_size})")
         for name in callback_on_step_end_tensor_inputs:
             if name not in self._callback_tensor_inputs:
-                raise ValueError(f"callback_on_step_end_tensor_inputs has {name!r}: allowed {self._callback_tensor_inputs}")
+                raise ValueError(f"callback_on_step_end_tensor_inputs has {name!r}: "
+                                 f"allowed {self._callback_tensor_inputs}")
         labels = self.class_ids(class_labels, batch_size)
         if guidance_scale != 1.0 and labels is None:
             raise ValueError(f"guidance_scale={guidance_scale} needs a class-conditional model (use 1.0)")

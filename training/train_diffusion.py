@@ -293,8 +293,8 @@ def main(args):
     unet.train()
     while global_step < args.max_train_steps:
         for micro in range(args.gradient_accumulation_steps):
-            g = torch.Generator(accelerator.device).manual_seed(
-                ((args.seed * 1_000_003 + global_step) * 64 + micro) * accelerator.num_processes + accelerator.process_index)
+            key = ((args.seed * 1_000_003 + global_step) * 64 + micro) * accelerator.num_processes
+            g = torch.Generator(accelerator.device).manual_seed(key + accelerator.process_index)
             idx = torch.randint(len(images), (args.train_batch_size,), device=accelerator.device, generator=g)
             x0 = images[idx].float() / 127.5 - 1
             y = None

@@ -28,7 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .common import atomic_write_bytes, atomic_write_json, generate, load_pipeline, pick_device, resolve_conditioning
+from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, generate, load_pipeline, pick_device,
+                     resolve_conditioning)
 from .evaluate import load_classifier, load_features, resolve_ref
 
 SCHEDULERS = {"ddim": "DDIMScheduler", "dpmsolver": "DPMSolverMultistepScheduler", "unipc": "UniPCMultistepScheduler"}
@@ -57,6 +58,7 @@ def run_samplers(args) -> dict:
 
     from genkit.metrics import REFERENCE_SOLVER, FrechetDistance, ode_error
     from genkit.sampling import GRIDS, SOLVERS, steps_for_nfe
+    from genkit.sampling import nfe as count_nfe
     from pipelines.pixel_diffusion import to_uint8
 
     nfes = parse_list("nfe", args.nfe, cast=int)
@@ -131,7 +133,7 @@ def run_samplers(args) -> dict:
         fds = {k: FrechetDistance(net, fid, resolution=res) for k in ("all", "even", "odd")}
         for f in fds.values():
             f.set_reference(ref)
-        correct, errs, t0, nfe_seen = 0, [], time.perf_counter(), None
+        correct, errs, t0 = 0, [], time.perf_counter()
         for batch, x in sample(seeds, **call):
             images = to_uint8(x)
             fds["all"].update(images)
@@ -140,18 +142,13 @@ def run_samplers(args) -> dict:
                 if (parity == p).any():
                     fds[k].update(images[parity == p])
             if classifier is not None:
-                want = torch.tensor([s % pipe.num_classes for s in batch] if cls == "cycle" else
-                                    pipe.class_ids(cls, len(batch)).tolist())
+                want = torch.tensor(class_ids_for(pipe, cls, batch))
                 correct += int((classifier.predict(images).cpu() == want).sum())
             in_ode = [i for i, s in enumerate(batch) if s in ode_seeds]
             if in_ode:
                 errs.append(ode_error(x[in_ode].cpu(), x_ref[[ode_seeds.index(batch[i]) for i in in_ode]]))
         seconds = time.perf_counter() - t0
-        if "solver" in arm:
-            from genkit.sampling import nfe as count_nfe
-            nfe_seen = count_nfe(arm["solver"], steps)
-        else:
-            nfe_seen = steps
+        nfe_seen = count_nfe(arm["solver"], steps) if "solver" in arm else steps      # per guided call
         result["rows"][f"{arm['arm']}@{n}"] = {
             **arm, "nfe_budget": n, "nfe": nfe_seen, "network_evals": nfe_seen * cfg_factor, "steps": steps,
             "fd": round(fds["all"].compute(), 4), "fd_even": round(fds["even"].compute(), 4),

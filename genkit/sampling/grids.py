@@ -16,7 +16,8 @@ def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
 
 def grid_polynomial(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """Karras et al. (2022) eq. 5: uniform steps in sigma^(1/rho)."""
-    ramp = torch.linspace(0, 1, num_steps, dtype=torch.float64) if num_steps > 1 else torch.zeros(1, dtype=torch.float64)
+    ramp = torch.linspace(0, 1, num_steps, dtype=torch.float64) if num_steps > 1 else \
+        torch.zeros(1, dtype=torch.float64)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return _append_zero((hi + ramp * (lo - hi)) ** rho)
 
