@@ -215,9 +215,11 @@ def build_demo(pipe, max_batch_size: int = 16, tokenizer=None, examples: list[st
     size = pipe.unet.config.sample_size
     generate = make_generate(pipe, max_batch_size)
 
-    with gr.Blocks(title="genkit: OpenMoji diffusion") as demo:
-        gr.Markdown(f"# genkit: pixel diffusion sampler\n"
-                    f"Class-conditional {size}×{size} emoji from a small pixel-space diffusion model. "
+    with gr.Blocks(title="genkit") as demo:
+        gr.Markdown(f"# genkit\n"
+                    f"Class-conditional {size}×{size} emoji from a small pixel-space diffusion model"
+                    f"{', a VQ tokenizer' if tokenizer is not None else ''}"
+                    f"{' and a text-and-image transformer' if mm is not None else ''}. "
                     f"Training images: [OpenMoji](https://openmoji.org), licensed CC BY-SA 4.0.")
         with gr.Tab("Diffusion"), gr.Row():
             with gr.Column(scale=1, min_width=280):
