@@ -229,3 +229,5 @@ def test_bench_samplers_on_a_tiny_model_resumes_and_writes_a_table(tiny, capsys,
     second = json.loads(out.read_text())
     assert rc == 0 and len(second["rows"]) == 10
     assert all(second["rows"][k] == v for k, v in first["rows"].items())
+    assert len(second["commands"]) == 2 and "--nfe 2,3" in second["commands"][1]     # both runs are listed
+    assert "--nfe 2 " in (tmp_path / "bench.md").read_text()

@@ -223,3 +223,12 @@ def test_two_gloo_ranks_with_torchrun(tmp_path):
     # the lr schedule counts optimizer steps, whatever the number of processes
     assert last_lr(out / "checkpoint-2") == pytest.approx(LR * 2 / WARMUP)
     assert_loads_and_samples(out)
+
+
+def test_minutes_before_sums_earlier_runs_up_to_the_resumed_step(tmp_path):
+    from training.utils import minutes_before
+
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"step": 500, "minutes": 9.0}, {"step": 1000, "minutes": 17.5}, {"step": 1500, "minutes": 26.0}]) + "\n")
+    assert minutes_before(tmp_path, 1000) == 17.5      # resumed from checkpoint-1000: the later row is a lost run
+    assert minutes_before(tmp_path, 0) == 0.0 and minutes_before(tmp_path / "new", 500) == 0.0

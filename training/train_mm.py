@@ -31,7 +31,7 @@ from genkit.mm import IMAGE_HEADS, ORDERS, SCHEMES, MultimodalAR
 from genkit.mm.evaluate import make_examples, val_losses
 from genkit.vq.fit import batch_indices
 from pipelines.multimodal import MultimodalARPipeline
-from training.utils import bad_flag, require_positive, resolve_checkpoint, run_script, save_checkpoint
+from training.utils import bad_flag, minutes_before, require_positive, resolve_checkpoint, run_script, save_checkpoint
 
 
 def parse_args(argv=None):
@@ -164,7 +164,7 @@ def main(args):
             ema.copy_to(m.parameters())
         return m.to("cpu").float().eval()
 
-    t0, row = time.time(), {}
+    t0, row, spent = time.time(), {}, minutes_before(out_dir, step)   # minutes: all runs together
     bar = tqdm(total=args.max_train_steps, initial=step, desc="train mm", disable=not accelerator.is_local_main_process)
     model.train()
     while step < args.max_train_steps:
@@ -187,7 +187,7 @@ def main(args):
         bar.set_postfix(text=f"{logs['text_loss'].item():.3f}", image=f"{logs['image_loss'].item():.3f}")
         out_of_time = args.max_minutes is not None and (time.time() - t0) / 60 > args.max_minutes
         if step % args.eval_every == 0 or step == args.max_train_steps or out_of_time:
-            row = {"step": step, "minutes": (time.time() - t0) / 60, "text_loss": logs["text_loss"].item(),
+            row = {"step": step, "minutes": spent + (time.time() - t0) / 60, "text_loss": logs["text_loss"].item(),
                    "image_loss": logs["image_loss"].item()}
             if accelerator.is_main_process:
                 row.update(val_losses(export(), val_x, val_c))

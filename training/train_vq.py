@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from genkit.vq import VQTokenizer
 from genkit.vq.fit import batch_indices, evaluate_tokenizer, to_float
 from genkit.vq.tokenizer import tokenizer_loss
-from training.utils import (bad_flag, require_positive, resolve_checkpoint, run_script, save_checkpoint,
+from training.utils import (bad_flag, minutes_before, require_positive, resolve_checkpoint, run_script, save_checkpoint,
                             save_model_folder)
 
 
@@ -134,7 +134,7 @@ def main(args):
             save_model_folder(model, out_dir, {**row, "train_images": len(train), "held_out_images": len(held),
                                          "args": {k: str(v) for k, v in vars(args).items()}})
 
-    t0, row = time.time(), {}
+    t0, row, spent = time.time(), {}, minutes_before(out_dir, step)   # minutes: all runs together
     bar = tqdm(total=args.max_train_steps, initial=step, desc="train vq", disable=not accelerator.is_local_main_process)
     tok.train()
     while step < args.max_train_steps:
@@ -154,7 +154,7 @@ def main(args):
         bar.set_postfix(mse=f"{logs['mse'].item():.4f}")
         out_of_time = args.max_minutes is not None and (time.time() - t0) / 60 > args.max_minutes
         if step % args.eval_every == 0 or step == args.max_train_steps or out_of_time:
-            row = {"step": step, "train_mse": logs["mse"].item(), "minutes": (time.time() - t0) / 60,
+            row = {"step": step, "train_mse": logs["mse"].item(), "minutes": spent + (time.time() - t0) / 60,
                    **{f"val_{k}": v for k, v in evaluate_tokenizer(model, held).items()}}
             if accelerator.is_main_process:
                 with open(out_dir / "metrics.jsonl", "a") as f:

@@ -44,6 +44,18 @@ def resolve_checkpoint(out_dir: Path, resume: str | None) -> tuple[Path | None, 
     return path, int(path.name.split("-")[-1])
 
 
+def minutes_before(out_dir: Path, step: int) -> float:
+    """Training minutes already spent up to `step` in earlier runs of this output folder (the last metrics.jsonl
+    row at or before it), so a resumed run logs the total, not only its own share."""
+    log, minutes = Path(out_dir) / "metrics.jsonl", 0.0
+    if step > 0 and log.is_file():
+        for line in log.read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("step", step + 1) <= step and "minutes" in row:
+                minutes = float(row["minutes"])
+    return minutes
+
+
 def discard(path: Path) -> None:
     """Delete a folder, renamed to a hidden temp name first so that a kill never leaves half of it visible."""
     trash = path.with_name(f".tmp-old-{path.name}")

@@ -90,7 +90,11 @@ def run_samplers(args) -> dict:
               "model_sha": _model_fingerprint(args.model), "dtype": args.dtype}
     out = Path(args.out)
     result = _resume(out, config)
-    result.update(config=config, command=_command(args), genkit=__version__, torch=torch.__version__,
+    # Rows from earlier invocations of the same configuration are kept (e.g. a later run adding NFE 50 for a few
+    # solvers); every command that contributed is listed.
+    commands = [c for c in result.pop("commands", []) if c != _command(args)] + [_command(args)]
+    result.update(config=config, command=_command(args), commands=commands, genkit=__version__,
+                  torch=torch.__version__,
                   device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device))
     result["floor"] = _floor(net, fid, ref, res, args.num, args.features_model)
 
@@ -157,7 +161,8 @@ def run_samplers(args) -> dict:
             "ode_error": round(float(torch.cat(errs).mean()), 6), "seconds": round(seconds, 2)}
         atomic_write_json(out, result)
     pipe.scheduler = genkit_scheduler
-    result["ranking_agreement"] = _ranking_agreement(result["rows"], nfes)
+    result["ranking_agreement"] = _ranking_agreement(result["rows"], sorted({v["nfe_budget"] for v in
+                                                                             result["rows"].values()}))
     atomic_write_json(out, result)
     atomic_write_bytes(out.with_suffix(".md"), markdown_table(result).encode())
     print(markdown_table(result))
@@ -218,7 +223,8 @@ def _resume(out: Path, config: dict) -> dict:
         except json.JSONDecodeError:
             old = {}
         if old.get("config") == config:
-            return {k: old[k] for k in ("rows", "bf16_floor") if k in old}
+            kept = {k: old[k] for k in ("rows", "bf16_floor") if k in old}
+            return {**kept, "commands": old.get("commands", [old["command"]] if "command" in old else [])}
     return {"rows": {}}
 
 
@@ -280,5 +286,5 @@ def markdown_table(result: dict) -> str:
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     agreement = result.get("ranking_agreement")
     lines += ["", f"Ranking agreement between even and odd seeds (Spearman rho per NFE): {agreement}",
-              "", f"Command: `{result['command']}`", ""]
+              ""] + [f"Command: `{c}`" for c in result.get("commands", [result["command"]])] + [""]
     return "\n".join(lines)
