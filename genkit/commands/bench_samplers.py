@@ -92,8 +92,9 @@ def run_samplers(args) -> dict:
     result = _resume(out, config)
     # Rows from earlier invocations of the same configuration are kept (e.g. a later run adding NFE 50 for a few
     # solvers); every command that contributed is listed.
-    commands = [c for c in result.pop("commands", []) if c != _command(args)] + [_command(args)]
-    result.update(config=config, command=_command(args), commands=commands, genkit=__version__,
+    command = _command(args)
+    commands = [c for c in result.pop("commands", []) if c != command] + [command]
+    result.update(config=config, command=command, commands=commands, genkit=__version__,
                   torch=torch.__version__,
                   device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device))
     result["floor"] = _floor(net, fid, ref, res, args.num, args.features_model)
@@ -161,8 +162,7 @@ def run_samplers(args) -> dict:
             "ode_error": round(float(torch.cat(errs).mean()), 6), "seconds": round(seconds, 2)}
         atomic_write_json(out, result)
     pipe.scheduler = genkit_scheduler
-    result["ranking_agreement"] = _ranking_agreement(result["rows"], sorted({v["nfe_budget"] for v in
-                                                                             result["rows"].values()}))
+    result["ranking_agreement"] = _ranking_agreement(result["rows"])
     atomic_write_json(out, result)
     atomic_write_bytes(out.with_suffix(".md"), markdown_table(result).encode())
     print(markdown_table(result))
@@ -242,10 +242,11 @@ def _load_or_make_reference(out: Path, config: dict, make) -> torch.Tensor:
     return x
 
 
-def _ranking_agreement(rows: dict, nfes) -> dict:
-    """Per NFE: do the even-seed and odd-seed halves rank the arms the same? (Spearman's rho of fd_even, fd_odd.)"""
+def _ranking_agreement(rows: dict) -> dict:
+    """Per NFE budget in rows (from every run, not only this one): do the even-seed and odd-seed halves rank the
+    arms the same? (Spearman's rho of fd_even, fd_odd.)"""
     out = {}
-    for n in nfes:
+    for n in sorted({v["nfe_budget"] for v in rows.values()}):
         r = [v for v in rows.values() if v["nfe_budget"] == n]
         if len(r) < 3:
             continue
