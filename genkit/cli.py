@@ -1,4 +1,4 @@
-"""The `genkit` command line: sample, eval, bench, classes.
+"""The `genkit` command line: sample, draw, caption, eval, bench, classes.
 
     genkit sample --model weights/openmoji-32 --num 64 --steps 20 --solver dpmpp_2m --seed 0 --out samples/
     accelerate launch -m genkit.cli sample ...      # seeds split across processes, same images
@@ -8,6 +8,8 @@
     genkit eval fd --model weights/openmoji-32 --num 1000 --solver dpmpp_2m --steps 20
     genkit eval ref --samples my_images/ --out my_ref.npz
     genkit classes --model weights/openmoji-32
+    genkit draw --model weights/openmoji-mm --prompt "red apple" --num 8 --out apples/
+    genkit caption --model weights/openmoji-mm apples/
 
 Bad input prints one line `genkit: error: ...` naming the parameter, the value and what is allowed, and
 exits with status 2.
@@ -72,6 +74,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per network call (default 16; at most 1024)")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     s.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+
+    d = sub.add_parser("draw", help="text -> images with a multimodal model (e.g. weights/openmoji-mm)",
+                       description="Draw --num images per prompt with a MultimodalARPipeline folder: one PNG per "
+                                   "image, grid.png (a row per prompt) and manifest.json. Each prompt's images come "
+                                   "from one generator seeded with --seed; prompts already written are skipped.")
+    d.add_argument("--model", required=True, metavar="DIR", help="a MultimodalARPipeline folder")
+    d.add_argument("--prompt", action="append", default=[], metavar="TEXT",
+                   help='repeatable, e.g. --prompt "red apple" --prompt "flag: Japan"')
+    d.add_argument("--prompts-file", default=None, metavar="FILE", help="more prompts, one per line")
+    d.add_argument("--num", type=_positive_int("num"), default=4, metavar="N", help="images per prompt (default 4)")
+    d.add_argument("--steps", type=_positive_int("steps"), default=16, metavar="S",
+                   help="AR steps: patches are revealed over S steps (default 16)")
+    d.add_argument("--head-steps", type=_positive_int("head-steps"), default=20,
+                   help="ODE steps of the per-patch diffusion head (default 20)")
+    d.add_argument("--solver", default="dpmpp_2m", help="the diffusion head's solver (default dpmpp_2m)")
+    d.add_argument("--guidance", type=float, default=3.0, metavar="W",
+                   help="classifier-free guidance on the caption (default 3; 1 = off)")
+    d.add_argument("--temperature", type=float, default=1.0, help="scale of the head's initial noise (default 1)")
+    d.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
+    d.add_argument("--device", default=None)
+    d.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+
+    cap = sub.add_parser("caption", help="images -> text with a multimodal model; prints one JSON line per image",
+                         description="Caption image files (or every image in the given folders, except grid.png). "
+                                     "Images are composited on white, center-cropped and resized to the model's "
+                                     "size; decoding is greedy with the KV cache.")
+    cap.add_argument("images", nargs="+", metavar="IMAGE|DIR")
+    cap.add_argument("--model", required=True, metavar="DIR", help="a MultimodalARPipeline folder")
+    cap.add_argument("--max-new-tokens", type=_positive_int("max-new-tokens"), default=64, metavar="T")
+    cap.add_argument("--batch-size", type=_positive_int("batch-size"), default=64, metavar="B")
+    cap.add_argument("--device", default=None)
+    cap.add_argument("--out", default=None, metavar="FILE.json", help="also write the captions here")
 
     c = sub.add_parser("classes", help="list a model's class ids and names")
     c.add_argument("--model", required=True, metavar="DIR")
@@ -218,6 +252,9 @@ def main(argv=None) -> int:
         if args.command == "sample":
             from .commands.sample import run_sample
             run_sample(args)
+        elif args.command in ("draw", "caption"):
+            from .commands.mm import run_caption, run_draw
+            (run_draw if args.command == "draw" else run_caption)(args)
         elif args.command == "classes":
             from .commands.common import load_pipeline
             pipe = load_pipeline(args.model, "cpu")

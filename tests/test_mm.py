@@ -299,3 +299,42 @@ def test_discrete_arm_reads_and_writes_vq_codes(tmp_path):
     images = pipe(prompt="a", num_images_per_prompt=2, num_inference_steps=3, output_type="pt").images
     assert images.shape == (2, 3, 32, 32)
     assert len(pipe.caption(images * 2 - 1, max_new_tokens=3)) == 2
+
+
+def test_cli_draw_and_caption(mm_pipe, tmp_path, capsys):
+    """genkit draw: a file per image, grid and manifest, reruns skip written prompts and give the same images;
+    genkit caption: one JSON line per image; bad input: one line, exit 2."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from helpers import run_cli
+
+    folder = tmp_path / "pipe"
+    mm_pipe.save_pretrained(folder)
+    args = ("draw", "--model", folder, "--prompt", "red apple", "--prompt", "flag: Japan", "--num", 2, "--steps", 2,
+            "--head-steps", 2, "--device", "cpu", "--out", tmp_path / "out")
+    rc, _, err = run_cli(capsys, *args)
+    assert rc == 0, err
+    files = json.loads((tmp_path / "out" / "manifest.json").read_text())["files"]
+    assert files == [["000-red-apple-0.png", "000-red-apple-1.png"], ["001-flag-japan-0.png", "001-flag-japan-1.png"]]
+    first = np.asarray(Image.open(tmp_path / "out" / files[1][0]))
+    assert Image.open(tmp_path / "out" / "grid.png").size == (64, 64)
+    (tmp_path / "out" / files[1][0]).unlink()                      # an interrupted job: one file missing
+    assert run_cli(capsys, *args)[0] == 0
+    assert np.array_equal(first, np.asarray(Image.open(tmp_path / "out" / files[1][0])))
+
+    rc, out, err = run_cli(capsys, "caption", "--model", folder, "--max-new-tokens", 3, tmp_path / "out",
+                           "--out", tmp_path / "caps.json")
+    assert rc == 0, err
+    lines = [json.loads(line) for line in out.strip().splitlines()]
+    assert len(lines) == 4 and all(isinstance(r["caption"], str) for r in lines)   # grid.png is skipped
+    assert json.loads((tmp_path / "caps.json").read_text()) == lines
+
+    for bad, match in ((("draw", "--model", folder, "--out", tmp_path / "x"), "at least one --prompt"),
+                       (("draw", "--model", folder, "--prompt", "x" * 17, "--out", tmp_path / "x"), "17 UTF-8 bytes"),
+                       (("draw", "--model", tmp_path, "--prompt", "a", "--out", tmp_path / "x"), "not a pipeline"),
+                       (("caption", "--model", folder, tmp_path / "nope.png"), "does not exist")):
+        rc, _, err = run_cli(capsys, *bad)
+        assert rc == 2 and match in err, err

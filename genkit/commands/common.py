@@ -24,6 +24,14 @@ def pick_device(name: str | None) -> torch.device:
     return device
 
 
+def pipeline_class(path: Path) -> str | None:
+    """The _class_name in a pipeline folder's model_index.json (None if unreadable: loading then says why)."""
+    try:
+        return json.loads((Path(path) / "model_index.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def load_pipeline(model: str, device="cpu", dtype=None):
     """PixelDiffusionPipeline.from_pretrained(model) offline, with a ValueError for a missing/corrupt folder."""
     from diffusers.utils import logging as diffusers_logging
@@ -35,6 +43,9 @@ def load_pipeline(model: str, device="cpu", dtype=None):
     if not (path / "model_index.json").is_file():
         raise ValueError(f"--model={model!r} is not a pipeline folder: it needs model_index.json, unet/ "
                          f"and scheduler/ (e.g. weights/openmoji-32)")
+    if pipeline_class(path) == "MultimodalARPipeline":
+        raise ValueError(f"--model={model!r} is a multimodal model: draw with it by `genkit draw`, caption with "
+                         f"`genkit caption`")
     try:
         pipe = PixelDiffusionPipeline.from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # safetensors / json / config errors: the folder is damaged

@@ -1,0 +1,141 @@
+"""`genkit draw` (text -> images) and `genkit caption` (images -> text) with a MultimodalARPipeline folder.
+
+    genkit draw --model weights/openmoji-mm --prompt "red apple" --prompt "flag: Japan" --num 8 --out apples/
+    genkit caption --model weights/openmoji-mm apples/ some.png
+
+`draw` writes one PNG per image (`<prompt index>-<slug>-<k>.png`), grid.png (a row per prompt) and
+manifest.json. Each prompt's images come from one generator seeded with --seed, so a prompt's images do not
+depend on the other prompts; prompts whose files are all written are skipped (an interrupted job resumes).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .. import __version__
+from .common import (atomic_write_json, ensure_writable_dir, image_grid, pick_device, pipeline_class,
+                     save_png_atomic)
+
+
+def load_mm_pipeline(model: str, device):
+    """MultimodalARPipeline.from_pretrained(model) offline, with a ValueError for a missing/corrupt folder."""
+    from diffusers.utils import logging as diffusers_logging
+
+    from pipelines.multimodal import MultimodalARPipeline
+
+    diffusers_logging.disable_progress_bar()
+    path = Path(model)
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise ValueError(f"--model={model!r} is not a pipeline folder: it needs model_index.json and model/ "
+                         f"(e.g. weights/openmoji-mm)")
+    kind = pipeline_class(path)
+    if kind not in ("MultimodalARPipeline", None):
+        raise ValueError(f"--model={model!r} holds a {kind}, not a MultimodalARPipeline (genkit sample draws "
+                         f"with diffusion models)")
+    try:
+        pipe = MultimodalARPipeline.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:
+        raise ValueError(f"--model={model!r} could not be loaded ({type(e).__name__}: {e}); "
+                         f"the folder is incomplete or corrupt") from e
+    pipe.model.eval()
+    return pipe.to(device)
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe form of a prompt: "flag: Japan" -> "flag-japan"."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "prompt"
+
+
+def read_prompts(prompts: list[str], prompts_file: str | None) -> list[str]:
+    out = list(prompts)
+    if prompts_file is not None:
+        try:
+            out += [line.strip() for line in Path(prompts_file).read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--prompts-file={prompts_file!r} is unreadable ({e}): a UTF-8 text file, "
+                             f"one prompt per line") from None
+    if not out:
+        raise ValueError("genkit draw needs at least one --prompt TEXT (or --prompts-file FILE)")
+    return out
+
+
+def run_draw(args) -> None:
+    from genkit.mm import encode_text
+
+    prompts = read_prompts(args.prompt, args.prompts_file)
+    device = pick_device(args.device)
+    out = ensure_writable_dir(args.out)
+    pipe = load_mm_pipeline(args.model, device)
+    for p in prompts:  # every prompt checked before any work
+        encode_text(p, pipe.model.config.max_text_bytes, "--prompt")
+    names = [[out / f"{i:03d}-{slug(p)}-{k}.png" for k in range(args.num)] for i, p in enumerate(prompts)]
+    t0 = time.time()
+    for p, files in zip(tqdm(prompts, desc="drawing", unit="prompt"), names):
+        if all(f.exists() for f in files):
+            continue  # resume
+        images = pipe(p, num_images_per_prompt=args.num, num_inference_steps=args.steps, head_steps=args.head_steps,
+                      solver=args.solver, guidance_scale=args.guidance, temperature=args.temperature,
+                      generator=torch.Generator().manual_seed(args.seed)).images
+        for im, f in zip(images, files):
+            save_png_atomic(im, f)
+    grid = [Image.open(f).convert("RGB") for row in names for f in row]
+    save_png_atomic(image_grid(grid, cols=args.num), out / "grid.png")
+    atomic_write_json(out / "manifest.json", {
+        "model": str(Path(args.model)), "prompts": prompts, "num_per_prompt": args.num, "seed": args.seed,
+        "steps": args.steps, "head_steps": args.head_steps, "solver": args.solver, "guidance": args.guidance,
+        "temperature": args.temperature, "files": [[f.name for f in row] for row in names],
+        "wall_time_s": round(time.time() - t0, 3), "device": str(device), "torch": torch.__version__,
+        "genkit": __version__})
+    print(f"wrote {len(prompts) * args.num} images, grid.png and manifest.json to {out}")
+
+
+def image_files(paths: list[str]) -> list[Path]:
+    from genkit.data.folder import EXTENSIONS
+
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in EXTENSIONS and f.is_file()
+                            and f.name != "grid.png")
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ValueError(f"image {str(p)!r} does not exist: give image files or folders of them")
+    if not files:
+        raise ValueError(f"images {paths!r} hold no image files: allowed types {sorted(EXTENSIONS)}")
+    return files
+
+
+def run_caption(args) -> None:
+    import numpy as np
+    from PIL import UnidentifiedImageError
+
+    from genkit.data.folder import center_crop_resize
+
+    files = image_files(args.images)
+    pipe = load_mm_pipeline(args.model, pick_device(args.device))
+    size = pipe.model.config.image_size
+    arrays = []
+    for f in files:  # composited on white (as OpenMoji is), center-cropped and resized to the model's size
+        try:
+            with Image.open(f) as img:
+                img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img.convert("RGBA"))
+                arrays.append(np.asarray(center_crop_resize(img.convert("RGB"), size), dtype=np.uint8))
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"image file {str(f)!r} is unreadable ({e}): remove it or replace it") from e
+    rows = []
+    for i in range(0, len(files), args.batch_size):
+        captions = pipe.caption(np.stack(arrays[i:i + args.batch_size]), max_new_tokens=args.max_new_tokens)
+        for f, c in zip(files[i:i + args.batch_size], captions):
+            rows.append({"image": str(f), "caption": c})
+            print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
+    if args.out:
+        atomic_write_json(Path(args.out), rows)
