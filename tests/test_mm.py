@@ -164,6 +164,9 @@ def test_captioning_cache_matches_recompute_and_log_likelihood(tiny_mm):
     assert fast == slow and all(len(c) <= 6 for c in fast)
     # teacher-forced log p(caption + EOS | image) equals the sum of the step-by-step log-probabilities
     cap = [97, 98]
+    caps = [cap, [97], list(b"flag: Japan")]
+    ranked = tiny_mm.rank_captions(x[:1], caps, batch=2)                   # one cached prefix, padded batches
+    assert torch.allclose(ranked, tiny_mm.caption_logprob(x[:1].expand(3, -1, -1, -1), caps), atol=1e-4)
     lp = tiny_mm.caption_logprob(x[:1], [cap])
     b = tiny_mm.batch([cap], [True])
     patches = patchify(x[:1])

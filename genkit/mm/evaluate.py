@@ -86,9 +86,7 @@ def captioning(pipe, images: torch.Tensor, captions: list[list[int]], batch: int
     if retrieval:
         top1 = top5 = 0
         for i in tqdm(range(len(images)), desc="retrieval", disable=not progress):
-            scores = torch.cat([model.caption_logprob(x_all[i:i + 1].expand(len(captions[j:j + 128]),
-                                                                            *x_all.shape[1:]), captions[j:j + 128])
-                                for j in range(0, len(captions), 128)])
+            scores = model.rank_captions(x_all[i:i + 1], captions)       # the image prefix runs once
             rank = int((scores > scores[i]).sum())
             top1 += rank < 1
             top5 += rank < 5
