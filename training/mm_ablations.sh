@@ -3,7 +3,8 @@
 # flag, trained at equal budget (same seed, steps, batch and data order), then measured side by side.
 #
 #   training/mm_ablations.sh train [ARM ...]    # train these arms (default: all), resumable: rerun to continue
-#   training/mm_ablations.sh bench              # measure every trained arm -> $ROOT/bench_mm.json (+ .md)
+#   training/mm_ablations.sh bench [FLAG ...]    # measure every trained arm -> $ROOT/bench_mm.json (+ .md);
+#                                               # flags go to genkit bench mm, e.g. --num 200 --temperature 0.5
 #
 # Environment: ROOT (default runs/mm-ablations), STEPS (default 2000), LAUNCH (default "accelerate launch";
 # e.g. "python" on a CPU box). The discrete arm needs a VQ tokenizer folder (TOKENIZER, default weights/openmoji-vq).
@@ -44,6 +45,6 @@ case "$cmd" in
     for arm in "${ARMS[@]}" mrope; do
       [ -f "$ROOT/$arm/model_index.json" ] && args+=(--arm "$arm=$ROOT/$arm")
     done
-    genkit bench mm "${args[@]}" --out "$ROOT/bench_mm.json" ;;
-  *) echo "usage: training/mm_ablations.sh train [ARM ...] | bench" >&2; exit 2 ;;
+    genkit bench mm "${args[@]}" --out "$ROOT/bench_mm.json" "$@" ;;
+  *) echo "usage: training/mm_ablations.sh train [ARM ...] | bench [genkit bench mm flags]" >&2; exit 2 ;;
 esac

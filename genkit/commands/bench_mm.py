@@ -65,7 +65,9 @@ def run_mm(args) -> dict:
     rows = old.get("rows", {}) if old.get("config") == config else {}
     result = {"config": config, "rows": rows, "arms": arms, "genkit": __version__, "torch": torch.__version__,
               "device": str(device), "command": "genkit bench mm " + " ".join(f"--arm {a}" for a in args.arm)
-              + f" --num {args.num} --steps {args.steps} --guidance {args.guidance} --out {args.out}"}
+              + f" --num {args.num} --steps {args.steps} --head-steps {args.head_steps} --solver {args.solver}"
+              f" --temperature {args.temperature} --guidance {args.guidance}"
+              + ("" if args.retrieval else " --no-retrieval") + f" --out {args.out}"}
     for name, path in arms.items():
         if name in rows and rows[name].get("path") == path:
             continue
