@@ -6,10 +6,11 @@
     ... --positions rope1d --output_dir runs/mm-rope1d       # an ablation arm: same data, seeds, budget
 
 Each example is an OpenMoji train image with its name (the emoji package's English name, e.g. "red apple"),
-as caption -> image or image -> caption with equal probability (seeded by step and rank, so a resumed or
-re-run job sees the same batches). Loss: text cross-entropy + --image_loss_weight x the per-patch diffusion
-loss (genkit.mm.model). Every --eval_every steps the val split gives the same two losses, appended to
-metrics.jsonl. output_dir is a MultimodalARPipeline folder (EMA weights), rewritten atomically at each checkpoint.
+as caption -> image (probability --t2i_fraction, default 0.5) or image -> caption (seeded by step and rank, so a
+resumed or re-run job sees the same batches; the val losses always use 0.5). Loss: text cross-entropy +
+--image_loss_weight x the per-patch diffusion loss (genkit.mm.model). Every --eval_every steps the val split
+gives the same two losses, appended to metrics.jsonl. output_dir is a MultimodalARPipeline folder (EMA weights),
+rewritten atomically at each checkpoint.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def parse_args(argv=None):
     a("--diffusion_repeats", type=int, default=4, help="noise draws per patch per step")
     a("--image_loss_weight", type=float, default=1.0, help="lambda in text CE + lambda * image loss")
     a("--cond_drop", type=float, default=0.1, help="caption dropout (classifier-free guidance)")
+    a("--t2i_fraction", type=float, default=0.5,
+      help="share of examples in the caption -> image direction (the only ones with an image loss)")
     a("--vq_tokenizer", default=None, metavar="DIR",
       help="the discrete arm: read and write this VQ tokenizer's codes instead of pixel patches")
     # optimisation
@@ -78,6 +81,8 @@ def parse_args(argv=None):
         bad_flag("learning_rate", args.learning_rate, "a number > 0")
     if not 0 <= args.cond_drop < 1:
         bad_flag("cond_drop", args.cond_drop, "a probability in [0, 1)")
+    if not 0 < args.t2i_fraction < 1:
+        bad_flag("t2i_fraction", args.t2i_fraction, "a probability in (0, 1): both directions stay in the data")
     if args.d_model % args.n_heads or (args.d_model // args.n_heads) % 4:
         bad_flag("d_model", args.d_model, f"a multiple of 4 * n_heads ({4 * args.n_heads}): 2-axis rotary pairs")
     return args
@@ -170,7 +175,7 @@ def main(args):
     while step < args.max_train_steps:
         g = torch.Generator().manual_seed((args.seed * 1_000_003 + step) * world + accelerator.process_index)
         idx = batch_indices(len(train_x), args.train_batch_size, args.seed, step, accelerator.process_index, world)
-        x, caps, first = make_examples(train_x, train_c, idx, g)
+        x, caps, first = make_examples(train_x, train_c, idx, g, args.t2i_fraction)
         with accelerator.autocast():
             loss, logs = model(x, caps, first, generator=g)         # forward = the loss (through DDP: synced)
         if not math.isfinite(loss.item()):

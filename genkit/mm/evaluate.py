@@ -18,10 +18,10 @@ from tqdm.auto import tqdm
 from .tokens import decode_text
 
 
-def make_examples(images, captions, idx, generator):
+def make_examples(images, captions, idx, generator, t2i_fraction: float = 0.5):
     """A batch of uint8 images (as [-1, 1] floats) or of VQ codes (as they are), their captions, and a random
-    direction per example."""
-    first = (torch.rand(len(idx), generator=generator) < 0.5).tolist()
+    direction per example: caption -> image with probability t2i_fraction, else image -> caption."""
+    first = (torch.rand(len(idx), generator=generator) < 1 - t2i_fraction).tolist()
     x = images[idx]
     return (x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x), [captions[i] for i in idx.tolist()], first
 
