@@ -338,6 +338,12 @@ def test_cli_draw_and_caption(mm_pipe, tmp_path, capsys):
     for bad, match in ((("draw", "--model", folder, "--out", tmp_path / "x"), "at least one --prompt"),
                        (("draw", "--model", folder, "--prompt", "x" * 17, "--out", tmp_path / "x"), "17 UTF-8 bytes"),
                        (("draw", "--model", tmp_path, "--prompt", "a", "--out", tmp_path / "x"), "not a pipeline"),
+                       (("draw", "--model", folder, "--prompt", "a", "--solver", "rk4", "--out", tmp_path / "x"),
+                        "--solver='rk4'"),
+                       (("draw", "--model", folder, "--prompt", "a", "--temperature", "-1", "--out", tmp_path / "x"),
+                        "--temperature=-1.0"),
+                       (("draw", "--model", folder, "--prompt", "a", "--steps", "65", "--out", tmp_path / "x"),
+                        "--steps=65"),
                        (("caption", "--model", folder, tmp_path / "nope.png"), "does not exist")):
         rc, _, err = run_cli(capsys, *bad)
         assert rc == 2 and match in err, err

@@ -69,13 +69,21 @@ def read_prompts(prompts: list[str], prompts_file: str | None) -> list[str]:
 
 def run_draw(args) -> None:
     from genkit.mm import encode_text
+    from genkit.sampling import SOLVERS
 
     prompts = read_prompts(args.prompt, args.prompts_file)
     device = pick_device(args.device)
     out = ensure_writable_dir(args.out)
     pipe = load_mm_pipeline(args.model, device)
-    for p in prompts:  # every prompt checked before any work
+    for p in prompts:  # every flag checked before any work, by its CLI name
         encode_text(p, pipe.model.config.max_text_bytes, "--prompt")
+    if args.solver not in SOLVERS:
+        raise ValueError(f"--solver={args.solver!r} is not allowed: one of {', '.join(SOLVERS)}")
+    for name, v in (("guidance", args.guidance), ("temperature", args.temperature)):
+        if not v >= 0:
+            raise ValueError(f"--{name}={v} is not allowed: a number >= 0")
+    if args.steps > pipe.model.num_patches:
+        raise ValueError(f"--steps={args.steps} is not allowed: at most {pipe.model.num_patches} (one patch per step)")
     names = [[out / f"{i:03d}-{slug(p)}-{k}.png" for k in range(args.num)] for i, p in enumerate(prompts)]
     t0 = time.time()
     for p, files in zip(tqdm(prompts, desc="drawing", unit="prompt"), names):
