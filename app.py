@@ -131,7 +131,7 @@ def make_tokenize(tokenizer):
     import torch
     from PIL import Image
 
-    from genkit.data.folder import center_crop_resize
+    from genkit.data.folder import square_rgb
 
     size = tokenizer.config.image_size
 
@@ -142,9 +142,7 @@ def make_tokenize(tokenizer):
         if arr.ndim != 3 or arr.shape[-1] not in (3, 4) or arr.dtype != np.uint8:
             raise gr.Error(f"image of shape {arr.shape} and dtype {arr.dtype} is not allowed: an RGB or RGBA "
                            "picture", print_exception=False)
-        img = Image.fromarray(arr).convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img).convert("RGB")
-        small = np.asarray(center_crop_resize(img, size), dtype=np.uint8)
+        small = square_rgb(Image.fromarray(arr), size)
         x = torch.from_numpy(small).permute(2, 0, 1).unsqueeze(0)
         codes = tokenizer.encode(x)
         rec = ((tokenizer.decode(codes)[0].permute(1, 2, 0).cpu() + 1) * 127.5).round().clamp(0, 255)
@@ -190,15 +188,12 @@ def make_caption(mm):
     import numpy as np
     from PIL import Image
 
-    from genkit.data.folder import center_crop_resize
+    from genkit.data.folder import square_rgb
 
     def caption(image):
         if image is None:
             raise gr.Error("image is missing: upload an image", print_exception=False)
-        img = Image.fromarray(np.asarray(image)).convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img).convert("RGB")
-        small = center_crop_resize(img, mm.model.config.image_size)
-        return mm.caption([small])[0]
+        return mm.caption(square_rgb(Image.fromarray(np.asarray(image)), mm.model.config.image_size))[0]
 
     return caption
 

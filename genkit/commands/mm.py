@@ -124,21 +124,12 @@ def image_files(paths: list[str]) -> list[Path]:
 
 def run_caption(args) -> None:
     import numpy as np
-    from PIL import UnidentifiedImageError
 
-    from genkit.data.folder import center_crop_resize
+    from genkit.data.folder import load_image_file
 
     files = image_files(args.images)
     pipe = load_mm_pipeline(args.model, pick_device(args.device))
-    size = pipe.model.config.image_size
-    arrays = []
-    for f in files:  # composited on white (as OpenMoji is), center-cropped and resized to the model's size
-        try:
-            with Image.open(f) as img:
-                img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img.convert("RGBA"))
-                arrays.append(np.asarray(center_crop_resize(img.convert("RGB"), size), dtype=np.uint8))
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"image file {str(f)!r} is unreadable ({e}): remove it or replace it") from e
+    arrays = [load_image_file(f, pipe.model.config.image_size) for f in files]   # on white, cropped, resized
     rows = []
     for i in range(0, len(files), args.batch_size):
         captions = pipe.caption(np.stack(arrays[i:i + args.batch_size]), max_new_tokens=args.max_new_tokens)

@@ -18,6 +18,26 @@ def center_crop_resize(img: Image.Image, size: int) -> Image.Image:
     return img.resize((size, size), Image.Resampling.BICUBIC if s < size else Image.Resampling.BOX)
 
 
+def on_white(img: Image.Image) -> Image.Image:
+    """Any PIL image -> RGB, transparent parts composited on white (as OpenMoji is rendered)."""
+    img = img.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img).convert("RGB")
+
+
+def square_rgb(img: Image.Image, size: int) -> np.ndarray:
+    """Any PIL image -> uint8 (size, size, 3): on white, center-cropped and resized (what a 32 px model reads)."""
+    return np.asarray(center_crop_resize(on_white(img), size), dtype=np.uint8)
+
+
+def load_image_file(path: str | Path, size: int) -> np.ndarray:
+    """square_rgb of an image file; a ValueError naming the file if it is not a readable image."""
+    try:
+        with Image.open(path) as img:
+            return square_rgb(img, size)
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"image file {str(path)!r} is unreadable ({e}): remove it or replace it") from e
+
+
 class ImageFolderDataset(torch.utils.data.Dataset):
     """Images under `root` (recursively) as (3, size, size) tensors in [-1, 1], label 0.
 
@@ -38,15 +58,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return len(self.files)
 
     def load(self, i: int) -> np.ndarray:
-        path = self.files[i]
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGBA")
-                white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(white, img).convert("RGB")
-                return np.asarray(center_crop_resize(img, self.size), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"image file {str(path)!r} is unreadable ({e}): remove it or replace it") from e
+        return load_image_file(self.files[i], self.size)
 
     def __getitem__(self, i):
         x = torch.from_numpy(self.load(i)).permute(2, 0, 1).float().div(127.5).sub(1)
@@ -73,8 +85,7 @@ def read_images_as_is(root: str | Path, exclude: tuple[str, ...] = ("grid.png",)
     for path in files:
         try:
             with Image.open(path) as img:
-                img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA"))
-                a = np.asarray(img.convert("RGB"), dtype=np.uint8)
+                a = np.asarray(on_white(img), dtype=np.uint8)
         except (UnidentifiedImageError, OSError) as e:
             raise ValueError(f"image file {str(path)!r} is unreadable ({e}): remove it or replace it") from e
         if a.shape[0] != a.shape[1] or (size is not None and a.shape[0] != size):
