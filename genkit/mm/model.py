@@ -372,10 +372,10 @@ class MultimodalAR(ModelMixin, ConfigMixin):
                 tokens[j, :len(c)] = torch.tensor(c, dtype=torch.long)
                 targets[j, :len(c) + 1] = torch.tensor(c + [EOS], dtype=torch.long)
             pos = (eoi_pos + 1 + torch.arange(t, dtype=torch.float64)).view(1, t, 1).expand(b, t, 2)
-            valid = targets != -100
-            mask = (torch.ones(t, t, dtype=torch.bool).tril() & valid.unsqueeze(1)) | torch.eye(t, dtype=torch.bool)
-            h = self.transformer(self.tok_emb(tokens.to(self.device)), self.angles_for(pos),
-                                 mask.unsqueeze(1).to(self.device), cache.expand(b), update_cache=False)
+            valid = (targets != -100).to(self.device)
+            mask = attention_mask(torch.zeros_like(valid), valid)           # causal among the new tokens
+            h = self.transformer(self.tok_emb(tokens.to(self.device)), self.angles_for(pos), mask, cache.expand(b),
+                                 update_cache=False)
             outs = torch.cat([last.expand(b, -1).unsqueeze(1), h[:, :-1]], 1)  # output before each target
             logp = F.log_softmax(self.lm_head(outs).float(), -1)
             tgt = targets.to(self.device)
