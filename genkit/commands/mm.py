@@ -54,6 +54,17 @@ def slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "prompt"
 
 
+# MultimodalARPipeline.__call__ argument -> genkit draw flag
+FLAGS = {"num_images_per_prompt": "--num", "num_inference_steps": "--steps", "head_steps": "--head-steps",
+         "solver": "--solver", "guidance_scale": "--guidance", "temperature": "--temperature"}
+
+
+def flag_names(message: str) -> str:
+    """'num_inference_steps=65 is not allowed ...' -> '--steps=65 is not allowed ...'."""
+    name, sep, rest = message.partition("=")
+    return FLAGS[name] + sep + rest if sep and name in FLAGS else message
+
+
 def read_prompts(prompts: list[str], prompts_file: str | None) -> list[str]:
     out = list(prompts)
     if prompts_file is not None:
@@ -69,29 +80,24 @@ def read_prompts(prompts: list[str], prompts_file: str | None) -> list[str]:
 
 def run_draw(args) -> None:
     from genkit.mm import encode_text
-    from genkit.sampling import SOLVERS
 
     prompts = read_prompts(args.prompt, args.prompts_file)
     device = pick_device(args.device)
     out = ensure_writable_dir(args.out)
     pipe = load_mm_pipeline(args.model, device)
-    for p in prompts:  # every flag checked before any work, by its CLI name
+    for p in prompts:  # all prompts checked before any work (the other flags by the pipeline's first call)
         encode_text(p, pipe.model.config.max_text_bytes, "--prompt")
-    if args.solver not in SOLVERS:
-        raise ValueError(f"--solver={args.solver!r} is not allowed: one of {', '.join(SOLVERS)}")
-    for name, v in (("guidance", args.guidance), ("temperature", args.temperature)):
-        if not v >= 0:
-            raise ValueError(f"--{name}={v} is not allowed: a number >= 0")
-    if args.steps > pipe.model.num_patches:
-        raise ValueError(f"--steps={args.steps} is not allowed: at most {pipe.model.num_patches} (one patch per step)")
     names = [[out / f"{i:03d}-{slug(p)}-{k}.png" for k in range(args.num)] for i, p in enumerate(prompts)]
     t0 = time.time()
     for p, files in zip(tqdm(prompts, desc="drawing", unit="prompt"), names):
         if all(f.exists() for f in files):
             continue  # resume
-        images = pipe(p, num_images_per_prompt=args.num, num_inference_steps=args.steps, head_steps=args.head_steps,
-                      solver=args.solver, guidance_scale=args.guidance, temperature=args.temperature,
-                      generator=torch.Generator().manual_seed(args.seed)).images
+        try:
+            images = pipe(p, num_images_per_prompt=args.num, num_inference_steps=args.steps,
+                          head_steps=args.head_steps, solver=args.solver, guidance_scale=args.guidance,
+                          temperature=args.temperature, generator=torch.Generator().manual_seed(args.seed)).images
+        except ValueError as e:  # the pipeline's check, under the CLI's flag name
+            raise ValueError(flag_names(str(e))) from None
         for im, f in zip(images, files):
             save_png_atomic(im, f)
     grid = [Image.open(f).convert("RGB") for row in names for f in row]
