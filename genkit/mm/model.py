@@ -377,10 +377,7 @@ class MultimodalAR(ModelMixin, ConfigMixin):
             h = self.transformer(self.tok_emb(tokens.to(self.device)), self.angles_for(pos), mask, cache.expand(b),
                                  update_cache=False)
             outs = torch.cat([last.expand(b, -1).unsqueeze(1), h[:, :-1]], 1)  # output before each target
-            logp = F.log_softmax(self.lm_head(outs).float(), -1)
-            tgt = targets.to(self.device)
-            picked = logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            out.append((picked * (tgt != -100)).sum(1))
+            out.append(self._target_logprob(outs, targets.to(self.device)))
         return torch.cat(out)
 
     @torch.no_grad()
@@ -388,7 +385,10 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         """log p(caption bytes + EOS | image) for each (image, caption) pair, teacher-forced: (B,)."""
         batch = self.batch(captions, [True] * len(captions))
         out = self.run(self.embed(batch["tokens"], batch["is_image"], batch["slot"], self.units(images)), batch)
+        return self._target_logprob(out, batch["targets"])
+
+    def _target_logprob(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Sum over t of log p(targets[:, t] | out[:, t]) where targets != -100: outputs (B, T, d) -> (B,)."""
         logp = F.log_softmax(self.lm_head(out).float(), -1)
-        tgt = batch["targets"]
-        picked = logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return (picked * (tgt != -100)).sum(1)
+        picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (picked * (targets != -100)).sum(1)
