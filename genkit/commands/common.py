@@ -32,26 +32,34 @@ def pipeline_class(path: Path) -> str | None:
         return None
 
 
-def load_pipeline(model: str, device="cpu", dtype=None):
-    """PixelDiffusionPipeline.from_pretrained(model) offline, with a ValueError for a missing/corrupt folder."""
+def load_folder(cls, model: str, contents: str, example: str):
+    """cls.from_pretrained(model) offline (a diffusers pipeline class), with a ValueError for a missing or corrupt
+    folder, or for a multimodal folder given where a diffusion one is wanted and vice versa."""
     from diffusers.utils import logging as diffusers_logging
-
-    from pipelines.pixel_diffusion import PixelDiffusionPipeline
 
     diffusers_logging.disable_progress_bar()  # "Loading pipeline components": noise on a CLI's stderr
     path = Path(model)
     if not (path / "model_index.json").is_file():
-        raise ValueError(f"--model={model!r} is not a pipeline folder: it needs model_index.json, unet/ "
-                         f"and scheduler/ (e.g. weights/openmoji-32)")
-    if pipeline_class(path) == "MultimodalARPipeline":
-        raise ValueError(f"--model={model!r} is a multimodal model: draw with it by `genkit draw`, caption with "
-                         f"`genkit caption`")
+        raise ValueError(f"--model={model!r} is not a pipeline folder: it needs model_index.json, {contents} "
+                         f"(e.g. {example})")
+    kind = pipeline_class(path)
+    multimodal = kind == "MultimodalARPipeline"
+    if kind is not None and multimodal != (cls.__name__ == "MultimodalARPipeline"):
+        raise ValueError(f"--model={model!r} holds a {kind}: " + (
+            "draw with it by `genkit draw`, caption with `genkit caption`" if multimodal else
+            "a diffusion model, for genkit sample / eval (genkit draw and caption need a MultimodalARPipeline)"))
     try:
-        pipe = PixelDiffusionPipeline.from_pretrained(str(path), local_files_only=True)
+        return cls.from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # safetensors / json / config errors: the folder is damaged
         raise ValueError(f"--model={model!r} could not be loaded ({type(e).__name__}: {e}); "
                          f"the folder is incomplete or corrupt") from e
-    pipe = pipe.to(device)
+
+
+def load_pipeline(model: str, device="cpu", dtype=None):
+    """PixelDiffusionPipeline.from_pretrained(model) offline, with a ValueError for a missing/corrupt folder."""
+    from pipelines.pixel_diffusion import PixelDiffusionPipeline
+
+    pipe = load_folder(PixelDiffusionPipeline, model, "unet/ and scheduler/", "weights/openmoji-32").to(device)
     if dtype is not None:
         pipe.unet.to(dtype)
     pipe.set_progress_bar_config(disable=True)

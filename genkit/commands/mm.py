@@ -20,31 +20,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .common import (atomic_write_json, ensure_writable_dir, image_grid, pick_device, pipeline_class,
-                     save_png_atomic)
+from .common import atomic_write_json, ensure_writable_dir, image_grid, load_folder, pick_device, save_png_atomic
 
 
 def load_mm_pipeline(model: str, device):
     """MultimodalARPipeline.from_pretrained(model) offline, with a ValueError for a missing/corrupt folder."""
-    from diffusers.utils import logging as diffusers_logging
-
     from pipelines.multimodal import MultimodalARPipeline
 
-    diffusers_logging.disable_progress_bar()
-    path = Path(model)
-    index = path / "model_index.json"
-    if not index.is_file():
-        raise ValueError(f"--model={model!r} is not a pipeline folder: it needs model_index.json and model/ "
-                         f"(e.g. weights/openmoji-mm)")
-    kind = pipeline_class(path)
-    if kind not in ("MultimodalARPipeline", None):
-        raise ValueError(f"--model={model!r} holds a {kind}, not a MultimodalARPipeline (genkit sample draws "
-                         f"with diffusion models)")
-    try:
-        pipe = MultimodalARPipeline.from_pretrained(str(path), local_files_only=True)
-    except Exception as e:
-        raise ValueError(f"--model={model!r} could not be loaded ({type(e).__name__}: {e}); "
-                         f"the folder is incomplete or corrupt") from e
+    pipe = load_folder(MultimodalARPipeline, model, "model/", "weights/openmoji-mm")
     pipe.model.eval()
     return pipe.to(device)
 
