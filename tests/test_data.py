@@ -34,6 +34,16 @@ def test_dataset_items_and_labels():
     assert xs.shape == (len(ds), 3, 16, 16) and ys.shape == (len(ds),)
 
 
+def test_subgroup_to_group_agrees_with_the_group_labels():
+    from genkit.data import subgroup_to_group
+
+    g = subgroup_to_group()
+    assert g[class_id("face-smiling")] == class_id("Smileys & Emotion", "group")
+    assert g[class_id("country-flag")] == class_id("Flags", "group")
+    sub, grp = OpenMojiDataset(32, "val"), OpenMojiDataset(32, "val", level="group")
+    assert np.array_equal(g[sub.labels], grp.labels)
+
+
 def test_class_id_resolution_and_errors():
     assert class_id("face-smiling") == 0 and class_id("3") == 3 and class_id(5) == 5
     with pytest.raises(ValueError, match="class='no-such'"):

@@ -256,6 +256,22 @@ def test_train_mm_resumes_exactly(tmp_path):
     assert [r["step"] for r in rows] == [2, 4] and "val_text_loss" in rows[-1]
 
 
+def test_lr_schedule_warms_up_holds_and_decays_to_zero():
+    """Warmup-stable-decay; with lr_decay_steps=0 it is the old warmup-then-constant rule, on 1 and 2 processes."""
+    from training.train_mm import lr_factor, parse_args
+
+    args = parse_args(["--output_dir", "x", "--max_train_steps", "100", "--lr_warmup_steps", "10",
+                       "--lr_decay_steps", "40"])
+    for world in (1, 2):
+        f = [lr_factor(s * world, args, world) for s in range(101)]
+        assert f[0] == pytest.approx(1 / 10 / world) and f[9] == pytest.approx(1.0 - 0.1 + 0.1 / world)
+        assert f[10] == f[60] == 1.0 and f[80] == pytest.approx(0.5) and f[100] == 0.0
+    args.lr_decay_steps = 0
+    assert [lr_factor(s, args, 1) for s in (0, 4, 500)] == [min(1.0, (s + 1) / 10) for s in (0, 4, 500)]
+    with pytest.raises(ValueError, match="--lr_decay_steps=101 is not allowed"):
+        parse_args(["--output_dir", "x", "--max_train_steps", "100", "--lr_decay_steps", "101"])
+
+
 def test_bench_mm_measures_arms_side_by_side(mm_pipe, tmp_path, capsys):
     """Two arms (the same tiny pipeline twice) on 6 val images: every figure present, ratios 1 to the first."""
     import json
@@ -269,9 +285,12 @@ def test_bench_mm_measures_arms_side_by_side(mm_pipe, tmp_path, capsys):
     assert rc == 0, err
     res = json.loads((tmp_path / "mm.json").read_text())
     a, b = res["rows"]["a"], res["rows"]["b"]
-    for key in ("val_text_loss", "val_image_loss", "fd", "class_accuracy", "diversity", "caption_exact_match",
-                "retrieval_top1", "retrieval_top5", "caption_speedup", "generate_speedup"):
+    for key in ("val_text_loss", "val_image_loss", "fd", "class_accuracy", "group_accuracy", "diversity",
+                "caption_exact_match", "retrieval_top1", "retrieval_top5", "caption_speedup", "generate_speedup"):
         assert a[key] is not None, key
+    assert a["class_accuracy"] <= a["group_accuracy"] <= 1
+    real = res["real_val_images"]        # the classifier on the 6 real images: the ceiling
+    assert 0 < real["class_accuracy"] <= real["group_accuracy"] <= 1
     assert a["fd"] == b["fd"] and b["ratio_to_first"]["fd"] == 1.0 and 0 <= a["retrieval_top5"] <= 1
     assert "| a |" in (tmp_path / "mm.md").read_text()
     rc, _, err = run_cli(capsys, "bench", "mm", "--arm", "x", "--out", tmp_path / "m2.json")

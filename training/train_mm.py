@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -62,6 +63,9 @@ def parse_args(argv=None):
     a("--max_train_steps", type=int, default=20000)
     a("--learning_rate", type=float, default=3e-4)
     a("--lr_warmup_steps", type=int, default=500)
+    a("--lr_decay_steps", type=int, default=0,
+      help="decay the learning rate linearly to 0 over the last N of --max_train_steps (warmup-stable-decay); "
+           "0 keeps it constant")
     a("--weight_decay", type=float, default=0.02)
     a("--max_grad_norm", type=float, default=1.0)
     a("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
@@ -79,6 +83,8 @@ def parse_args(argv=None):
                      "eval_every", "checkpointing_steps", "diffusion_repeats")
     if args.learning_rate <= 0:
         bad_flag("learning_rate", args.learning_rate, "a number > 0")
+    if not 0 <= args.lr_decay_steps <= args.max_train_steps:
+        bad_flag("lr_decay_steps", args.lr_decay_steps, f"0 to --max_train_steps ({args.max_train_steps})")
     if not 0 <= args.cond_drop < 1:
         bad_flag("cond_drop", args.cond_drop, "a probability in [0, 1)")
     if not 0 < args.t2i_fraction < 1:
@@ -86,6 +92,16 @@ def parse_args(argv=None):
     if args.d_model % args.n_heads or (args.d_model // args.n_heads) % 4:
         bad_flag("d_model", args.d_model, f"a multiple of 4 * n_heads ({4 * args.n_heads}): 2-axis rotary pairs")
     return args
+
+
+def lr_factor(s: int, args, world: int) -> float:
+    """Warmup-stable-decay: linear warmup, constant, then linear to 0 over the last lr_decay_steps. `s` counts
+    scheduler steps, which accelerate takes once per process per optimizer step."""
+    step = s / world
+    warm = min(1.0, (step + 1 / world) / args.lr_warmup_steps)
+    if args.lr_decay_steps <= 0:
+        return warm
+    return warm * min(1.0, max(0.0, (args.max_train_steps - step) / args.lr_decay_steps))
 
 
 def load_split(split: str, limit: int | None = None):
@@ -150,7 +166,7 @@ def main(args):
     opt = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.95),
                             weight_decay=args.weight_decay)
     world = accelerator.num_processes
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (args.lr_warmup_steps * world)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, args=args, world=world))
     model, opt, sched = accelerator.prepare(model, opt, sched)
     if ema is not None:
         ema.to(accelerator.device)

@@ -5,9 +5,10 @@
 
 Each arm is a MultimodalARPipeline folder trained by training/train_mm.py with the same data, seed, steps and
 batch, differing in one flag (--image_head mse, --positions rope1d / tie_v1 / mrope, --order raster). For every
-arm: val text NLL and image loss; text -> image FD-OpenMoji (against the val reference), class accuracy and
-diversity; caption exact match and top-1/5 retrieval among all val names; with and without the KV cache. Every
-figure also as a ratio to the first arm. Rows are written after every arm (a killed run resumes).
+arm: val text NLL and image loss; text -> image FD-OpenMoji (against the val reference), class and group
+accuracy (next to the classifier's own accuracy on the real val images, the ceiling) and diversity; caption exact
+match and top-1/5 retrieval among all val names; with and without the KV cache. Every figure also as a ratio to
+the first arm. Rows are written after every arm (a killed run resumes).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from .. import __version__
 from .common import atomic_write_bytes, atomic_write_json, pick_device
 from .evaluate import load_classifier, load_features, openmoji_images, resolve_ref
 
-RATIO_KEYS = ("val_text_loss", "val_image_loss", "fd", "class_accuracy", "diversity", "caption_exact_match",
-              "retrieval_top1", "retrieval_top5")
+RATIO_KEYS = ("val_text_loss", "val_image_loss", "fd", "class_accuracy", "group_accuracy", "diversity",
+              "caption_exact_match", "retrieval_top1", "retrieval_top5")
 
 
 def parse_arms(arms: list[str]) -> dict[str, str]:
@@ -40,9 +41,9 @@ def parse_arms(arms: list[str]) -> dict[str, str]:
 
 
 def run_mm(args) -> dict:
-    from genkit.data import OpenMojiDataset
+    from genkit.data import OpenMojiDataset, subgroup_to_group
     from genkit.metrics import FrechetDistance
-    from genkit.mm.evaluate import captioning, decode_speed, text_to_image, val_losses
+    from genkit.mm.evaluate import captioning, classifier_ceiling, decode_speed, text_to_image, val_losses
     from pipelines.multimodal import MultimodalARPipeline
 
     arms = parse_arms(args.arm)
@@ -55,6 +56,7 @@ def run_mm(args) -> dict:
     net, fid = load_features("openmoji", args.features_model, None, device)
     ref, ref_name = resolve_ref("openmoji-val-32", 32, "openmoji", args.features_model)
     classifier = load_classifier(list(ds.class_names), args.features_model, device)
+    groups = torch.from_numpy(subgroup_to_group())
     gen = dict(num_steps=args.steps, head_steps=args.head_steps, solver=args.solver, temperature=args.temperature,
                guidance_scale=args.guidance)
     config = {"num": n, "steps": args.steps, "head_steps": args.head_steps, "solver": args.solver,
@@ -63,8 +65,10 @@ def run_mm(args) -> dict:
     out = Path(args.out)
     old = json.loads(out.read_text()) if out.is_file() else {}
     rows = old.get("rows", {}) if old.get("config") == config else {}
-    result = {"config": config, "rows": rows, "arms": arms, "genkit": __version__, "torch": torch.__version__,
-              "device": str(device), "command": "genkit bench mm " + " ".join(f"--arm {a}" for a in args.arm)
+    ceiling = classifier_ceiling(images, labels, classifier, groups) if classifier is not None else None
+    result = {"config": config, "rows": rows, "real_val_images": ceiling, "arms": arms, "genkit": __version__,
+              "torch": torch.__version__, "device": str(device),
+              "command": "genkit bench mm " + " ".join(f"--arm {a}" for a in args.arm)
               + f" --num {args.num} --steps {args.steps} --head-steps {args.head_steps} --solver {args.solver}"
               f" --temperature {args.temperature} --guidance {args.guidance}"
               + ("" if args.retrieval else " --no-retrieval") + f" --out {args.out}"}
@@ -79,7 +83,7 @@ def run_mm(args) -> dict:
                                                                       "image_tokens", "d_model", "n_layers")}}
         units = pipe.units_of(images.float() / 127.5 - 1) if model.discrete else images
         row.update(val_losses(model, units, captions))
-        row.update(text_to_image(pipe, captions, labels, fd, classifier, **gen))
+        row.update(text_to_image(pipe, captions, labels, fd, classifier, groups=groups, **gen))
         row.update(captioning(pipe, images, captions, retrieval=args.retrieval))
         row.update(decode_speed(pipe, images[:16], captions[0], **gen))
         rows[name] = row
@@ -99,11 +103,16 @@ def markdown_table(result: dict) -> str:
     fmt = lambda v, p=3: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = [f"OpenMoji val, n = {c['num']}; text -> image: {c['steps']} AR steps, head {c['solver']} "
              f"{c['head_steps']} steps, guidance {c['guidance']}, temperature {c['temperature']}.", "",
-             "| arm | val text NLL | val image loss | FD | class acc. | diversity | caption exact | top-1 | "
-             "top-5 | caption KV speed-up |", "|---" * 10 + "|"]
+             "| arm | val text NLL | val image loss | FD | class acc. | group acc. | diversity | caption exact | "
+             "top-1 | top-5 | caption KV speed-up |", "|---" * 11 + "|"]
     for name, r in result["rows"].items():
         lines.append(f"| {name} | {fmt(r['val_text_loss'])} | {fmt(r['val_image_loss'])} | {fmt(r['fd'], 2)} | "
-                     f"{fmt(r['class_accuracy'])} | {fmt(r['diversity'])} | {fmt(r['caption_exact_match'])} | "
+                     f"{fmt(r['class_accuracy'])} | {fmt(r.get('group_accuracy'))} | {fmt(r['diversity'])} | "
+                     f"{fmt(r['caption_exact_match'])} | "
                      f"{fmt(r.get('retrieval_top1'))} | {fmt(r.get('retrieval_top5'))} | "
                      f"{fmt(r['caption_speedup'], 2)}x |")
+    real = result.get("real_val_images")
+    if real:
+        lines += ["", f"The classifier on the real val images (the ceiling): class acc. {real['class_accuracy']:.3f}, "
+                      f"group acc. {real['group_accuracy']:.3f} (98 subgroups / 9 groups)."]
     return "\n".join(lines + ["", f"Command: `{result['command']}`", ""])

@@ -185,6 +185,16 @@ def class_names(level: str = "subgroup") -> tuple[str, ...]:
     return tuple(seen)
 
 
+@lru_cache(maxsize=1)
+def subgroup_to_group() -> np.ndarray:
+    """The group id of every subgroup id, (num_subgroups,) int64: scores a subgroup prediction at group level."""
+    groups, subgroups = class_names("group"), class_names("subgroup")
+    out = np.full(len(subgroups), -1, dtype=np.int64)
+    for e in list_entries():
+        out[subgroups.index(e.subgroup)] = groups.index(e.group)
+    return out
+
+
 def class_id(name_or_id: str | int, level: str = "subgroup") -> int:
     """Resolve a class given by name ('face-smiling') or id ('3', 3) with a clear error."""
     names = class_names(level)

@@ -2,7 +2,9 @@
 
 - val_losses: text NLL (nats per target byte) and image loss, with fixed directions and noise;
 - text_to_image: images for val names -> FD-OpenMoji against the val reference, class accuracy (the shipped
-  classifier's subgroup vs the name's), diversity (mean pairwise RMS distance among images of one name);
+  classifier's subgroup vs the name's; 98 fine classes, e.g. face-smiling vs face-affection) and group accuracy
+  (the same prediction scored at the 9 groups, e.g. "a smiley" for a smiley's name), diversity (mean pairwise
+  RMS distance among images of one name);
 - captioning: greedy captions -> exact-match accuracy; retrieval: rank all val names by log p(name | image),
   top-1 / top-5 accuracy;
 - decode_speed: the same work with and without the KV cache.
@@ -51,10 +53,11 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def text_to_image(pipe, captions: list[list[int]], labels: torch.Tensor, fd, classifier, per_caption: int = 1,
                   diversity_captions: int = 50, diversity_images: int = 4, seed: int = 0, progress: bool = True,
-                  **generate_kwargs) -> dict:
+                  groups: torch.Tensor | None = None, **generate_kwargs) -> dict:
     """One image per caption (seeded by the caption's index) for FD and class accuracy; diversity_images more
-    for the first diversity_captions captions."""
-    correct, dists = 0, []
+    for the first diversity_captions captions. groups (num_classes,): the group of each class, for group
+    accuracy."""
+    correct, correct_group, dists = 0, 0, []
     for i, cap in enumerate(tqdm(captions, desc="text -> image", disable=not progress)):
         n = max(per_caption, diversity_images if i < diversity_captions else 1)
         x = pipe.images_of(pipe.model.generate(cap, num_images=n, generator=torch.Generator().manual_seed(seed + i),
@@ -62,14 +65,28 @@ def text_to_image(pipe, captions: list[list[int]], labels: torch.Tensor, fd, cla
         u8 = to_uint8(x.cpu())
         fd.update(u8[:per_caption])
         if classifier is not None:
-            correct += int((classifier.predict(u8[:per_caption]).cpu() == labels[i]).sum())
+            pred = classifier.predict(u8[:per_caption]).cpu()
+            correct += int((pred == labels[i]).sum())
+            if groups is not None:
+                correct_group += int((groups[pred] == groups[labels[i]]).sum())
         if i < diversity_captions and n > 1:
             flat = x.flatten(1).double()
             d = torch.cdist(flat, flat) / flat.shape[1] ** 0.5
             dists.append(d[torch.triu(torch.ones(n, n, dtype=torch.bool), 1)].mean().item())
-    return {"fd": round(fd.compute(), 4), "n": len(captions) * per_caption,
-            "class_accuracy": round(correct / (len(captions) * per_caption), 4) if classifier is not None else None,
+    n = len(captions) * per_caption
+    return {"fd": round(fd.compute(), 4), "n": n,
+            "class_accuracy": round(correct / n, 4) if classifier is not None else None,
+            "group_accuracy": round(correct_group / n, 4) if classifier is not None and groups is not None else None,
             "diversity": round(sum(dists) / len(dists), 4) if dists else None}
+
+
+@torch.no_grad()
+def classifier_ceiling(images: torch.Tensor, labels: torch.Tensor, classifier, groups: torch.Tensor,
+                       batch: int = 256) -> dict:
+    """The classifier's own class and group accuracy on real images (uint8): the most a generator can score."""
+    pred = torch.cat([classifier.predict(images[i:i + batch]).cpu() for i in range(0, len(images), batch)])
+    return {"class_accuracy": round((pred == labels).double().mean().item(), 4),
+            "group_accuracy": round((groups[pred] == groups[labels]).double().mean().item(), 4)}
 
 
 @torch.no_grad()
