@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("draw", help="text -> images with a multimodal model (e.g. weights/openmoji-mm)",
                        description="Draw --num images per prompt with a MultimodalARPipeline folder: one PNG per "
-                                   "image, grid.png (a row per prompt) and manifest.json. Each prompt's images come "
-                                   "from one generator seeded with --seed; prompts already written are skipped.")
+                                   "image, grid.png (a labelled row per prompt) and manifest.json. Each prompt's "
+                                   "images come from one generator seeded with --seed; prompts already written are "
+                                   "skipped.")
     d.add_argument("--model", required=True, metavar="DIR", help="a MultimodalARPipeline folder")
     d.add_argument("--prompt", action="append", default=[], metavar="TEXT",
                    help='repeatable, e.g. --prompt "red apple" --prompt "flag: Japan"')

@@ -103,6 +103,26 @@ def image_grid(images, cols: int | None = None):
     return grid
 
 
+def labelled_grid(rows, labels: list[str], scale: int = 3):
+    """Rows of PIL images (one size) -> one image: each row's label on the left, images enlarged `scale` times
+    (nearest neighbour: 32 px pixel art stays sharp)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    w, h = (scale * d for d in rows[0][0].size)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    pad = 8
+    label_w = int(max(probe.textlength(t, font=font) for t in labels)) + 2 * pad
+    cols = max(len(r) for r in rows)
+    sheet = Image.new("RGB", (label_w + cols * w, len(rows) * h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (row, text) in enumerate(zip(rows, labels)):
+        draw.text((pad, i * h + h // 2), text, fill="black", font=font, anchor="lm")
+        for j, im in enumerate(row):
+            sheet.paste(im.resize((w, h), Image.NEAREST), (label_w + j * w, i * h))
+    return sheet
+
+
 # -- sampling shared by `sample`, `eval fd --model` and `bench samplers` ------------------------------------
 
 DEFAULT_GUIDANCE = 2.0  # CFG is what makes a small class-conditional model draw clear emoji

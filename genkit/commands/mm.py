@@ -3,7 +3,7 @@
     genkit draw --model weights/openmoji-mm --prompt "red apple" --prompt "flag: Japan" --num 8 --out apples/
     genkit caption --model weights/openmoji-mm apples/ some.png
 
-`draw` writes one PNG per image (`<prompt index>-<slug>-<k>.png`), grid.png (a row per prompt) and
+`draw` writes one PNG per image (`<prompt index>-<slug>-<k>.png`), grid.png (a row per prompt, labelled, 3x) and
 manifest.json. Each prompt's images come from one generator seeded with --seed, so a prompt's images do not
 depend on the other prompts; prompts whose files are all written are skipped (an interrupted job resumes).
 """
@@ -20,7 +20,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .common import atomic_write_json, ensure_writable_dir, image_grid, load_folder, pick_device, save_png_atomic
+from .common import (atomic_write_json, ensure_writable_dir, labelled_grid, load_folder, pick_device,
+                     save_png_atomic)
 
 
 def load_mm_pipeline(model: str, device):
@@ -83,8 +84,8 @@ def run_draw(args) -> None:
             raise ValueError(flag_names(str(e))) from None
         for im, f in zip(images, files):
             save_png_atomic(im, f)
-    grid = [Image.open(f).convert("RGB") for row in names for f in row]
-    save_png_atomic(image_grid(grid, cols=args.num), out / "grid.png")
+    rows = [[Image.open(f).convert("RGB") for f in row] for row in names]
+    save_png_atomic(labelled_grid(rows, prompts), out / "grid.png")
     atomic_write_json(out / "manifest.json", {
         "model": str(Path(args.model)), "prompts": prompts, "num_per_prompt": args.num, "seed": args.seed,
         "steps": args.steps, "head_steps": args.head_steps, "solver": args.solver, "guidance": args.guidance,
