@@ -20,6 +20,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
+import genkit.vq.tokenizer  # noqa: F401  (diffusers loads a discrete-arm folder's tokenizer only if imported)
 from genkit.mm import decode_text, encode_text
 from genkit.sampling import SOLVERS
 

@@ -2,6 +2,7 @@
 diffusion head on a toy with a known answer, generation and captioning with and without the KV cache."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -321,6 +322,14 @@ def test_discrete_arm_reads_and_writes_vq_codes(tmp_path):
     images = pipe(prompt="a", num_images_per_prompt=2, num_inference_steps=3, output_type="pt").images
     assert images.shape == (2, 3, 32, 32)
     assert len(pipe.caption(images * 2 - 1, max_new_tokens=3)) == 2
+    # a fresh interpreter (as `genkit bench mm` runs) loads the folder without importing genkit.vq first
+    import subprocess
+    import sys
+    code = (f"from pipelines.multimodal import MultimodalARPipeline as P; "
+            f"print(type(P.from_pretrained({str(tmp_path / 'p')!r}).tokenizer).__name__)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 0 and res.stdout.strip().endswith("VQTokenizer"), res.stderr[-1500:]
 
 
 def test_cli_draw_and_caption(mm_pipe, tmp_path, capsys):
