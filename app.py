@@ -44,6 +44,7 @@ DEFAULT_SOLVER = "dpmpp_2m"
 MAX_STEPS = 100
 MAX_GUIDANCE = 8.0
 MAX_SEED = 2**63 - 1
+MM_GUIDANCE, MM_TEMPERATURE = 5.0, 0.7  # = pipelines.multimodal.DEFAULT_* (kept light here; a test checks)
 # 32x32 images: show them with crisp pixels when the browser scales them up. theme/css go to launch() in Gradio 6.
 CSS = "#gallery img, .pixelated img { image-rendering: pixelated; }"
 TOKENIZER_VIEW = 8  # the tokenizer tab shows 32x32 images 8x larger
@@ -164,7 +165,7 @@ def make_text_to_image(mm, max_images: int = 16):
     import gradio as gr
     import torch
 
-    def text_to_image(prompt, seed, num_images, guidance, temperature=1.0, progress=gr.Progress()):
+    def text_to_image(prompt, seed, num_images, guidance, temperature=MM_TEMPERATURE, progress=gr.Progress()):
         try:
             num_images = _as_int("num_images", num_images, 1, max_images)
             seed = _as_int("seed", seed, 0, MAX_SEED - num_images)
@@ -266,10 +267,11 @@ def build_demo(pipe, max_batch_size: int = 16, tokenizer=None, examples: list[st
                         prompt = gr.Textbox(value="red apple", label="Prompt (an emoji name)", elem_id="prompt")
                         mm_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="mm_seed")
                         mm_num = gr.Slider(1, 16, value=4, step=1, label="Images", elem_id="mm_num")
-                        mm_guidance = gr.Slider(0, MAX_GUIDANCE, value=3.0, step=0.1, label="Guidance",
-                                                elem_id="mm_guidance")
-                        mm_temperature = gr.Slider(0, 1.5, value=1.0, step=0.05, label="Temperature (noise scale "
-                                                   "of the diffusion head)", elem_id="mm_temperature")
+                        mm_guidance = gr.Slider(0, MAX_GUIDANCE, value=MM_GUIDANCE, step=0.1,
+                                                label="Guidance", elem_id="mm_guidance")
+                        mm_temperature = gr.Slider(0, 1.5, value=MM_TEMPERATURE, step=0.05,
+                                                   label="Temperature (noise scale of the diffusion head)",
+                                                   elem_id="mm_temperature")
                         draw = gr.Button("Draw", variant="primary", elem_id="draw")
                     with gr.Column(scale=2):
                         mm_gallery = gr.Gallery(label="Drawn", columns=4, format="png", elem_classes="pixelated")

@@ -90,9 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--head-steps", type=_positive_int("head-steps"), default=20,
                    help="ODE steps of the per-patch diffusion head (default 20)")
     d.add_argument("--solver", default="dpmpp_2m", help="the diffusion head's solver (default dpmpp_2m)")
-    d.add_argument("--guidance", type=float, default=3.0, metavar="W",
-                   help="classifier-free guidance on the caption (default 3; 1 = off)")
-    d.add_argument("--temperature", type=float, default=1.0, help="scale of the head's initial noise (default 1)")
+    d.add_argument("--guidance", type=float, default=5.0, metavar="W",
+                   help="classifier-free guidance on the caption (default 5; 1 = off)")
+    d.add_argument("--temperature", type=float, default=0.7,
+                   help="scale of the head's initial noise (default 0.7; 1 = the model's own distribution)")
     d.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
     d.add_argument("--device", default=None)
     d.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
@@ -181,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--steps", type=_positive_int("steps"), default=16, help="AR steps per image (default 16)")
     bm.add_argument("--head-steps", type=_positive_int("head-steps"), default=20, help="diffusion-head solver steps")
     bm.add_argument("--solver", default="dpmpp_2m")
-    bm.add_argument("--temperature", type=float, default=1.0)
-    bm.add_argument("--guidance", type=float, default=3.0)
+    bm.add_argument("--temperature", type=float, default=0.7, help="the head's noise scale (default 0.7)")
+    bm.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance (default 5)")
     bm.add_argument("--no-retrieval", dest="retrieval", action="store_false",
                     help="skip the N x N log-likelihood ranking (the slow part on a CPU)")
     bm.add_argument("--features-model", default=None, metavar="DIR")

@@ -194,6 +194,19 @@ def tiny_mm():
     return MultimodalARPipeline(model=model.eval())
 
 
+def test_multimodal_defaults_agree_everywhere(app):
+    """The app, `genkit draw` and `genkit bench mm` sample with the pipeline's measured defaults."""
+    from genkit.cli import build_parser
+    from pipelines.multimodal import DEFAULT_GUIDANCE, DEFAULT_TEMPERATURE
+
+    assert (app.MM_GUIDANCE, app.MM_TEMPERATURE) == (DEFAULT_GUIDANCE, DEFAULT_TEMPERATURE)
+    parser = build_parser()
+    draw = parser.parse_args(["draw", "--model", "m", "--prompt", "a", "--out", "o"])
+    bench = parser.parse_args(["bench", "mm", "--arm", "a=b", "--out", "o.json"])
+    for ns in (draw, bench):
+        assert (ns.guidance, ns.temperature) == (DEFAULT_GUIDANCE, DEFAULT_TEMPERATURE)
+
+
 def test_text_and_image_handlers(app, tiny_mm):
     import gradio as gr
 
