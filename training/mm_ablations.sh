@@ -13,7 +13,7 @@ ROOT=${ROOT:-runs/mm-ablations}
 STEPS=${STEPS:-2000}
 LAUNCH=${LAUNCH:-accelerate launch}
 TOKENIZER=${TOKENIZER:-weights/openmoji-vq}
-ARMS=(base rope1d tie_v1 mse raster discrete)
+ARMS=(base rope1d tie_v1 mse raster cosine discrete)
 
 flags_for() {
   case "$1" in
@@ -23,6 +23,7 @@ flags_for() {
     mrope) echo "--positions mrope" ;;
     mse) echo "--image_head mse" ;;
     raster) echo "--order raster" ;;
+    cosine) echo "--mask_schedule cosine" ;;
     discrete) echo "--vq_tokenizer $TOKENIZER" ;;
     *) echo "unknown arm '$1'; allowed: ${ARMS[*]} mrope" >&2; return 2 ;;
   esac

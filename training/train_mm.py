@@ -29,7 +29,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from genkit.io import replace_folder_contents
-from genkit.mm import IMAGE_HEADS, ORDERS, SCHEMES, MultimodalAR
+from genkit.mm import IMAGE_HEADS, MASK_SCHEDULES, ORDERS, SCHEMES, MultimodalAR
 from genkit.mm.evaluate import make_examples, val_losses
 from genkit.vq.fit import batch_indices
 from pipelines.multimodal import MultimodalARPipeline
@@ -49,6 +49,10 @@ def parse_args(argv=None):
     a("--rope_split", default=None, choices=["interleaved", "chunked"], help="default: chunked for mrope only")
     a("--image_head", default="diffusion", choices=IMAGE_HEADS, help="'mse' is the collapsing ablation")
     a("--order", default="random", choices=ORDERS, help="MAR random order (bidirectional) or causal raster")
+    a("--mask_schedule", default="mar", choices=MASK_SCHEDULES,
+      help="random order: how many patches are hidden in training. 'mar': 70-100%% (MAR); 'cosine': "
+           "cos(pi/2 u), u ~ U(0,1) (MaskGIT), every fraction sampling visits; fine-tuning a 'mar' model with "
+           "'cosine' teaches it to use the patches it has already drawn")
     a("--head_width", type=int, default=256)
     a("--head_depth", type=int, default=3)
     a("--diffusion_repeats", type=int, default=4, help="noise draws per patch per step")
@@ -117,7 +121,8 @@ def load_split(split: str, limit: int | None = None):
 def build(args, tokenizer=None) -> MultimodalAR:
     return MultimodalAR(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads, dropout=args.dropout,
                         positions=args.positions, rope_split=args.rope_split, image_head=args.image_head,
-                        order=args.order, head_width=args.head_width, head_depth=args.head_depth,
+                        order=args.order, mask_schedule=args.mask_schedule, head_width=args.head_width,
+                        head_depth=args.head_depth,
                         diffusion_repeats=args.diffusion_repeats, image_loss_weight=args.image_loss_weight,
                         cond_drop=args.cond_drop, image_tokens="codes" if tokenizer is not None else "patches",
                         codebook_size=tokenizer.codebook_size if tokenizer is not None else 1024)

@@ -5,14 +5,16 @@
 
 Each arm is a MultimodalARPipeline folder trained by training/train_mm.py with the same data, seed, steps and
 batch, differing in one flag (--image_head mse, --positions rope1d / tie_v1 / mrope, --order raster). For every
-arm: val text NLL and image loss; text -> image FD-OpenMoji (against the val reference), class and group
-accuracy (next to the classifier's own accuracy on the real val images, the ceiling) and diversity; caption exact
-match and top-1/5 retrieval among all val names; with and without the KV cache. Every figure also as a ratio to
-the first arm. Rows are written after every arm (a killed run resumes).
+arm: val text NLL and image loss (and, for random-order diffusion-head arms, the image loss with 0 / 50 / 90%
+of the patches known: does the model use what it has drawn); text -> image FD-OpenMoji (against the val
+reference), class and group accuracy (next to the classifier's own accuracy on the real val images, the
+ceiling) and diversity; caption exact match and top-1/5 retrieval among all val names; with and without the KV
+cache. Every figure also as a ratio to the first arm. Rows are written after every arm (a killed run resumes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -40,10 +42,21 @@ def parse_arms(arms: list[str]) -> dict[str, str]:
     return out
 
 
+def weights_fingerprint(folder: str) -> str:
+    """sha256 (12 hex) of every .safetensors file in a pipeline folder: a retrained model at the same path is a
+    new arm, never a cached row."""
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).rglob("*.safetensors")):
+        h.update(str(p.relative_to(folder)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def run_mm(args) -> dict:
     from genkit.data import OpenMojiDataset, subgroup_to_group
     from genkit.metrics import FrechetDistance
-    from genkit.mm.evaluate import captioning, classifier_ceiling, decode_speed, text_to_image, val_losses
+    from genkit.mm.evaluate import (captioning, classifier_ceiling, decode_speed, image_loss_by_context,
+                                    text_to_image, val_losses)
     from pipelines.multimodal import MultimodalARPipeline
 
     arms = parse_arms(args.arm)
@@ -73,16 +86,19 @@ def run_mm(args) -> dict:
               f" --temperature {args.temperature} --guidance {args.guidance}"
               + ("" if args.retrieval else " --no-retrieval") + f" --out {args.out}"}
     for name, path in arms.items():
-        if name in rows and rows[name].get("path") == path:
-            continue
+        weights = weights_fingerprint(path)
+        if name in rows and rows[name].get("path") == path and rows[name].get("weights") == weights:
+            continue                                                        # this arm was measured: resume
         pipe = MultimodalARPipeline.from_pretrained(path).to(device)
         model = pipe.model.eval()
         fd = FrechetDistance(net, fid, resolution=32)
         fd.set_reference(ref)
-        row = {"path": path, "config": {k: model.config[k] for k in ("positions", "image_head", "order",
-                                                                      "image_tokens", "d_model", "n_layers")}}
+        keys = ("positions", "image_head", "order", "mask_schedule", "image_tokens", "d_model", "n_layers")
+        row = {"path": path, "weights": weights, "config": {k: model.config.get(k) for k in keys}}
         units = pipe.units_of(images.float() / 127.5 - 1) if model.discrete else images
         row.update(val_losses(model, units, captions))
+        if not model.discrete and model.config.image_head == "diffusion" and model.config.order == "random":
+            row["image_loss_by_known"] = image_loss_by_context(model, images, captions)
         row.update(text_to_image(pipe, captions, labels, fd, classifier, groups=groups, **gen))
         row.update(captioning(pipe, images, captions, retrieval=args.retrieval))
         row.update(decode_speed(pipe, images[:16], captions[0], **gen))
@@ -103,10 +119,13 @@ def markdown_table(result: dict) -> str:
     fmt = lambda v, p=3: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = [f"OpenMoji val, n = {c['num']}; text -> image: {c['steps']} AR steps, head {c['solver']} "
              f"{c['head_steps']} steps, guidance {c['guidance']}, temperature {c['temperature']}.", "",
-             "| arm | val text NLL | val image loss | FD | class acc. | group acc. | diversity | caption exact | "
-             "top-1 | top-5 | caption KV speed-up |", "|---" * 11 + "|"]
+             "| arm | val text NLL | val image loss | image loss, 0 / 90% known | FD | class acc. | group acc. | "
+             "diversity | caption exact | "
+             "top-1 | top-5 | caption KV speed-up |", "|---" * 12 + "|"]
     for name, r in result["rows"].items():
-        lines.append(f"| {name} | {fmt(r['val_text_loss'])} | {fmt(r['val_image_loss'])} | {fmt(r['fd'], 2)} | "
+        ctx = r.get("image_loss_by_known")
+        ctx = f"{ctx['0']:.3f} / {ctx['0.9']:.3f}" if ctx else "-"
+        lines.append(f"| {name} | {fmt(r['val_text_loss'])} | {fmt(r['val_image_loss'])} | {ctx} | {fmt(r['fd'], 2)} | "
                      f"{fmt(r['class_accuracy'])} | {fmt(r.get('group_accuracy'))} | {fmt(r['diversity'])} | "
                      f"{fmt(r['caption_exact_match'])} | "
                      f"{fmt(r.get('retrieval_top1'))} | {fmt(r.get('retrieval_top5'))} | "

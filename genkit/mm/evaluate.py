@@ -1,6 +1,8 @@
 """Measurements of a MultimodalAR model on OpenMoji val (used by `genkit bench mm` and train_mm.py).
 
 - val_losses: text NLL (nats per target byte) and image loss, with fixed directions and noise;
+- image_loss_by_context: the image loss when 0%, 50% or 90% of the patches are already known: whether the model
+  uses the patches it has drawn (the loss should fall as more are known; a model that ignores them draws mosaics);
 - text_to_image: images for val names -> FD-OpenMoji against the val reference, class accuracy (the shipped
   classifier's subgroup vs the name's; 98 fine classes, e.g. face-smiling vs face-affection) and group accuracy
   (the same prediction scored at the 9 groups, e.g. "a smiley" for a smiley's name), diversity (mean pairwise
@@ -44,6 +46,37 @@ def val_losses(model, images: torch.Tensor, captions: list[list[int]], seed: int
         n += len(caps)
     model.train(was)
     return {f"val_{k}": v / n for k, v in tot.items()}
+
+
+@torch.no_grad()
+def image_loss_by_context(model, images: torch.Tensor, captions: list[list[int]],
+                          known_fractions=(0.0, 0.5, 0.9), seed: int = 1234, batch: int = 64) -> dict:
+    """Caption -> image loss on uint8 images with floor(f N) random patches known, for each f: {f: loss}. The
+    same patches, noise and noise levels for every f (a random-order diffusion-head model only)."""
+    from .diffusion_head import patch_diffusion_loss
+
+    was = model.training
+    model.eval()
+    n = model.num_patches
+    out = {}
+    for f in known_fractions:
+        g = torch.Generator().manual_seed(seed)
+        tot, count = 0.0, 0
+        for i in range(0, len(images), batch):
+            x = images[i:i + batch].float() / 127.5 - 1
+            caps = captions[i:i + batch]
+            b = len(caps)
+            ranks = torch.argsort(torch.argsort(torch.rand(b, n, generator=g), 1), 1)
+            known = (ranks < int(f * n)).to(model.device)                    # (B, N) the first floor(f N) known
+            tb = model.batch(caps, [False] * b)
+            patches = model.units(x)
+            h = model.embed(tb["tokens"], tb["is_image"], tb["slot"], patches, known)
+            z = model.image_outputs(model.run(h, tb), tb["slot"])[~known]     # (M, d) the unknown patches
+            loss = patch_diffusion_loss(model.patch_head, patches[~known], z, repeats=4, generator=g)
+            tot, count = tot + loss.item() * len(z), count + len(z)
+        out[f"{f:g}"] = round(tot / count, 5)
+    model.train(was)
+    return out
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
