@@ -14,14 +14,13 @@ cache. Every figure also as a ratio to the first arm. Rows are written after eve
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 
 from .. import __version__
-from .common import atomic_write_bytes, atomic_write_json, pick_device
+from .common import atomic_write_bytes, atomic_write_json, pick_device, weights_fingerprint
 from .evaluate import load_classifier, load_features, openmoji_images, resolve_ref
 
 RATIO_KEYS = ("val_text_loss", "val_image_loss", "fd", "class_accuracy", "group_accuracy", "diversity",
@@ -40,16 +39,6 @@ def parse_arms(arms: list[str]) -> dict[str, str]:
     if not out:
         raise ValueError("genkit bench mm needs at least one --arm NAME=DIR")
     return out
-
-
-def weights_fingerprint(folder: str) -> str:
-    """sha256 (12 hex) of every .safetensors file in a pipeline folder: a retrained model at the same path is a
-    new arm, never a cached row."""
-    h = hashlib.sha256()
-    for p in sorted(Path(folder).rglob("*.safetensors")):
-        h.update(str(p.relative_to(folder)).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:12]
 
 
 def run_mm(args) -> dict:

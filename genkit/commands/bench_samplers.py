@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, generate, load_pipeline, pick_device,
-                     resolve_conditioning)
+                     resolve_conditioning, weights_fingerprint)
 from .evaluate import load_classifier, load_features, resolve_ref
 
 SCHEDULERS = {"ddim": "DDIMScheduler", "dpmsolver": "DPMSolverMultistepScheduler", "unipc": "UniPCMultistepScheduler"}
@@ -87,7 +87,7 @@ def run_samplers(args) -> dict:
     config = {"model": str(args.model), "num": args.num, "ode_num": args.ode_num, "seed": args.seed,
               "class": cls, "guidance": guidance, "features": fid, "ref": ref_name, "ref_n": ref.n,
               "resolution": res, "ode_reference": f"{REFERENCE_SOLVER}, polynomial grid, {args.ode_ref_steps} steps",
-              "model_sha": _model_fingerprint(args.model), "dtype": args.dtype}
+              "model_sha": weights_fingerprint(args.model, "unet/*.safetensors"), "dtype": args.dtype}
     out = Path(args.out)
     result = _resume(out, config)
     # Rows from earlier invocations of the same configuration are kept (e.g. a later run adding NFE 50 for a few
@@ -206,13 +206,6 @@ def _command(args) -> str:
     if args.class_label is not None:
         parts.append(f"--class {args.class_label}")
     return " ".join(parts + [f"--out {args.out}"])
-
-
-def _model_fingerprint(model: str) -> str:
-    h = hashlib.sha256()
-    for p in sorted(Path(model).glob("unet/*.safetensors")):
-        h.update(p.read_bytes())
-    return h.hexdigest()[:12]
 
 
 def _resume(out: Path, config: dict) -> dict:

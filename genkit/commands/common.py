@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -75,6 +76,15 @@ def ensure_writable_dir(path: str, name: str = "out") -> Path:
     except OSError as e:
         raise ValueError(f"--{name}={path!r} is not a writable folder ({e.strerror})") from None
     return p
+
+
+def weights_fingerprint(folder: str | Path, pattern: str = "**/*.safetensors") -> str:
+    """sha256 (12 hex) of the weight files under a model folder, in path order: what a resumable benchmark keys
+    its cached rows on, so a retrained model at the same path is measured again."""
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).glob(pattern)):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def atomic_write_json(path: Path, obj) -> None:
