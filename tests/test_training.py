@@ -152,6 +152,9 @@ def test_kill_mid_run_then_resume_latest(accelerate_config, tmp_path):
         assert CKPT_FILES <= {p.name for p in (out / n).iterdir()}, f"{n} is incomplete"
     step = int(names[-1].split("-")[1])
     target = step + 2
+    # what a kill inside a save leaves (whether this kill did depends on timing): the resumed run must sweep it
+    (out / ".tmp-killed-save").mkdir(exist_ok=True)
+    (out / ".tmp-killed-save" / "config.json").write_text("{")
     log = train(accelerate_config, out, target, "--resume_from_checkpoint", "latest")
     assert f"resumed from {out / names[-1]} at step {step}" in log
     assert state(out)["global_step"] == target

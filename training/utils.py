@@ -67,10 +67,12 @@ def discard(path: Path) -> None:
 
 def save_checkpoint(accelerator, out_dir: Path, step: int, keep: int) -> None:
     """accelerator.save_state into checkpoint-{step}: written under a temp name, then renamed; older ones
-    beyond `keep` pruned after the save (never before, so a kill always leaves one complete checkpoint)."""
+    beyond `keep` pruned after the save (never before, so a kill always leaves one complete checkpoint); the
+    hidden .tmp-* folders a killed save left behind are swept first."""
     tmp, final = out_dir / f".tmp-checkpoint-{step}", out_dir / f"checkpoint-{step}"
-    if accelerator.is_main_process and tmp.exists():  # left by a killed run
-        shutil.rmtree(tmp)
+    if accelerator.is_main_process:  # saves run one at a time, so any temp here was left by a killed run
+        for stale in Path(out_dir).glob(".tmp-*"):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
