@@ -44,8 +44,8 @@ def parse_arms(arms: list[str]) -> dict[str, str]:
 def run_mm(args) -> dict:
     from genkit.data import OpenMojiDataset, subgroup_to_group
     from genkit.metrics import FrechetDistance
-    from genkit.mm.evaluate import (captioning, classifier_ceiling, decode_speed, image_loss_by_context,
-                                    text_to_image, val_losses)
+    from genkit.mm.evaluate import (captioning, classifier_ceiling, decode_speed, image_loss_by_caption,
+                                    image_loss_by_context, text_to_image, val_losses)
     from pipelines.multimodal import MultimodalARPipeline
 
     arms = parse_arms(args.arm)
@@ -76,18 +76,24 @@ def run_mm(args) -> dict:
               + ("" if args.retrieval else " --no-retrieval") + f" --out {args.out}"}
     for name, path in arms.items():
         weights = weights_fingerprint(path)
-        if name in rows and rows[name].get("path") == path and rows[name].get("weights") == weights:
-            continue                                                        # this arm was measured: resume
         pipe = MultimodalARPipeline.from_pretrained(path).to(device)
         model = pipe.model.eval()
+        in_context = not model.discrete and model.config.image_head == "diffusion" and model.config.order == "random"
+        if name in rows and rows[name].get("path") == path and rows[name].get("weights") == weights:
+            row = rows[name]                                                # this arm was measured: resume,
+            if in_context and "image_loss_by_caption" not in row:           # adding the cheap loss it lacks
+                row["image_loss_by_caption"] = image_loss_by_caption(model, images, captions, labels)
+                atomic_write_json(out, result)
+            continue
         fd = FrechetDistance(net, fid, resolution=32)
         fd.set_reference(ref)
         keys = ("positions", "image_head", "order", "mask_schedule", "image_tokens", "d_model", "n_layers")
         row = {"path": path, "weights": weights, "config": {k: model.config.get(k) for k in keys}}
         units = pipe.units_of(images.float() / 127.5 - 1) if model.discrete else images
         row.update(val_losses(model, units, captions))
-        if not model.discrete and model.config.image_head == "diffusion" and model.config.order == "random":
+        if in_context:
             row["image_loss_by_known"] = image_loss_by_context(model, images, captions)
+            row["image_loss_by_caption"] = image_loss_by_caption(model, images, captions, labels)
         row.update(text_to_image(pipe, captions, labels, fd, classifier, groups=groups, **gen))
         row.update(captioning(pipe, images, captions, retrieval=args.retrieval))
         row.update(decode_speed(pipe, images[:16], captions[0], **gen))
@@ -108,13 +114,17 @@ def markdown_table(result: dict) -> str:
     fmt = lambda v, p=3: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = [f"OpenMoji val, n = {c['num']}; text -> image: {c['steps']} AR steps, head {c['solver']} "
              f"{c['head_steps']} steps, guidance {c['guidance']}, temperature {c['temperature']}.", "",
-             "| arm | val text NLL | val image loss | image loss, 0 / 90% known | FD | class acc. | group acc. | "
+             "| arm | val text NLL | val image loss | image loss, 0 / 90% known | image loss, own / sibling's / no "
+             "name | FD | class acc. | group acc. | "
              "diversity | caption exact | "
-             "top-1 | top-5 | caption KV speed-up |", "|---" * 12 + "|"]
+             "top-1 | top-5 | caption KV speed-up |", "|---" * 13 + "|"]
     for name, r in result["rows"].items():
         ctx = r.get("image_loss_by_known")
         ctx = f"{ctx['0']:.3f} / {ctx['0.9']:.3f}" if ctx else "-"
-        lines.append(f"| {name} | {fmt(r['val_text_loss'])} | {fmt(r['val_image_loss'])} | {ctx} | {fmt(r['fd'], 2)} | "
+        cap = r.get("image_loss_by_caption")
+        cap = f"{cap['own']:.3f} / {cap['sibling']:.3f} / {cap['empty']:.3f}" if cap and cap["n"] else "-"
+        lines.append(f"| {name} | {fmt(r['val_text_loss'])} | {fmt(r['val_image_loss'])} | {ctx} | {cap} | "
+                     f"{fmt(r['fd'], 2)} | "
                      f"{fmt(r['class_accuracy'])} | {fmt(r.get('group_accuracy'))} | {fmt(r['diversity'])} | "
                      f"{fmt(r['caption_exact_match'])} | "
                      f"{fmt(r.get('retrieval_top1'))} | {fmt(r.get('retrieval_top5'))} | "

@@ -3,6 +3,8 @@
 - val_losses: text NLL (nats per target byte) and image loss, with fixed directions and noise;
 - image_loss_by_context: the image loss when 0%, 50% or 90% of the patches are already known: whether the model
   uses the patches it has drawn (the loss should fall as more are known; a model that ignores them draws mosaics);
+- image_loss_by_caption: the same loss with the image's own name, a sibling's name (another emoji of its
+  subgroup, e.g. "flag: France" for Japan's flag) and no name: whether the model reads the name or only its kind;
 - text_to_image: images for val names -> FD-OpenMoji against the val reference, class accuracy (the shipped
   classifier's subgroup vs the name's; 98 fine classes, e.g. face-smiling vs face-affection) and group accuracy
   (the same prediction scored at the 9 groups, e.g. "a smiley" for a smiley's name), diversity (mean pairwise
@@ -77,6 +79,32 @@ def image_loss_by_context(model, images: torch.Tensor, captions: list[list[int]]
         out[f"{f:g}"] = round(tot / count, 5)
     model.train(was)
     return out
+
+
+def sibling_index(labels: torch.Tensor) -> torch.Tensor:
+    """For each item, the next item of its class (cyclically, in order); -1 where it is alone in its class."""
+    out = torch.full_like(labels, -1)
+    for c in labels.unique():
+        members = (labels == c).nonzero().flatten()
+        if len(members) > 1:
+            out[members] = members.roll(-1)
+    return out
+
+
+def image_loss_by_caption(model, images: torch.Tensor, captions: list[list[int]], labels: torch.Tensor,
+                          seed: int = 1234) -> dict:
+    """Caption -> image loss (no patches known) on the images that have a sibling in their class, with each
+    image's own caption, its sibling's caption and the empty caption; the same noise in all three.
+    own < sibling: the model reads the name, not only what kind of thing it names."""
+    sib = sibling_index(labels)
+    keep = (sib >= 0).nonzero().flatten().tolist()
+    if not keep:
+        return {"own": None, "sibling": None, "empty": None, "n": 0}
+    x = images[keep]
+    arms = {"own": [captions[i] for i in keep], "sibling": [captions[sib[i]] for i in keep],
+            "empty": [[] for _ in keep]}
+    out = {k: image_loss_by_context(model, x, caps, (0.0,), seed=seed)["0"] for k, caps in arms.items()}
+    return out | {"n": len(keep)}
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
