@@ -41,6 +41,12 @@ def parse_arms(arms: list[str]) -> dict[str, str]:
     return out
 
 
+def has_context_loss(config) -> bool:
+    """Random-order, diffusion-head arms on pixel patches: the ones whose image loss can be taken with part of the
+    image known (image_loss_by_context / _by_caption). config: a model's, or the one a row stored."""
+    return config["image_tokens"] == "patches" and config["image_head"] == "diffusion" and config["order"] == "random"
+
+
 def run_mm(args) -> dict:
     from genkit.data import OpenMojiDataset, subgroup_to_group
     from genkit.metrics import FrechetDistance
@@ -76,22 +82,22 @@ def run_mm(args) -> dict:
               + ("" if args.retrieval else " --no-retrieval") + f" --out {args.out}"}
     for name, path in arms.items():
         weights = weights_fingerprint(path)
-        pipe = MultimodalARPipeline.from_pretrained(path).to(device)
-        model = pipe.model.eval()
-        in_context = not model.discrete and model.config.image_head == "diffusion" and model.config.order == "random"
-        if name in rows and rows[name].get("path") == path and rows[name].get("weights") == weights:
-            row = rows[name]                                                # this arm was measured: resume,
-            if in_context and "image_loss_by_caption" not in row:           # adding the cheap loss it lacks
+        row = rows.get(name)
+        if row and row.get("path") == path and row.get("weights") == weights:  # this arm was measured: resume,
+            if has_context_loss(row["config"]) and "image_loss_by_caption" not in row:  # adding the cheap loss
+                model = MultimodalARPipeline.from_pretrained(path).to(device).model.eval()  # it lacks
                 row["image_loss_by_caption"] = image_loss_by_caption(model, images, captions, labels)
                 atomic_write_json(out, result)
             continue
+        pipe = MultimodalARPipeline.from_pretrained(path).to(device)
+        model = pipe.model.eval()
         fd = FrechetDistance(net, fid, resolution=32)
         fd.set_reference(ref)
         keys = ("positions", "image_head", "order", "mask_schedule", "image_tokens", "d_model", "n_layers")
         row = {"path": path, "weights": weights, "config": {k: model.config.get(k) for k in keys}}
         units = pipe.units_of(images.float() / 127.5 - 1) if model.discrete else images
         row.update(val_losses(model, units, captions))
-        if in_context:
+        if has_context_loss(model.config):
             row["image_loss_by_known"] = image_loss_by_context(model, images, captions)
             row["image_loss_by_caption"] = image_loss_by_caption(model, images, captions, labels)
         row.update(text_to_image(pipe, captions, labels, fd, classifier, groups=groups, **gen))
