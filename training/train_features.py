@@ -152,6 +152,8 @@ def main(args):
     if accelerator.is_main_process:  # finished: the model folder is all that is needed
         for old in out_dir.glob("checkpoint-*"):
             shutil.rmtree(old)
+    accelerator.wait_for_everyone()  # all ranks meet, then the gloo/nccl group is torn down before exit
+    accelerator.end_training()
 
 
 if __name__ == "__main__":

@@ -228,6 +228,8 @@ def main(args):
         if out_of_time:
             break
     bar.close()
+    accelerator.wait_for_everyone()  # all ranks meet, then the gloo/nccl group is torn down before exit
+    accelerator.end_training()
 
 
 if __name__ == "__main__":

@@ -167,6 +167,8 @@ def main(args):
     bar.close()
     if step == args.max_train_steps and accelerator.is_main_process:
         write_previews(model, held, out_dir)
+    accelerator.wait_for_everyone()  # all ranks meet, then the gloo/nccl group is torn down before exit
+    accelerator.end_training()
 
 
 def write_previews(tok: VQTokenizer, held: torch.Tensor, out_dir: Path, n: int = 16, scale: int = 4) -> None:

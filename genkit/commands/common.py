@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -187,12 +188,21 @@ def generate(pipe, seeds, batch_size: int, cls: str, device, **call_kwargs):
         yield batch, out.images
 
 
+@contextlib.contextmanager
 def process_state():
-    """accelerate's PartialState; torchrun without GPUs forms gloo ranks only with cpu=True (else every process
-    would do all the work)."""
+    """accelerate's PartialState for the length of a command. torchrun without GPUs forms gloo ranks only with
+    cpu=True (else every process would do all the work). On the way out all ranks meet and the process group
+    is destroyed: a rank that exits with gloo's threads still alive aborts ("terminate called without an
+    active exception") and fails the whole torchrun job."""
     from accelerate import PartialState
 
-    return PartialState(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available())
+    state = PartialState(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available())
+    try:
+        yield state
+    finally:
+        if state.num_processes > 1:
+            state.wait_for_everyone()
+            state.destroy_process_group()
 
 
 def weights_dir() -> Path:

@@ -148,13 +148,17 @@ def fd_of_folder(args) -> dict:
 
 def fd_of_model(args) -> dict | None:
     """Generate seeds K..K+N-1 (split across processes) and measure FD and class accuracy in one job."""
+    with process_state() as state:
+        return _fd_of_model(args, state)
+
+
+def _fd_of_model(args, state) -> dict | None:
     from torchmetrics.classification import MulticlassAccuracy
 
     from genkit.metrics import FrechetDistance
     from .sample import check_batch_size, check_solver_grid
 
     check_batch_size(args.batch_size)
-    state = process_state()
     device = pick_device(args.device) if state.num_processes == 1 else state.device
     pipe = load_pipeline(args.model, device)
     cls, guidance = resolve_conditioning(pipe, args.class_label, args.guidance)

@@ -34,10 +34,14 @@ def check_batch_size(batch_size: int) -> None:
 
 
 def run_sample(args) -> None:
+    with process_state() as state:
+        _sample(args, state)
+
+
+def _sample(args, state) -> None:
     from pipelines.pixel_diffusion import to_uint8
 
     check_batch_size(args.batch_size)
-    state = process_state()
     device = pick_device(args.device) if state.num_processes == 1 else state.device
     out = ensure_writable_dir(args.out)
     pipe = load_pipeline(args.model, device)
