@@ -160,12 +160,13 @@ def make_tokenize(tokenizer):
 
 
 def make_text_to_image(mm, max_images: int = 16):
-    """Handler: (prompt, seed, number of images, guidance, temperature) -> (gallery items, info). Image k uses
-    seed + k."""
+    """Handler: (prompt, seed, number of images, guidance, temperature, negative prompt) -> (gallery items, info).
+    Image k uses seed + k; a blank negative prompt means guidance against the unconditional model."""
     import gradio as gr
     import torch
 
-    def text_to_image(prompt, seed, num_images, guidance, temperature=MM_TEMPERATURE, progress=gr.Progress()):
+    def text_to_image(prompt, seed, num_images, guidance, temperature=MM_TEMPERATURE, negative_prompt="",
+                      progress=gr.Progress()):
         try:
             num_images = _as_int("num_images", num_images, 1, max_images)
             seed = _as_int("seed", seed, 0, MAX_SEED - num_images)
@@ -174,7 +175,8 @@ def make_text_to_image(mm, max_images: int = 16):
             for k in range(num_images):  # one generator per image: image k depends on seed + k only
                 progress((k, num_images), desc="drawing", unit="images")
                 images += mm(prompt=prompt, num_images_per_prompt=1, guidance_scale=guidance,
-                             temperature=temperature, generator=torch.Generator().manual_seed(seed + k)).images
+                             temperature=temperature, negative_prompt=negative_prompt or None,
+                             generator=torch.Generator().manual_seed(seed + k)).images
             wall = time.perf_counter() - t0
         except ValueError as e:
             raise gr.Error(str(e), print_exception=False) from None
@@ -272,6 +274,8 @@ def build_demo(pipe, max_batch_size: int = 16, tokenizer=None, examples: list[st
                         mm_temperature = gr.Slider(0, 1.5, value=MM_TEMPERATURE, step=0.05,
                                                    label="Temperature (noise scale of the diffusion head)",
                                                    elem_id="mm_temperature")
+                        mm_negative = gr.Textbox(value="", label="Negative prompt (optional: what guidance pushes "
+                                                 "away from)", elem_id="mm_negative")
                         draw = gr.Button("Draw", variant="primary", elem_id="draw")
                     with gr.Column(scale=2):
                         mm_gallery = gr.Gallery(label="Drawn", columns=4, format="png", elem_classes="pixelated")
@@ -281,7 +285,8 @@ def build_demo(pipe, max_batch_size: int = 16, tokenizer=None, examples: list[st
                     with gr.Column():
                         name_it = gr.Button("Caption", elem_id="caption")
                         caption_out = gr.Textbox(label="Caption", interactive=False, elem_id="caption_out")
-                draw.click(make_text_to_image(mm), inputs=[prompt, mm_seed, mm_num, mm_guidance, mm_temperature],
+                draw.click(make_text_to_image(mm), inputs=[prompt, mm_seed, mm_num, mm_guidance, mm_temperature,
+                                                           mm_negative],
                            outputs=[mm_gallery, mm_info], api_name="text_to_image", concurrency_limit=1,
                            preprocess=False)
                 name_it.click(make_caption(mm), inputs=[to_caption], outputs=[caption_out], api_name="caption",

@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--solver", default="dpmpp_2m", help="the diffusion head's solver (default dpmpp_2m)")
     d.add_argument("--guidance", type=float, default=5.0, metavar="W",
                    help="classifier-free guidance on the caption (default 5; 1 = off)")
+    d.add_argument("--negative-prompt", default=None, metavar="TEXT",
+                   help='what guidance pushes away from instead of the unconditional model, e.g. "flag: France"')
     d.add_argument("--temperature", type=float, default=0.7,
                    help="scale of the head's initial noise (default 0.7; 1 = the model's own distribution)")
     d.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")

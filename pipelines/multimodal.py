@@ -68,11 +68,19 @@ class MultimodalARPipeline(DiffusionPipeline):
                  guidance_scale: float = DEFAULT_GUIDANCE, temperature: float = DEFAULT_TEMPERATURE,
                  head_steps: int = 20,
                  solver: str = "dpmpp_2m", generator: torch.Generator | list[torch.Generator] | None = None,
-                 output_type: str = "pil", return_dict: bool = True):
+                 negative_prompt: str | list[str] | None = None, output_type: str = "pil", return_dict: bool = True):
+        """Images for each prompt. Classifier-free guidance pushes away from the unconditional model, or from
+        `negative_prompt` where given (one for all prompts, or one per prompt): D = D_neg + w (D_prompt - D_neg)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ValueError("prompt=[] is not allowed: a string or a non-empty list of strings")
         ids = [encode_text(p, self.model.config.max_text_bytes, "prompt") for p in prompts]
+        negs = [negative_prompt] * len(prompts) if negative_prompt is None or isinstance(negative_prompt, str) \
+            else list(negative_prompt)
+        if len(negs) != len(prompts):
+            raise ValueError(f"negative_prompt is a list of {len(negs)}: give one per prompt ({len(prompts)})")
+        neg_ids = [encode_text(n, self.model.config.max_text_bytes, "negative_prompt") if n and n.strip() else None
+                   for n in negs]
         _check_int("num_images_per_prompt", num_images_per_prompt, 1, MAX_IMAGES_PER_PROMPT)
         _check_int("num_inference_steps", num_inference_steps, 1, self.model.num_patches)
         _check_int("head_steps", head_steps, 1, 1000)
@@ -87,8 +95,8 @@ class MultimodalARPipeline(DiffusionPipeline):
         if len(gens) != len(prompts):
             raise ValueError(f"generator is a list of {len(gens)}: give one per prompt ({len(prompts)})")
         x = torch.cat([self.images_of(self.model.generate(c, num_images_per_prompt, num_inference_steps, head_steps,
-                                                          solver, temperature, guidance_scale, g))
-                       for c, g in zip(ids, gens)])
+                                                          solver, temperature, guidance_scale, g, negative=n))
+                       for c, g, n in zip(ids, gens, neg_ids)])
         x = (x / 2 + 0.5).clamp(0, 1)
         if output_type == "pt":
             images = x

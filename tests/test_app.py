@@ -220,7 +220,8 @@ def test_text_and_image_handlers(app, tiny_mm):
     assert np.array_equal(np.asarray(cool[1][0]), np.asarray(colder))          # the temperature reaches the model
     for args, name in [(("", 0, 1, 2.0), "prompt=''"), (("a", 0, 5, 2.0), "num_images=5"),
                        (("a", -1, 1, 2.0), "seed=-1"), (("a", 0, 1, -2.0), "guidance_scale=-2.0"),
-                       (("a", 0, 1, 2.0, -1.0), "temperature=-1.0")]:
+                       (("a", 0, 1, 2.0, -1.0), "temperature=-1.0"),
+                       (("a", 0, 1, 2.0, 0.7, "y" * 300), "negative_prompt has 300 UTF-8 bytes")]:
         with pytest.raises(gr.Error, match=name):
             app.make_text_to_image(tiny_mm, max_images=4)(*args)
     text = app.make_caption(tiny_mm)(np.zeros((48, 40, 4), np.uint8))
@@ -241,6 +242,8 @@ def test_served_text_and_image_tab(app, tiny_pipe, tiny_mm, tmp_path):
         client = Client(local_url, verbose=False)
         gallery, info = client.predict("red apple", 0, 2, 2.0, 0.5, api_name="/text_to_image")
         assert len(gallery) == 2 and gallery[1]["caption"] == "seed 1"
+        gallery, _ = client.predict("red apple", 0, 1, 2.0, 0.5, "green apple", api_name="/text_to_image")
+        assert len(gallery) == 1
         assert isinstance(client.predict(handle_file(str(tmp_path / "red.png")), api_name="/caption"), str)
         with pytest.raises(Exception, match="prompt=''"):
             client.predict("", 0, 1, 2.0, 1.0, api_name="/text_to_image")

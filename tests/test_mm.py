@@ -229,7 +229,28 @@ def test_pipeline_round_trip_generates_and_captions(mm_pipe):
     assert len(texts) == 2 and all(isinstance(t, str) and len(t.encode()) <= 4 * 3 for t in texts)
 
 
+def test_negative_prompt_is_what_guidance_pushes_away_from():
+    """D = D_neg + w (D_prompt - D_neg): a negative prompt equal to the prompt cancels guidance exactly (any w);
+    a different one, or none (the unconditional model), changes the images."""
+    from pipelines.multimodal import MultimodalARPipeline
+
+    torch.manual_seed(0)
+    model = MultimodalAR(d_model=32, n_layers=2, n_heads=2, head_width=32, head_depth=1, max_text_bytes=16).eval()
+    for p in model.patch_head.parameters():     # adaLN-Zero starts the head blind to z: give it random weights
+        torch.nn.init.normal_(p, std=0.2)
+    pipe = MultimodalARPipeline(model=model)
+    run = lambda **kw: pipe(prompt="red apple", num_images_per_prompt=2, num_inference_steps=2,  # noqa: E731
+                               head_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt", **kw).images
+    plain = run(guidance_scale=1.0)
+    assert torch.allclose(run(guidance_scale=5.0, negative_prompt="red apple"), plain, atol=1e-5)
+    guided, other = run(guidance_scale=5.0), run(guidance_scale=5.0, negative_prompt="green apple")
+    assert (guided - plain).abs().max() > 1e-3 and (other - guided).abs().max() > 1e-3
+    assert torch.equal(run(guidance_scale=5.0, negative_prompt=" "), guided)   # blank = the unconditional model
+
+
 @pytest.mark.parametrize("kwargs,match", [
+    (dict(prompt="a", negative_prompt=["b", "c"]), "negative_prompt is a list of 2"),
+    (dict(prompt="a", negative_prompt="x" * 17), "negative_prompt has 17 UTF-8 bytes"),
     (dict(prompt=""), "prompt='' is not allowed"), (dict(prompt="x" * 17), "17 UTF-8 bytes"),
     (dict(prompt=[]), "prompt=\\[\\]"), (dict(prompt="a", num_images_per_prompt=0), "num_images_per_prompt=0"),
     (dict(prompt="a", solver="rk4"), "solver='rk4'"), (dict(prompt="a", guidance_scale=-1), "guidance_scale=-1"),
@@ -411,6 +432,8 @@ def test_cli_draw_and_caption(mm_pipe, tmp_path, capsys):
                         "--temperature=-1.0"),
                        (("draw", "--model", folder, "--prompt", "a", "--steps", "65", "--out", tmp_path / "x"),
                         "--steps=65"),
+                       (("draw", "--model", folder, "--prompt", "a", "--negative-prompt", "y" * 17, "--out",
+                         tmp_path / "x"), "--negative-prompt has 17 UTF-8 bytes"),
                        (("caption", "--model", folder, tmp_path / "nope.png"), "does not exist")):
         rc, _, err = run_cli(capsys, *bad)
         assert rc == 2 and match in err, err

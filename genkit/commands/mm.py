@@ -40,13 +40,17 @@ def slug(text: str, limit: int = 40) -> str:
 
 # MultimodalARPipeline.__call__ argument -> genkit draw flag
 FLAGS = {"num_images_per_prompt": "--num", "num_inference_steps": "--steps", "head_steps": "--head-steps",
-         "solver": "--solver", "guidance_scale": "--guidance", "temperature": "--temperature"}
+         "solver": "--solver", "guidance_scale": "--guidance", "temperature": "--temperature",
+         "negative_prompt": "--negative-prompt"}
 
 
 def flag_names(message: str) -> str:
-    """'num_inference_steps=65 is not allowed ...' -> '--steps=65 is not allowed ...'."""
-    name, sep, rest = message.partition("=")
-    return FLAGS[name] + sep + rest if sep and name in FLAGS else message
+    """'num_inference_steps=65 is not allowed ...' -> '--steps=65 is not allowed ...' (also 'name has ...')."""
+    for name, flag in FLAGS.items():
+        for sep in ("=", " "):
+            if message.startswith(name + sep):
+                return flag + message[len(name):]
+    return message
 
 
 def read_prompts(prompts: list[str], prompts_file: str | None) -> list[str]:
@@ -71,6 +75,8 @@ def run_draw(args) -> None:
     pipe = load_mm_pipeline(args.model, device)
     for p in prompts:  # all prompts checked before any work (the other flags by the pipeline's first call)
         encode_text(p, pipe.model.config.max_text_bytes, "--prompt")
+    if args.negative_prompt and args.negative_prompt.strip():
+        encode_text(args.negative_prompt, pipe.model.config.max_text_bytes, "--negative-prompt")
     names = [[out / f"{i:03d}-{slug(p)}-{k}.png" for k in range(args.num)] for i, p in enumerate(prompts)]
     t0 = time.time()
     for p, files in zip(tqdm(prompts, desc="drawing", unit="prompt"), names):
@@ -79,7 +85,8 @@ def run_draw(args) -> None:
         try:
             images = pipe(p, num_images_per_prompt=args.num, num_inference_steps=args.steps,
                           head_steps=args.head_steps, solver=args.solver, guidance_scale=args.guidance,
-                          temperature=args.temperature, generator=torch.Generator().manual_seed(args.seed)).images
+                          temperature=args.temperature, negative_prompt=args.negative_prompt,
+                          generator=torch.Generator().manual_seed(args.seed)).images
         except ValueError as e:  # the pipeline's check, under the CLI's flag name
             raise ValueError(flag_names(str(e))) from None
         for im, f in zip(images, files):
@@ -89,7 +96,7 @@ def run_draw(args) -> None:
     atomic_write_json(out / "manifest.json", {
         "model": str(Path(args.model)), "prompts": prompts, "num_per_prompt": args.num, "seed": args.seed,
         "steps": args.steps, "head_steps": args.head_steps, "solver": args.solver, "guidance": args.guidance,
-        "temperature": args.temperature, "files": [[f.name for f in row] for row in names],
+        "negative_prompt": args.negative_prompt, "temperature": args.temperature, "files": [[f.name for f in row] for row in names],
         "wall_time_s": round(time.time() - t0, 3), "device": str(device), "torch": torch.__version__,
         "genkit": __version__})
     print(f"wrote {len(prompts) * args.num} images, grid.png and manifest.json to {out}")

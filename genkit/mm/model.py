@@ -234,8 +234,10 @@ class MultimodalAR(ModelMixin, ConfigMixin):
     @torch.no_grad()
     def generate(self, caption: list[int], num_images: int = 1, num_steps: int = 16, head_steps: int = 20,
                  solver: str = "dpmpp_2m", temperature: float = 1.0, guidance_scale: float = 1.0,
-                 generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
+                 generator: torch.Generator | None = None, use_cache: bool = True,
+                 negative: list[int] | None = None) -> torch.Tensor:
         """Images (num_images, 3, S, S) in [-1, 1] for one caption (a byte list; [] = unconditional).
+        Guidance contrasts the caption with `negative` (a byte list; None = the unconditional model).
 
         order="random": MAR sampling in num_steps steps over a random patch order (per image), cosine schedule
         of how many stay masked, classifier-free guidance rising linearly with the known fraction (MAR).
@@ -243,7 +245,7 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         every step (for the KV-cache benchmark; same result)."""
         b, n = num_images, self.num_patches
         cfg = guidance_scale != 1.0
-        runs = [(caption, 1.0)] + ([([], 0.0)] if cfg else [])               # conditional (+ unconditional)
+        runs = [(caption, 1.0)] + ([(negative or [], 0.0)] if cfg else [])   # conditional (+ unconditional)
         prefixes = [self._prefix(c, b) for c, _ in runs]
         patches = torch.zeros((b, n) if self.discrete else (b, n, self.patch_dim), device=self.device,
                               dtype=torch.long if self.discrete else torch.float32)
