@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classifier-free guidance on the caption (default 5; 1 = off)")
     d.add_argument("--negative-prompt", default=None, metavar="TEXT",
                    help='what guidance pushes away from instead of the unconditional model, e.g. "flag: France"')
+    d.add_argument("--rerank", type=_positive_int("rerank"), default=1, metavar="K",
+                   help="draw K candidates per image and keep the one the model itself finds most likely to be "
+                        "named the prompt (log p(prompt | image)); default 1 = off")
     d.add_argument("--temperature", type=float, default=0.7,
                    help="scale of the head's initial noise (default 0.7; 1 = the model's own distribution)")
     d.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
@@ -186,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--solver", default="dpmpp_2m")
     bm.add_argument("--temperature", type=float, default=0.7, help="the head's noise scale (default 0.7)")
     bm.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance (default 5)")
+    bm.add_argument("--rerank", type=_positive_int("rerank"), default=1, metavar="K",
+                    help="text -> image: each image the best of K candidates by log p(name | image) (default 1)")
     bm.add_argument("--no-retrieval", dest="retrieval", action="store_false",
                     help="skip the N x N log-likelihood ranking (the slow part on a CPU)")
     bm.add_argument("--features-model", default=None, metavar="DIR")

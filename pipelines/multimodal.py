@@ -7,7 +7,9 @@
 
 `num_inference_steps` counts the AR steps (MAR: patches are revealed over that many steps in a random order;
 ignored for a raster-order model, which takes one step per patch); `head_steps` and `solver` set the ODE
-solver of the per-patch diffusion head; `temperature` scales its initial noise.
+solver of the per-patch diffusion head; `temperature` scales its initial noise. `rerank=K` draws K candidates
+per image and keeps the one the same model, read the other way, finds most likely to be named the prompt
+(max log p(prompt | image)): the model's captioning direction as its own critic.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from genkit.mm import decode_text, encode_text
 from genkit.sampling import SOLVERS
 
 MAX_IMAGES_PER_PROMPT = 64
+MAX_CANDIDATES = 256                       # num_images_per_prompt x rerank images drawn at once per prompt
 # Sampling defaults, chosen by `genkit bench mm` on weights/openmoji-mm (FD-OpenMoji over a temperature x guidance
 # sweep, weights/openmoji-mm/sweep/): a cooler head (0.7) and stronger guidance (5) than MAR's 1.0 / 3.
 DEFAULT_GUIDANCE = 5.0
@@ -68,9 +71,11 @@ class MultimodalARPipeline(DiffusionPipeline):
                  guidance_scale: float = DEFAULT_GUIDANCE, temperature: float = DEFAULT_TEMPERATURE,
                  head_steps: int = 20,
                  solver: str = "dpmpp_2m", generator: torch.Generator | list[torch.Generator] | None = None,
-                 negative_prompt: str | list[str] | None = None, output_type: str = "pil", return_dict: bool = True):
+                 negative_prompt: str | list[str] | None = None, rerank: int = 1, output_type: str = "pil",
+                 return_dict: bool = True):
         """Images for each prompt. Classifier-free guidance pushes away from the unconditional model, or from
-        `negative_prompt` where given (one for all prompts, or one per prompt): D = D_neg + w (D_prompt - D_neg)."""
+        `negative_prompt` where given (one for all prompts, or one per prompt): D = D_neg + w (D_prompt - D_neg).
+        rerank=K > 1: each image is the best of K candidates by log p(prompt | image) under the same model."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ValueError("prompt=[] is not allowed: a string or a non-empty list of strings")
@@ -82,6 +87,7 @@ class MultimodalARPipeline(DiffusionPipeline):
         neg_ids = [encode_text(n, self.model.config.max_text_bytes, "negative_prompt") if n and n.strip() else None
                    for n in negs]
         _check_int("num_images_per_prompt", num_images_per_prompt, 1, MAX_IMAGES_PER_PROMPT)
+        _check_int("rerank", rerank, 1, MAX_CANDIDATES // num_images_per_prompt)
         _check_int("num_inference_steps", num_inference_steps, 1, self.model.num_patches)
         _check_int("head_steps", head_steps, 1, 1000)
         if solver not in SOLVERS:
@@ -94,8 +100,9 @@ class MultimodalARPipeline(DiffusionPipeline):
         gens = generator if isinstance(generator, list) else [generator] * len(prompts)
         if len(gens) != len(prompts):
             raise ValueError(f"generator is a list of {len(gens)}: give one per prompt ({len(prompts)})")
-        x = torch.cat([self.images_of(self.model.generate(c, num_images_per_prompt, num_inference_steps, head_steps,
-                                                          solver, temperature, guidance_scale, g, negative=n))
+        kw = dict(num_steps=num_inference_steps, head_steps=head_steps, solver=solver, temperature=temperature,
+                  guidance_scale=guidance_scale)
+        x = torch.cat([self.images_of(self.generate_units(c, n, num_images_per_prompt, rerank, g, **kw))
                        for c, g, n in zip(ids, gens, neg_ids)])
         x = (x / 2 + 0.5).clamp(0, 1)
         if output_type == "pt":
@@ -105,6 +112,17 @@ class MultimodalARPipeline(DiffusionPipeline):
             images = arr if output_type == "np" else \
                 [PIL.Image.fromarray(a) for a in (arr * 255).round().astype(np.uint8)]
         return MultimodalARPipelineOutput(images=images) if return_dict else (images,)
+
+    def generate_units(self, caption: list[int], negative: list[int] | None, num: int, rerank: int, generator,
+                       **kw) -> torch.Tensor:
+        """num images (as the model's units) for one caption, each the best of `rerank` candidates."""
+        units = self.model.generate(caption, num * rerank, generator=generator, negative=negative, **kw)
+        if rerank == 1:
+            return units
+        # 1. score candidate j of image i (row-major: i * rerank + j) by the model's own captioning direction
+        scores = self.model.caption_logprob(units, [caption] * len(units)).view(num, rerank)
+        # 2. keep each image's best candidate
+        return units[scores.argmax(1).cpu() + torch.arange(num) * rerank]
 
     @torch.no_grad()
     def caption(self, images, max_new_tokens: int = 64, temperature: float = 0.0,

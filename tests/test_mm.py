@@ -248,7 +248,28 @@ def test_negative_prompt_is_what_guidance_pushes_away_from():
     assert torch.equal(run(guidance_scale=5.0, negative_prompt=" "), guided)   # blank = the unconditional model
 
 
+def test_rerank_keeps_each_images_most_likely_named_candidate(mm_pipe):
+    """rerank=K: the images are, per group of K candidates drawn in one call, the argmax of log p(prompt | image)."""
+    kw = dict(num_inference_steps=2, head_steps=2, guidance_scale=2.0, temperature=1.0)
+    got = mm_pipe(prompt="red apple", num_images_per_prompt=2, rerank=3, output_type="pt",
+                  generator=torch.Generator().manual_seed(5), **kw).images
+    cap = list(b"red apple")
+    model = mm_pipe.model
+    cands = model.generate(cap, 6, kw["num_inference_steps"], kw["head_steps"], "dpmpp_2m", 1.0, 2.0,
+                           torch.Generator().manual_seed(5))
+    scores = model.caption_logprob(cands, [cap] * 6).view(2, 3)
+    assert len(set(scores.flatten().tolist())) == 6                   # distinct candidates, so the pick is exact
+    best = cands[scores.argmax(1) + torch.tensor([0, 3])]
+    assert torch.allclose(got, (best / 2 + 0.5).clamp(0, 1))
+    one = mm_pipe(prompt="red apple", num_images_per_prompt=2, rerank=1, output_type="pt",
+                  generator=torch.Generator().manual_seed(5), **kw).images
+    assert torch.equal(one, mm_pipe(prompt="red apple", num_images_per_prompt=2, output_type="pt",
+                                    generator=torch.Generator().manual_seed(5), **kw).images)
+
+
 @pytest.mark.parametrize("kwargs,match", [
+    (dict(prompt="a", rerank=0), "rerank=0 is not allowed"),
+    (dict(prompt="a", num_images_per_prompt=64, rerank=5), "rerank=5 is not allowed: an int in \\[1, 4\\]"),
     (dict(prompt="a", negative_prompt=["b", "c"]), "negative_prompt is a list of 2"),
     (dict(prompt="a", negative_prompt="x" * 17), "negative_prompt has 17 UTF-8 bytes"),
     (dict(prompt=""), "prompt='' is not allowed"), (dict(prompt="x" * 17), "17 UTF-8 bytes"),
@@ -355,6 +376,13 @@ def test_bench_mm_measures_arms_side_by_side(mm_pipe, tmp_path, capsys):
     assert rerun()[0] == 0 and json.loads((tmp_path / "mm.json").read_text())["rows"]["a"]["fd"] >= 0
     rc, _, err = run_cli(capsys, "bench", "mm", "--arm", "x", "--out", tmp_path / "m2.json")
     assert rc == 2 and "--arm='x' is not allowed" in err
+    assert "rerank" not in res["config"]             # the default leaves earlier caches valid
+    rc, _, err = run_cli(capsys, "bench", "mm", "--arm", f"a={folder}", "--num", 3, "--steps", 2, "--head-steps", 2,
+                         "--rerank", 2, "--no-retrieval", "--device", "cpu", "--out", tmp_path / "rr.json")
+    assert rc == 0, err
+    rr = json.loads((tmp_path / "rr.json").read_text())
+    assert rr["config"]["rerank"] == 2 and "--rerank 2" in rr["command"] and rr["rows"]["a"]["fd"] is not None
+    assert "best of 2" in (tmp_path / "rr.md").read_text()
 
 
 def test_discrete_arm_reads_and_writes_vq_codes(tmp_path):

@@ -69,7 +69,7 @@ def run_mm(args) -> dict:
                guidance_scale=args.guidance)
     config = {"num": n, "steps": args.steps, "head_steps": args.head_steps, "solver": args.solver,
               "temperature": args.temperature, "guidance": args.guidance, "features": fid, "ref": ref_name,
-              "retrieval": args.retrieval}
+              "retrieval": args.retrieval, **({"rerank": args.rerank} if args.rerank != 1 else {})}
     out = Path(args.out)
     old = json.loads(out.read_text()) if out.is_file() else {}
     rows = old.get("rows", {}) if old.get("config") == config else {}
@@ -79,6 +79,7 @@ def run_mm(args) -> dict:
               "command": "genkit bench mm " + " ".join(f"--arm {a}" for a in args.arm)
               + f" --num {args.num} --steps {args.steps} --head-steps {args.head_steps} --solver {args.solver}"
               f" --temperature {args.temperature} --guidance {args.guidance}"
+              + (f" --rerank {args.rerank}" if args.rerank != 1 else "")
               + ("" if args.retrieval else " --no-retrieval") + f" --out {args.out}"}
     for name, path in arms.items():
         weights = weights_fingerprint(path)
@@ -100,7 +101,7 @@ def run_mm(args) -> dict:
         if has_context_loss(model.config):
             row["image_loss_by_known"] = image_loss_by_context(model, images, captions)
             row["image_loss_by_caption"] = image_loss_by_caption(model, images, captions, labels)
-        row.update(text_to_image(pipe, captions, labels, fd, classifier, groups=groups, **gen))
+        row.update(text_to_image(pipe, captions, labels, fd, classifier, groups=groups, rerank=args.rerank, **gen))
         row.update(captioning(pipe, images, captions, retrieval=args.retrieval))
         row.update(decode_speed(pipe, images[:16], captions[0], **gen))
         rows[name] = row
@@ -119,7 +120,8 @@ def markdown_table(result: dict) -> str:
     c = result["config"]
     fmt = lambda v, p=3: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = [f"OpenMoji val, n = {c['num']}; text -> image: {c['steps']} AR steps, head {c['solver']} "
-             f"{c['head_steps']} steps, guidance {c['guidance']}, temperature {c['temperature']}.", "",
+             f"{c['head_steps']} steps, guidance {c['guidance']}, temperature {c['temperature']}"
+             + (f", best of {c['rerank']} by log p(name | image)" if c.get("rerank", 1) != 1 else "") + ".", "",
              "| arm | val text NLL | val image loss | image loss, 0 / 90% known | image loss, own / sibling's / no "
              "name | FD | class acc. | group acc. | "
              "diversity | caption exact | "

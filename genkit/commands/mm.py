@@ -41,7 +41,7 @@ def slug(text: str, limit: int = 40) -> str:
 # MultimodalARPipeline.__call__ argument -> genkit draw flag
 FLAGS = {"num_images_per_prompt": "--num", "num_inference_steps": "--steps", "head_steps": "--head-steps",
          "solver": "--solver", "guidance_scale": "--guidance", "temperature": "--temperature",
-         "negative_prompt": "--negative-prompt"}
+         "negative_prompt": "--negative-prompt", "rerank": "--rerank"}
 
 
 def flag_names(message: str) -> str:
@@ -85,7 +85,7 @@ def run_draw(args) -> None:
         try:
             images = pipe(p, num_images_per_prompt=args.num, num_inference_steps=args.steps,
                           head_steps=args.head_steps, solver=args.solver, guidance_scale=args.guidance,
-                          temperature=args.temperature, negative_prompt=args.negative_prompt,
+                          temperature=args.temperature, negative_prompt=args.negative_prompt, rerank=args.rerank,
                           generator=torch.Generator().manual_seed(args.seed)).images
         except ValueError as e:  # the pipeline's check, under the CLI's flag name
             raise ValueError(flag_names(str(e))) from None
@@ -96,7 +96,8 @@ def run_draw(args) -> None:
     atomic_write_json(out / "manifest.json", {
         "model": str(Path(args.model)), "prompts": prompts, "num_per_prompt": args.num, "seed": args.seed,
         "steps": args.steps, "head_steps": args.head_steps, "solver": args.solver, "guidance": args.guidance,
-        "negative_prompt": args.negative_prompt, "temperature": args.temperature, "files": [[f.name for f in row] for row in names],
+        "negative_prompt": args.negative_prompt, "rerank": args.rerank, "temperature": args.temperature,
+        "files": [[f.name for f in row] for row in names],
         "wall_time_s": round(time.time() - t0, 3), "device": str(device), "torch": torch.__version__,
         "genkit": __version__})
     print(f"wrote {len(prompts) * args.num} images, grid.png and manifest.json to {out}")

@@ -114,15 +114,15 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def text_to_image(pipe, captions: list[list[int]], labels: torch.Tensor, fd, classifier, per_caption: int = 1,
                   diversity_captions: int = 50, diversity_images: int = 4, seed: int = 0, progress: bool = True,
-                  groups: torch.Tensor | None = None, **generate_kwargs) -> dict:
+                  groups: torch.Tensor | None = None, rerank: int = 1, **generate_kwargs) -> dict:
     """One image per caption (seeded by the caption's index) for FD and class accuracy; diversity_images more
     for the first diversity_captions captions. groups (num_classes,): the group of each class, for group
-    accuracy."""
+    accuracy. rerank=K: each image the best of K candidates (MultimodalARPipeline's rerank)."""
     correct, correct_group, dists = 0, 0, []
     for i, cap in enumerate(tqdm(captions, desc="text -> image", disable=not progress)):
         n = max(per_caption, diversity_images if i < diversity_captions else 1)
-        x = pipe.images_of(pipe.model.generate(cap, num_images=n, generator=torch.Generator().manual_seed(seed + i),
-                                               **generate_kwargs))
+        x = pipe.images_of(pipe.generate_units(cap, None, n, rerank, torch.Generator().manual_seed(seed + i),
+                                      **generate_kwargs))
         u8 = to_uint8(x.cpu())
         fd.update(u8[:per_caption])
         if classifier is not None:
