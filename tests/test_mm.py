@@ -240,7 +240,7 @@ def test_negative_prompt_is_what_guidance_pushes_away_from():
         torch.nn.init.normal_(p, std=0.2)
     pipe = MultimodalARPipeline(model=model)
     run = lambda **kw: pipe(prompt="red apple", num_images_per_prompt=2, num_inference_steps=2,  # noqa: E731
-                               head_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt", **kw).images
+                            head_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt", **kw).images
     plain = run(guidance_scale=1.0)
     assert torch.allclose(run(guidance_scale=5.0, negative_prompt="red apple"), plain, atol=1e-5)
     guided, other = run(guidance_scale=5.0), run(guidance_scale=5.0, negative_prompt="green apple")

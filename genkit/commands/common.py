@@ -191,17 +191,19 @@ def generate(pipe, seeds, batch_size: int, cls: str, device, **call_kwargs):
 @contextlib.contextmanager
 def process_state():
     """accelerate's PartialState for the length of a command. torchrun without GPUs forms gloo ranks only with
-    cpu=True (else every process would do all the work). On the way out all ranks meet and the process group
-    is destroyed: a rank that exits with gloo's threads still alive aborts ("terminate called without an
-    active exception") and fails the whole torchrun job."""
+    cpu=True (else every process would do all the work). On the way out the process group is destroyed: a rank
+    that exits with gloo's threads still alive aborts ("terminate called without an active exception") and
+    fails the whole torchrun job. All ranks meet first after a normal run only: a rank that raised must not
+    wait at a barrier the others may never reach."""
     from accelerate import PartialState
 
     state = PartialState(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available())
     try:
         yield state
-    finally:
         if state.num_processes > 1:
             state.wait_for_everyone()
+    finally:
+        if state.num_processes > 1:
             state.destroy_process_group()
 
 

@@ -122,7 +122,7 @@ def text_to_image(pipe, captions: list[list[int]], labels: torch.Tensor, fd, cla
     for i, cap in enumerate(tqdm(captions, desc="text -> image", disable=not progress)):
         n = max(per_caption, diversity_images if i < diversity_captions else 1)
         x = pipe.images_of(pipe.generate_units(cap, None, n, rerank, torch.Generator().manual_seed(seed + i),
-                                      **generate_kwargs))
+                                               **generate_kwargs))
         u8 = to_uint8(x.cpu())
         fd.update(u8[:per_caption])
         if classifier is not None:

@@ -245,7 +245,7 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         every step (for the KV-cache benchmark; same result)."""
         b, n = num_images, self.num_patches
         cfg = guidance_scale != 1.0
-        runs = [(caption, 1.0)] + ([(negative or [], 0.0)] if cfg else [])   # conditional (+ unconditional)
+        runs = [(caption, 1.0)] + ([(negative or [], 0.0)] if cfg else [])   # conditional (+ negative/uncond.)
         prefixes = [self._prefix(c, b) for c, _ in runs]
         patches = torch.zeros((b, n) if self.discrete else (b, n, self.patch_dim), device=self.device,
                               dtype=torch.long if self.discrete else torch.float32)
