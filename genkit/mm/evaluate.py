@@ -55,8 +55,6 @@ def image_loss_by_context(model, images: torch.Tensor, captions: list[list[int]]
                           known_fractions=(0.0, 0.5, 0.9), seed: int = 1234, batch: int = 64) -> dict:
     """Caption -> image loss on uint8 images with floor(f N) random patches known, for each f: {f: loss}. The
     same patches, noise and noise levels for every f (a random-order diffusion-head model only)."""
-    from .diffusion_head import patch_diffusion_loss
-
     was = model.training
     model.eval()
     n = model.num_patches
@@ -69,13 +67,10 @@ def image_loss_by_context(model, images: torch.Tensor, captions: list[list[int]]
             caps = captions[i:i + batch]
             b = len(caps)
             ranks = torch.argsort(torch.argsort(torch.rand(b, n, generator=g), 1), 1)
-            known = (ranks < int(f * n)).to(model.device)                    # (B, N) the first floor(f N) known
-            tb = model.batch(caps, [False] * b)
-            patches = model.units(x)
-            h = model.embed(tb["tokens"], tb["is_image"], tb["slot"], patches, known)
-            z = model.image_outputs(model.run(h, tb), tb["slot"])[~known]     # (M, d) the unknown patches
-            loss = patch_diffusion_loss(model.patch_head, patches[~known], z, repeats=4, generator=g)
-            tot, count = tot + loss.item() * len(z), count + len(z)
+            known = ranks < int(f * n)                                       # (B, N) the first floor(f N) known
+            _, logs = model.loss(x, caps, [False] * b, generator=g, known=known, drop_captions=False)
+            m = (~known).sum().item()                                        # patches the mean is over
+            tot, count = tot + logs["image_loss"].item() * m, count + m
         out[f"{f:g}"] = round(tot / count, 5)
     model.train(was)
     return out

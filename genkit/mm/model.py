@@ -186,16 +186,20 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         return (ranks >= n_masked.unsqueeze(1)).to(self.device)
 
     def loss(self, images: torch.Tensor, captions: list[list[int]], image_first: list[bool],
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
-        """images (B, 3, S, S) in [-1, 1]; captions as byte lists; image_first per sample. -> (loss, logs)."""
+             generator: torch.Generator | None = None, known: torch.Tensor | None = None,
+             drop_captions: bool = True) -> tuple[torch.Tensor, dict]:
+        """images (B, 3, S, S) in [-1, 1]; captions as byte lists; image_first per sample. -> (loss, logs).
+        known: (B, N) bool, the patches the transformer sees (random order; default: sample_known);
+        drop_captions=False: no caption dropout (evaluation that compares captions)."""
         b = len(captions)
-        drop = torch.rand(b, generator=generator) < self.config.cond_drop
-        captions = [[] if (d and not f) else c for c, d, f in zip(captions, drop.tolist(), image_first)]
+        if drop_captions:
+            drop = torch.rand(b, generator=generator) < self.config.cond_drop
+            captions = [[] if (d and not f) else c for c, d, f in zip(captions, drop.tolist(), image_first)]
         batch = self.batch(captions, image_first)
         patches = self.units(images)                                         # (B, N, P) or (B, N) codes
         gen_rows = ~torch.tensor(image_first, device=self.device)            # rows with an image loss
         if self.config.order == "random":
-            known = self.sample_known(b, generator)
+            known = self.sample_known(b, generator) if known is None else known.to(self.device).clone()
             known[~gen_rows] = True                                          # image -> caption: all visible
         else:
             known = torch.ones(b, self.num_patches, dtype=torch.bool, device=self.device)
