@@ -480,12 +480,12 @@ def test_shipped_model_names_the_emoji_it_was_trained_on():
     idx = list(range(0, len(ds), len(ds) // 64))[:64]
     x = torch.from_numpy(ds.images[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
     got = pipe.caption(x)
-    assert sum(g == ds.captions[i] for g, i in zip(got, idx)) >= 40       # 53 of 64 measured
+    assert sum(g == ds.captions[i] for g, i in zip(got, idx)) >= 40       # 56 of 64 measured (53 at step 16,000)
 
 
 def test_shipped_model_uses_the_patches_it_has_drawn():
     """With 90% of a val image's patches known, the shipped model predicts the rest better than from the name
-    alone (0.106 vs 0.155 measured on these 64). The step-8,000 model trained with MAR masking did worse with
+    alone (0.112 vs 0.173 measured on these 64). The step-8,000 model trained with MAR masking did worse with
     them (0.160 vs 0.137): it had learnt to ignore them and drew mosaics (model card, "Why the fine-tune")."""
     from genkit.data import OpenMojiDataset
     from genkit.mm.evaluate import image_loss_by_context
@@ -508,9 +508,9 @@ def test_sibling_index_pairs_each_item_with_the_next_of_its_class():
 
 def test_shipped_model_reads_the_name_not_only_its_kind():
     """On 64 train images, the shipped model's image loss with the image's own name is well below that with a
-    sibling's name (same subgroup: another flag for a flag) or no name: 0.062 vs 0.245 / 0.142 measured (0.095 vs
-    0.170 / 0.143 before the image-weight fine-tune). On val the own name is worse than none (0.154 / 0.163 /
-    0.146 on 371): names it never saw tell it little (model card)."""
+    sibling's name (same subgroup: another flag for a flag) or no name: 0.043 vs 0.328 / 0.140 measured (0.095 vs
+    0.170 / 0.143 before the image-weight fine-tune). On val the own name is worse than none (0.172 / 0.185 /
+    0.145 on 371): names it never saw tell it little (model card)."""
     from genkit.data import OpenMojiDataset
     from genkit.mm.evaluate import image_loss_by_caption
 
