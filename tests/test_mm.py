@@ -138,6 +138,12 @@ def test_loss_backpropagates_into_every_part(tiny_mm):
     names += ["mask_token"] if tiny_mm.config.order == "random" else []
     for name in names:
         assert tiny_mm.get_parameter(name).grad.abs().sum() > 0, name
+
+
+def test_loss_known_rejects_a_mask_of_the_wrong_shape(tiny_mm):
+    x = torch.zeros(2, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"known: shape \(2, 63\); expected \(batch, patches\) = \(2, 64\)"):
+        tiny_mm.loss(x, [[97], [98]], [False, False], known=torch.zeros(2, 63, dtype=torch.bool))
     tiny_mm.zero_grad()
 
 

@@ -192,6 +192,9 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         known: (B, N) bool, the patches the transformer sees (random order; default: sample_known);
         drop_captions=False: no caption dropout (evaluation that compares captions)."""
         b = len(captions)
+        if known is not None and tuple(known.shape) != (b, self.num_patches):
+            raise ValueError(f"known: shape {tuple(known.shape)}; expected (batch, patches) = "
+                             f"({b}, {self.num_patches})")
         if drop_captions:
             drop = torch.rand(b, generator=generator) < self.config.cond_drop
             captions = [[] if (d and not f) else c for c, d, f in zip(captions, drop.tolist(), image_first)]
