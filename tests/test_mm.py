@@ -147,6 +147,32 @@ def test_loss_known_rejects_a_mask_of_the_wrong_shape(tiny_mm):
     tiny_mm.zero_grad()
 
 
+def test_patch_losses_split_the_training_loss_exactly(tiny_mm):
+    """patch_losses is the image loss of model.loss taken apart by patch: with the same known patches, noise
+    draws and generator, its mean over the unknown patches is model.loss's image loss; known patches are NaN."""
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    caps = [list(b"ab"), list(b"cde")]
+    if tiny_mm.config.order == "raster":
+        with pytest.raises(ValueError, match="random-order model"):
+            tiny_mm.patch_losses(x, caps)
+        return
+    known = torch.rand(2, 64, generator=torch.Generator().manual_seed(1)) < 0.5
+    per = tiny_mm.patch_losses(x, caps, known, draws=tiny_mm.config.diffusion_repeats,
+                               generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        _, logs = tiny_mm.loss(x, caps, [False, False], generator=torch.Generator().manual_seed(3), known=known,
+                               drop_captions=False)
+    assert per.shape == (2, 64) and per[known].isnan().all() and (per[~known] > 0).all()
+    assert torch.allclose(per[~known].mean(), logs["image_loss"], rtol=1e-5)
+    # reduction="none" is the same draws as "mean", kept apart
+    head, z, x0 = tiny_mm.patch_head, torch.randn(5, 32), torch.rand(5, 48)
+    each = patch_diffusion_loss(head, x0, z, repeats=3, generator=torch.Generator().manual_seed(4), reduction="none")
+    mean = patch_diffusion_loss(head, x0, z, repeats=3, generator=torch.Generator().manual_seed(4))
+    assert each.shape == (5,) and torch.allclose(each.mean(), mean, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"known: shape \(2, 8\)"):
+        tiny_mm.patch_losses(x, caps, torch.zeros(2, 8, dtype=torch.bool))
+
+
 def test_text_targets_are_the_caption_and_its_end(tiny_mm):
     b = tiny_mm.batch([[104, 105], [104, 105]], [False, True])
     t = b["targets"]

@@ -13,7 +13,6 @@ Time convention as genkit's UNets: VP, v-prediction, continuous log-SNR, c_noise
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from diffusers.models.embeddings import Timesteps
 from torch import nn
 
@@ -66,8 +65,13 @@ class DiffusionHead(nn.Module):
 
 
 def patch_diffusion_loss(head, x0: torch.Tensor, z: torch.Tensor, schedule: Schedule = PATCH_SCHEDULE,
-                         repeats: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
-    """MAR's loss with `repeats` noise draws per patch (z is reused, not recomputed): E |v_hat - v|^2."""
+                         repeats: int = 4, generator: torch.Generator | None = None,
+                         reduction: str = "mean") -> torch.Tensor:
+    """MAR's loss with `repeats` noise draws per patch (z is reused, not recomputed): E |v_hat - v|^2.
+    reduction="none": the loss of each patch (M,), its mean over the draws (the same draws as "mean")."""
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction={reduction!r} is not allowed: 'mean' or 'none'")
+    m = len(x0)
     x0, z = x0.repeat(repeats, 1), z.repeat(repeats, 1)
     t = torch.rand(len(x0), device=x0.device, generator=generator)
     logsnr = schedule.logsnr(t)                                             # 1. a noise level per draw
@@ -75,7 +79,8 @@ def patch_diffusion_loss(head, x0: torch.Tensor, z: torch.Tensor, schedule: Sche
     eps = torch.randn(x0.shape, device=x0.device, generator=generator)
     x_t = alpha * x0 + sigma * eps                                          # 2. VP noising
     v = alpha * eps - sigma * x0
-    return F.mse_loss(head(x_t, logsnr, z).float(), v)                      # 3. v-prediction error
+    err = (head(x_t, logsnr, z).float() - v) ** 2                          # 3. v-prediction error
+    return err.mean() if reduction == "mean" else err.mean(1).view(repeats, m).mean(0)
 
 
 def head_denoiser(head, z: torch.Tensor):

@@ -226,6 +226,27 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         loss = text_loss + self.config.image_loss_weight * image_loss
         return loss, {"text_loss": text_loss.detach(), "image_loss": image_loss.detach()}
 
+    @torch.no_grad()
+    def patch_losses(self, images: torch.Tensor, captions: list[list[int]], known: torch.Tensor | None = None,
+                     draws: int = 64, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The caption -> image loss of each patch, (B, N), each the mean of `draws` noise draws; NaN where
+        known (B, N) shows the patch to the transformer (default: none known). Where the model is unsure of an
+        image: a map of which parts of it a name does not pin down. A random-order diffusion-head model only."""
+        if self.config.order != "random" or self.discrete or self.config.image_head != "diffusion":
+            raise ValueError("patch_losses needs a random-order model with a diffusion head")
+        b, n = len(captions), self.num_patches
+        known = torch.zeros(b, n, dtype=torch.bool) if known is None else known
+        if tuple(known.shape) != (b, n):
+            raise ValueError(f"known: shape {tuple(known.shape)}; expected (batch, patches) = ({b}, {n})")
+        known = known.to(self.device)
+        batch = self.batch(captions, [False] * b)
+        patches = self.units(images)                                         # (B, N, P)
+        out = self.run(self.embed(batch["tokens"], batch["is_image"], batch["slot"], patches, known), batch)
+        z = self.image_outputs(out, batch["slot"])                           # (B, N, d)
+        per = patch_diffusion_loss(self.patch_head, patches[~known], z[~known], repeats=draws,
+                                   generator=generator, reduction="none")
+        return torch.full((b, n), float("nan"), device=self.device).masked_scatter(~known, per)
+
     # -- text -> image -----------------------------------------------------------------------------------------
     def _prefix(self, caption: list[int], batch_size: int):
         """Run [BOS] caption [BOI] once into a KV cache shared by batch_size samples; its last output and the
