@@ -501,7 +501,7 @@ def test_cli_draw_and_caption(mm_pipe, tmp_path, capsys):
 
 def test_shipped_model_names_the_emoji_it_was_trained_on():
     """weights/openmoji-mm is the trained model of its card: under 30 MB, and its greedy captions of 64 evenly
-    spaced train images are exact for most of them (88% measured; a random or untrained model scores 0)."""
+    spaced train images are exact for most of them (86% measured; a random or untrained model scores 0)."""
     from genkit.data import OpenMojiDataset
     from pipelines.multimodal import MultimodalARPipeline
 
@@ -512,12 +512,12 @@ def test_shipped_model_names_the_emoji_it_was_trained_on():
     idx = list(range(0, len(ds), len(ds) // 64))[:64]
     x = torch.from_numpy(ds.images[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
     got = pipe.caption(x)
-    assert sum(g == ds.captions[i] for g, i in zip(got, idx)) >= 40       # 56 of 64 measured (53 at step 16,000)
+    assert sum(g == ds.captions[i] for g, i in zip(got, idx)) >= 40       # 55 of 64 measured (56 at step 22,000)
 
 
 def test_shipped_model_uses_the_patches_it_has_drawn():
     """With 90% of a val image's patches known, the shipped model predicts the rest better than from the name
-    alone (0.112 vs 0.173 measured on these 64). The step-8,000 model trained with MAR masking did worse with
+    alone (0.140 vs 0.214 measured on these 64). The step-8,000 model trained with MAR masking did worse with
     them (0.160 vs 0.137): it had learnt to ignore them and drew mosaics (model card, "Why the fine-tune")."""
     from genkit.data import OpenMojiDataset
     from genkit.mm.evaluate import image_loss_by_context
@@ -540,9 +540,9 @@ def test_sibling_index_pairs_each_item_with_the_next_of_its_class():
 
 def test_shipped_model_reads_the_name_not_only_its_kind():
     """On 64 train images, the shipped model's image loss with the image's own name is well below that with a
-    sibling's name (same subgroup: another flag for a flag) or no name: 0.043 vs 0.328 / 0.140 measured (0.095 vs
-    0.170 / 0.143 before the image-weight fine-tune). On val the own name is worse than none (0.172 / 0.185 /
-    0.145 on 371): names it never saw tell it little (model card)."""
+    sibling's name (same subgroup: another flag for a flag) or no name: 0.031 vs 0.454 / 0.139 measured (0.095 vs
+    0.170 / 0.143 before the image-weight fine-tune). On val the own name is worse than none (0.210 / 0.230 /
+    0.143 on 371): names it never saw tell it little (model card)."""
     from genkit.data import OpenMojiDataset
     from genkit.mm.evaluate import image_loss_by_caption
 
