@@ -238,13 +238,15 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         known = torch.zeros(b, n, dtype=torch.bool) if known is None else known
         if tuple(known.shape) != (b, n):
             raise ValueError(f"known: shape {tuple(known.shape)}; expected (batch, patches) = ({b}, {n})")
-        known = known.to(self.device)
+        known, was = known.to(self.device), self.training
+        self.eval()                                                          # no dropout in a measurement
         batch = self.batch(captions, [False] * b)
         patches = self.units(images)                                         # (B, N, P)
         out = self.run(self.embed(batch["tokens"], batch["is_image"], batch["slot"], patches, known), batch)
         z = self.image_outputs(out, batch["slot"])                           # (B, N, d)
         per = patch_diffusion_loss(self.patch_head, patches[~known], z[~known], repeats=draws,
                                    generator=generator, reduction="none")
+        self.train(was)
         return torch.full((b, n), float("nan"), device=self.device).masked_scatter(~known, per)
 
     # -- text -> image -----------------------------------------------------------------------------------------
