@@ -185,6 +185,13 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         ranks = torch.argsort(order, dim=1)                                 # rank of each patch in the order
         return (ranks >= n_masked.unsqueeze(1)).to(self.device)
 
+    def _check_known(self, known: torch.Tensor, b: int) -> torch.Tensor:
+        """A known-patches mask must be (batch, patches); returned as it is."""
+        if tuple(known.shape) != (b, self.num_patches):
+            raise ValueError(f"known: shape {tuple(known.shape)}; expected (batch, patches) = "
+                             f"({b}, {self.num_patches})")
+        return known
+
     def loss(self, images: torch.Tensor, captions: list[list[int]], image_first: list[bool],
              generator: torch.Generator | None = None, known: torch.Tensor | None = None,
              drop_captions: bool = True) -> tuple[torch.Tensor, dict]:
@@ -192,9 +199,8 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         known: (B, N) bool, the patches the transformer sees (random order; default: sample_known);
         drop_captions=False: no caption dropout (evaluation that compares captions)."""
         b = len(captions)
-        if known is not None and tuple(known.shape) != (b, self.num_patches):
-            raise ValueError(f"known: shape {tuple(known.shape)}; expected (batch, patches) = "
-                             f"({b}, {self.num_patches})")
+        if known is not None:
+            self._check_known(known, b)
         if drop_captions:
             drop = torch.rand(b, generator=generator) < self.config.cond_drop
             captions = [[] if (d and not f) else c for c, d, f in zip(captions, drop.tolist(), image_first)]
@@ -235,9 +241,7 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         if self.config.order != "random" or self.discrete or self.config.image_head != "diffusion":
             raise ValueError("patch_losses needs a random-order model with a diffusion head")
         b, n = len(captions), self.num_patches
-        known = torch.zeros(b, n, dtype=torch.bool) if known is None else known
-        if tuple(known.shape) != (b, n):
-            raise ValueError(f"known: shape {tuple(known.shape)}; expected (batch, patches) = ({b}, {n})")
+        known = torch.zeros(b, n, dtype=torch.bool) if known is None else self._check_known(known, b)
         known, was = known.to(self.device), self.training
         self.eval()                                                          # no dropout in a measurement
         batch = self.batch(captions, [False] * b)
