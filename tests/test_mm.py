@@ -171,6 +171,8 @@ def test_patch_losses_split_the_training_loss_exactly(tiny_mm):
     assert each.shape == (5,) and torch.allclose(each.mean(), mean, rtol=1e-5)
     with pytest.raises(ValueError, match=r"known: shape \(2, 8\)"):
         tiny_mm.patch_losses(x, caps, torch.zeros(2, 8, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"draws=0 is not allowed: an int >= 1"):
+        tiny_mm.patch_losses(x, caps, draws=0)
 
 
 def test_text_targets_are_the_caption_and_its_end(tiny_mm):

@@ -240,6 +240,8 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         image: a map of which parts of it a name does not pin down. A random-order diffusion-head model only."""
         if self.config.order != "random" or self.discrete or self.config.image_head != "diffusion":
             raise ValueError("patch_losses needs a random-order model with a diffusion head")
+        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+            raise ValueError(f"draws={draws!r} is not allowed: an int >= 1")
         b, n = len(captions), self.num_patches
         known = torch.zeros(b, n, dtype=torch.bool) if known is None else self._check_known(known, b)
         known, was = known.to(self.device), self.training
