@@ -41,9 +41,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 UNCONDITIONAL = "(unconditional)"
 DEFAULT_CLASS = "face-smiling"
 DEFAULT_SOLVER = "dpmpp_2m"
-MAX_STEPS = 100
-MAX_GUIDANCE = 8.0
-MAX_SEED = 2**63 - 1
+from genkit.app_checks import MAX_GUIDANCE, MAX_SEED, MAX_STEPS  # noqa: E402  (light: no torch)
 MM_GUIDANCE, MM_TEMPERATURE = 5.0, 0.7  # = pipelines.multimodal.DEFAULT_* (kept light here; a test checks)
 # 32x32 images: show them with crisp pixels when the browser scales them up. theme/css go to launch() in Gradio 6.
 CSS = "#gallery img, .pixelated img { image-rendering: pixelated; }"
@@ -60,30 +58,11 @@ def class_choices(pipe) -> list[str]:
     return [UNCONDITIONAL] + names
 
 
-def _as_int(name: str, value, lo: int, hi: int) -> int:
-    """An int (or an integral float, as JSON numbers may arrive) in [lo, hi], else ValueError."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
-    if not ok or not lo <= value <= hi:
-        raise ValueError(f"{name}={value!r} is not allowed: an int in [{lo}, {hi}]")
-    return int(value)
-
-
 def validate(pipe, class_name, seed, steps, solver, guidance, batch_size, max_batch_size: int = 16):
     """Check the widget values; return them normalised, or raise ValueError naming the bad parameter."""
-    from genkit.sampling import SOLVERS
+    from genkit.app_checks import check_generate
 
-    choices = class_choices(pipe)
-    if class_name not in choices:
-        shown = ", ".join(repr(c) for c in choices[:5]) + (", ..." if len(choices) > 5 else "")
-        raise ValueError(f"class={class_name!r} is not allowed: one of {len(choices)} names ({shown})")
-    batch_size = _as_int("batch_size", batch_size, 1, max_batch_size)
-    seed = _as_int("seed", seed, 0, MAX_SEED - (batch_size - 1))
-    steps = _as_int("steps", steps, 1, MAX_STEPS)
-    if solver not in SOLVERS:
-        raise ValueError(f"solver={solver!r} is not allowed: one of {', '.join(SOLVERS)}")
-    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance <= MAX_GUIDANCE:
-        raise ValueError(f"guidance={guidance!r} is not allowed: a number in [0, {MAX_GUIDANCE:g}] (1 = off)")
-    return class_name, seed, steps, solver, float(guidance), batch_size
+    return check_generate(class_name, seed, steps, solver, guidance, batch_size, class_choices(pipe), max_batch_size)
 
 
 def make_generate(pipe, max_batch_size: int = 16):
@@ -165,11 +144,14 @@ def make_text_to_image(mm, max_images: int = 16):
     import gradio as gr
     import torch
 
+    from genkit.app_checks import check_text_to_image
+
     def text_to_image(prompt, seed, num_images, guidance, temperature=MM_TEMPERATURE, negative_prompt="",
                       progress=gr.Progress()):
         try:
-            num_images = _as_int("num_images", num_images, 1, max_images)
-            seed = _as_int("seed", seed, 0, MAX_SEED - num_images)
+            prompt, seed, num_images, guidance, temperature, negative_prompt = check_text_to_image(
+                prompt, seed, num_images, guidance, temperature, negative_prompt, max_images,
+                mm.model.config.max_text_bytes)
             t0 = time.perf_counter()
             images = []
             for k in range(num_images):  # one generator per image: image k depends on seed + k only

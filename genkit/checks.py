@@ -88,8 +88,9 @@ def check_text(name: str, value, max_bytes: int | None = None) -> str:
     """A non-empty str (not bytes, not None) of at most max_bytes UTF-8 bytes."""
     if not isinstance(value, str) or not value.strip():
         bad(name, value, "a non-empty text (str)")
-    if max_bytes is not None and len(value.strip().encode("utf-8", "surrogatepass")) > max_bytes:
-        bad(name, value, f"at most {max_bytes} UTF-8 bytes")
+    n = len(value.strip().encode("utf-8", "surrogatepass"))
+    if max_bytes is not None and n > max_bytes:
+        bad(name, value if len(value) <= 40 else value[:40] + "...", f"at most {max_bytes} UTF-8 bytes (it has {n})")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: what a non-UTF-8 command-line argument decodes to

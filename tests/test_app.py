@@ -219,9 +219,10 @@ def test_text_and_image_handlers(app, tiny_mm):
                      generator=torch.Generator().manual_seed(4)).images[0]
     assert np.array_equal(np.asarray(cool[1][0]), np.asarray(colder))          # the temperature reaches the model
     for args, name in [(("", 0, 1, 2.0), "prompt=''"), (("a", 0, 5, 2.0), "num_images=5"),
-                       (("a", -1, 1, 2.0), "seed=-1"), (("a", 0, 1, -2.0), "guidance_scale=-2.0"),
+                       (("a", -1, 1, 2.0), "seed=-1"), (("a", 0, 1, -2.0), "guidance=-2.0"),
+                       (("a", 0, 1, float("nan")), "guidance=nan"), ((["a", "b"], 0, 1, 2.0), r"prompt=\['a', 'b'\]"),
                        (("a", 0, 1, 2.0, -1.0), "temperature=-1.0"),
-                       (("a", 0, 1, 2.0, 0.7, "y" * 300), "negative_prompt has 300 UTF-8 bytes")]:
+                       (("a", 0, 1, 2.0, 0.7, "y" * 300), "negative_prompt='yyyy.*at most 16 UTF-8 bytes")]:
         with pytest.raises(gr.Error, match=name):
             app.make_text_to_image(tiny_mm, max_images=4)(*args)
     text = app.make_caption(tiny_mm)(np.zeros((48, 40, 4), np.uint8))
