@@ -45,7 +45,7 @@ from genkit.io import replace_folder_contents
 from genkit.scheduler import GenkitScheduler
 from genkit.schedules import SCHEDULES, Schedule, alpha_sigma
 from pipelines.pixel_diffusion import PixelDiffusionPipeline
-from training.utils import bad_flag, require_positive, resolve_checkpoint, run_script, save_checkpoint
+from training.utils import bad_flag, require_common, require_positive, resolve_checkpoint, run_script, save_checkpoint
 
 logger = get_logger(__name__)
 LOSS_WEIGHTINGS = ("v", "eps", "sigmoid")
@@ -107,8 +107,10 @@ def parse_args(argv=None):
 
 def check_args(args):
     bad = bad_flag
+    require_common(args)  # NaN / inf floats, seed, learning rate, clip, log interval
     require_positive(args, "resolution", "train_batch_size", "max_train_steps", "checkpointing_steps",
                      "gradient_accumulation_steps", "layers_per_block", "checkpoints_total_limit")
+    require_positive(args, "attention_head_dim")
     if args.resolution % 8:
         bad("resolution", args.resolution, "a multiple of 8")
     if not 0 <= args.cond_drop < 1:
@@ -127,6 +129,8 @@ def check_args(args):
         bad("channels", args.channels, "multiples of 32 (GroupNorm with 32 groups)")
     if any(not 0 <= lv < len(args.channels) for lv in args.attention_levels):
         bad("attention_levels", args.attention_levels, f"levels in 0..{len(args.channels) - 1}")
+    if any(args.channels[lv] % args.attention_head_dim for lv in args.attention_levels):
+        bad("attention_head_dim", args.attention_head_dim, "a divisor of the --channels at the attention levels")
     if args.dataset != "openmoji" and not Path(args.dataset).is_dir():
         bad("dataset", args.dataset, "'openmoji' or an existing folder of images")
     if args.init_from and not (Path(args.init_from) / "model_index.json").is_file():
