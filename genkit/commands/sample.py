@@ -10,7 +10,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .common import (atomic_write_json, ensure_writable_dir, generate, image_grid, load_pipeline, pick_device,
+from .common import (atomic_write_json, class_ids_for, ensure_writable_dir, generate, image_grid, load_pipeline, pick_device,
                      process_state, resolve_conditioning, save_png_atomic)
 
 
@@ -31,6 +31,23 @@ def check_batch_size(batch_size: int) -> None:
 
     if batch_size > MAX_BATCH_SIZE:
         raise ValueError(f"--batch-size={batch_size} is not allowed: an int in [1, {MAX_BATCH_SIZE}]")
+
+
+def png_parameters(pipe, args, cls: str, solver: str):
+    """seed -> the PNG `parameters` text of that seed's image (genkit/png_info.py; the app reads it back)."""
+    from genkit.png_info import diffusion_settings, fingerprint, format_parameters
+
+    names = pipe.config.class_names or [str(i) for i in range(pipe.num_classes)]
+    common = dict(steps=args.steps, solver=solver, grid=args.grid or pipe.scheduler.config.get("grid"),
+                  guidance=args.guidance, size=pipe.unet.config.sample_size, model_hash=fingerprint(pipe.unet),
+                  model=Path(args.model).name)
+
+    def text(seed: int) -> str:
+        ids = class_ids_for(pipe, cls, [seed])
+        return format_parameters("(unconditional)" if ids is None else names[ids[0]],
+                                 diffusion_settings(seed=seed, **common))
+
+    return text
 
 
 def run_sample(args) -> None:
@@ -55,10 +72,11 @@ def _sample(args, state) -> None:
         todo = [s for s in my_seeds if not name(s).exists()]  # resume: skip what is already written
         bar = tqdm(total=len(todo), desc=f"sampling (rank {state.process_index})", unit="img",
                    disable=not state.is_local_main_process)
+        text = png_parameters(pipe, args, cls, solver)
         for batch, x in generate(pipe, todo, args.batch_size, cls, device, num_inference_steps=args.steps,
                                  solver=solver, grid=args.grid, guidance_scale=args.guidance):
             for s, img in zip(batch, to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()):
-                save_png_atomic(Image.fromarray(img), name(s))
+                save_png_atomic(Image.fromarray(img), name(s), text(s))
             bar.update(len(batch))
         bar.close()
     state.wait_for_everyone()
