@@ -73,7 +73,7 @@ def test_twenty_concurrent_calls_are_all_served_and_a_full_queue_says_so(tiny_pi
         results = [j.result(timeout=120) for j in jobs]
         assert [r[0][0]["caption"] for r in results] == [f"seed {k}" for k in range(20)]
     with served(build_demo(tiny_pipe, max_batch_size=4, queue_size=1)) as client:
-        jobs = [client.submit("a", k, 100, "heun", "polynomial", 2.0, 4, 4, 0, api_name="/generate")
+        jobs = [client.submit("a", k, 60, "heun", "polynomial", 2.0, 2, 2, 0, api_name="/generate")
                 for k in range(6)]
         errors = []
         for j in jobs:
