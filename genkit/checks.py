@@ -66,6 +66,7 @@ LIMITS = {
     "num_images": 100_000,       # genkit sample --num: images per job (seeds are streamed, never built up front)
     "steps": 1_000,              # solver steps per image (pipelines' num_inference_steps, --steps)
     "batch_size": 1_024,         # images per network call
+    "image_size": 1_024,         # height / width in pixels (the pixel pipeline's upsampling sizes)
     "guidance": 100.0,           # classifier-free guidance scale, in [0, this]
     "temperature": 10.0,         # the multimodal head's noise scale, in [0, this]
     "seed": 2**63 - 1,           # seeds are in [0, this]: torch.Generator.manual_seed's range

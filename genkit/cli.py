@@ -242,6 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_features(r)
     r.add_argument("--device", default=None)
     r.add_argument("--out", required=True, metavar="FILE.npz")
+
+    from .commands.bench_captions import add_parser as add_bench_captions
+    from .commands.bench_orders import add_parser as add_bench_orders
+    add_bench_orders(bsub)
+    add_bench_captions(bsub)
+
+    from .commands.docs import add_parser as add_docs  # light: json and re only
+    add_docs(sub)
     return p
 
 
@@ -290,6 +298,15 @@ def main(argv=None) -> int:
         elif args.command == "bench" and args.bench == "samplers":
             from .commands.bench_samplers import run_samplers
             run_samplers(args)
+        elif args.command == "bench" and args.bench == "orders":
+            from .commands.bench_orders import run_orders
+            run_orders(args)
+        elif args.command == "bench" and args.bench == "captions":
+            from .commands.bench_captions import run_captions
+            run_captions(args)
+        elif args.command == "docs":
+            from .commands.docs import run as run_docs
+            return run_docs(args)
         elif args.command == "eval":
             from .commands.evaluate import run_fd, run_ref, run_sanity
             {"fd": run_fd, "ref": run_ref, "sanity": run_sanity}[args.eval](args)

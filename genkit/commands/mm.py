@@ -21,18 +21,11 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..checks import LIMITS, bad, check_choice, check_new_file, check_text
-from .common import (atomic_write_json, ensure_writable_dir, labelled_grid, load_folder, pick_device,
-                     remove_if_created, save_png_atomic, weights_fingerprint)
+from ..loading import load_mm_pipeline  # noqa: F401  (re-exported: the one loader)
+from ..png_info import fingerprint
+from .common import (atomic_write_json, ensure_writable_dir, labelled_grid, pick_device, remove_if_created,
+                     save_png_atomic, weights_fingerprint)
 from .sample import sweep_temp_files
-
-
-def load_mm_pipeline(model: str, device):
-    """MultimodalARPipeline.from_pretrained(model) offline, with a ValueError for a missing/corrupt folder."""
-    from pipelines.multimodal import MultimodalARPipeline
-
-    pipe = load_folder(MultimodalARPipeline, model, "model/", "weights/openmoji-mm")
-    pipe.model.eval()
-    return pipe.to(device)
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -99,6 +92,17 @@ def check_draw_resume(out: Path, settings: dict, names, restart: bool) -> None:
                          "Use --restart to delete them and start over, or another --out")
 
 
+def draw_parameters(args, model_hash: str, prompt: str, k: int) -> str:
+    """The PNG `parameters` text of image k of a prompt (genkit/png_info.py): one generator seeded with --seed
+    draws all --num images of a prompt, so image k needs Seed, Images and Index to be drawn again."""
+    from genkit.png_info import draw_settings, format_parameters
+
+    return format_parameters(prompt, draw_settings(
+        steps=args.steps, head_steps=args.head_steps, solver=args.solver, guidance=args.guidance,
+        temperature=args.temperature, rerank=args.rerank, seed=args.seed, images=args.num, index=k,
+        model_hash=model_hash, model=Path(args.model).name), args.negative_prompt)
+
+
 def run_draw(args) -> None:
     from genkit.sampling import SOLVERS
     from pipelines.multimodal import MAX_CANDIDATES, MAX_IMAGES_PER_PROMPT
@@ -134,6 +138,7 @@ def _draw(args, prompts) -> None:
     manifest = {"model": str(Path(args.model)), **settings, "files": [[f.name for f in row] for row in names],
                 "complete": False}
     atomic_write_json(out / "manifest.json", manifest)  # first: a killed run's images are described
+    model_hash = fingerprint(pipe.model)
     t0 = time.time()
     for p, files in zip(tqdm(prompts, desc="drawing", unit="prompt"), names):
         if all(f.exists() for f in files):
@@ -145,8 +150,8 @@ def _draw(args, prompts) -> None:
                           generator=torch.Generator().manual_seed(args.seed)).images
         except ValueError as e:  # the pipeline's check, under the CLI's flag name
             raise ValueError(flag_names(str(e))) from None
-        for im, f in zip(images, files):
-            save_png_atomic(im, f)
+        for k, (im, f) in enumerate(zip(images, files)):
+            save_png_atomic(im, f, draw_parameters(args, model_hash, p, k))
     rows = [[Image.open(f).convert("RGB") for f in row] for row in names]
     save_png_atomic(labelled_grid(rows, prompts), out / "grid.png")
     atomic_write_json(out / "manifest.json", {

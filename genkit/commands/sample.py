@@ -19,8 +19,9 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..checks import bad, check_choice
-from .common import (atomic_write_json, ensure_writable_dir, generate, image_grid, load_pipeline, pick_device,
-                     process_state, remove_if_created, resolve_conditioning, save_png_atomic, weights_fingerprint)
+from .common import (atomic_write_json, class_ids_for, ensure_writable_dir, generate, image_grid, load_pipeline,
+                     pick_device, process_state, remove_if_created, resolve_conditioning, save_png_atomic,
+                     weights_fingerprint)
 
 GRID_MAX = 64                       # grid.png shows the first 64 images (a grid of 100,000 would not help anyone)
 PNG_NAME = re.compile(r"^\d{6,}\.png$")
@@ -95,6 +96,23 @@ def check_resume(out: Path, settings: dict, restart: bool) -> None:
                          f"{'; '.join(differ)}. Use --restart to delete them and start over, or another --out")
 
 
+def png_parameters(pipe, args, cls: str, solver: str):
+    """seed -> the PNG `parameters` text of that seed's image (genkit/png_info.py; the app reads it back)."""
+    from genkit.png_info import diffusion_settings, fingerprint, format_parameters
+
+    names = pipe.config.class_names or [str(i) for i in range(pipe.num_classes)]
+    common = dict(steps=args.steps, solver=solver, grid=args.grid or pipe.scheduler.config.get("grid"),
+                  guidance=args.guidance, size=pipe.unet.config.sample_size, model_hash=fingerprint(pipe.unet),
+                  model=Path(args.model).name)
+
+    def text(seed: int) -> str:
+        ids = class_ids_for(pipe, cls, [seed])
+        return format_parameters("(unconditional)" if ids is None else names[ids[0]],
+                                 diffusion_settings(seed=seed, **common))
+
+    return text
+
+
 def run_sample(args) -> None:
     check_early(args.solver, args.grid)  # before the folder is made and the model loaded
     check_batch_size(args.batch_size)
@@ -131,11 +149,12 @@ def _sample(args, state) -> None:
     bar = tqdm(total=len(mine), desc=f"sampling (rank {state.process_index})", unit="img",
                disable=not state.is_local_main_process)
     bar.update(sum(1 for s in mine if name(s).exists()))
+    text = png_parameters(pipe, args, cls, solver)
     for batch, x in generate(pipe, todo, args.batch_size, cls, device, num_inference_steps=args.steps,
                              solver=solver, grid=args.grid, guidance_scale=args.guidance,
                              batch_invariant=invariant):
         for s, img in zip(batch, to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()):
-            save_png_atomic(Image.fromarray(img), name(s))
+            save_png_atomic(Image.fromarray(img), name(s), text(s))
         bar.update(len(batch))
     bar.close()
     state.wait_for_everyone()
