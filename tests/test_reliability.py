@@ -178,6 +178,8 @@ def test_caption_composites_rgba_on_white_like_the_cli_and_app(mm_pipe):
     assert torch.equal(got, mm_pipe._as_tensor(white[None]))
     assert torch.equal(mm_pipe._as_tensor(rgba[None]), got)  # an RGBA array too
     assert mm_pipe.caption(Image.fromarray(rgba, "RGBA"), max_new_tokens=2) == mm_pipe.caption(white, max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"^images=.* is not allowed: finite values"):
+        mm_pipe.caption(torch.full((1, 3, 32, 32), math.nan))
 
 
 @pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(), reason="weights/openmoji-32 not shipped")
