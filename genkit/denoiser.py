@@ -73,7 +73,7 @@ class Denoiser:
 
     def model_output(self, x_vp: torch.Tensor, logsnr: torch.Tensor, class_labels=None) -> torch.Tensor:
         """Raw network output at VP input x_vp (N, C, H, W) and log-SNR (N,)."""
-        dtype = self.unet.dtype
+        dtype = next(self.unet.parameters()).dtype  # also for a DDP-wrapped net (no .dtype attribute)
         t = self.timestep(logsnr).to(x_vp.device)
         out = self.unet(x_vp.to(dtype), t.to(torch.float32), class_labels=class_labels).sample
         return out.float()
