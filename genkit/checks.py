@@ -66,6 +66,7 @@ LIMITS = {
     "num_images": 100_000,       # genkit sample --num: images per job (seeds are streamed, never built up front)
     "steps": 1_000,              # solver steps per image (pipelines' num_inference_steps, --steps)
     "batch_size": 1_024,         # images per network call
+    "image_size": 1_024,         # height / width in pixels (the pixel pipeline's upsampling sizes)
     "guidance": 100.0,           # classifier-free guidance scale, in [0, this]
     "temperature": 10.0,         # the multimodal head's noise scale, in [0, this]
     "seed": 2**63 - 1,           # seeds are in [0, this]: torch.Generator.manual_seed's range
@@ -88,8 +89,9 @@ def check_text(name: str, value, max_bytes: int | None = None) -> str:
     """A non-empty str (not bytes, not None) of at most max_bytes UTF-8 bytes."""
     if not isinstance(value, str) or not value.strip():
         bad(name, value, "a non-empty text (str)")
-    if max_bytes is not None and len(value.strip().encode("utf-8", "surrogatepass")) > max_bytes:
-        bad(name, value, f"at most {max_bytes} UTF-8 bytes")
+    n = len(value.strip().encode("utf-8", "surrogatepass"))
+    if max_bytes is not None and n > max_bytes:
+        bad(name, value if len(value) <= 40 else value[:40] + "...", f"at most {max_bytes} UTF-8 bytes (it has {n})")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: what a non-UTF-8 command-line argument decodes to

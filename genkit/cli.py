@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
     d.add_argument("--device", default=None)
     d.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    d.add_argument("--restart", action="store_true",
+                   help="delete this run's images, grid and manifest already in --out first (a rerun otherwise "
+                        "resumes, and refuses when they were made with other settings, naming them)")
 
     cap = sub.add_parser("caption", help="images -> text with a multimodal model; prints one JSON line per image",
                          description="Caption image files (or every image in the given folders, except grid.png). "

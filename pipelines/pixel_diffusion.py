@@ -115,7 +115,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         f, size = self.downsampling_factor, self.trained_size
         out = []
         for name, v in (("height", height), ("width", width)):
-            v = size if v is None else check_int(name, v, f)
+            v = size if v is None else check_int(name, v, f, LIMITS["image_size"])
             if v % f:
                 bad(name, v, f"a multiple of {f} (this UNet downsamples {f}x), e.g. {v - v % f} or {v - v % f + f}")
             out.append(v)
