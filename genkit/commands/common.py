@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -13,6 +14,19 @@ import torch
 
 from ..io import atomic_write_bytes  # noqa: F401  (re-exported for the commands)
 from ..loading import load_folder, load_pipeline, pick_device, pipeline_class  # noqa: F401  (moved there; re-exported)
+
+
+@contextlib.contextmanager
+def remove_if_created(path: str, main: bool = True):
+    """A job that fails leaves no --out folder it created and left empty (a rejected run leaves nothing)."""
+    existed = Path(path).exists()
+    try:
+        yield
+    except BaseException:
+        p = Path(path)
+        if main and not existed and p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
+        raise
 
 
 def ensure_writable_dir(path: str, name: str = "out") -> Path:
@@ -125,9 +139,8 @@ def generate(pipe, seeds, batch_size: int, cls: str, device, **call_kwargs):
     One generator per seed, so every image is the same whatever the batch size or the process that makes it.
     call_kwargs go to the pipeline (num_inference_steps, solver, grid, guidance_scale, ...).
     """
-    seeds = list(seeds)
-    for i in range(0, len(seeds), batch_size):
-        batch = seeds[i:i + batch_size]
+    seeds = iter(seeds)  # streamed: a list of a billion seeds is never built
+    while batch := list(itertools.islice(seeds, batch_size)):
         gens = [torch.Generator(device).manual_seed(s) for s in batch]
         out = pipe(batch_size=len(batch), class_labels=class_ids_for(pipe, cls, batch), generator=gens,
                    output_type="latent", **call_kwargs)
