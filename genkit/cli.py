@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--device", default=None)
     o.add_argument("--out", default=None, metavar="FILE.json")
 
+    from .commands.bench_app_flags import add_app_parser, add_throughput_parser
+    add_throughput_parser(bsub, _positive_int)
+    add_app_parser(bsub, _positive_int)
+
     bs = bsub.add_parser("samplers", help="FD-OpenMoji, class accuracy and ODE error of every solver x grid and "
                                           "diffusers' schedulers at several NFE, same noise and seeds",
                          description="Every genkit solver on every sigma grid, plus diffusers' DDIM, DPM-Solver++ "
@@ -295,6 +299,9 @@ def main(argv=None) -> int:
         elif args.command == "bench" and args.bench == "vq":
             from .commands.bench_vq import run_vq
             run_vq(args)
+        elif args.command == "bench" and args.bench in ("throughput", "app"):
+            from .commands import bench_app, bench_throughput
+            (bench_throughput.run_throughput if args.bench == "throughput" else bench_app.run_app)(args)
         elif args.command == "bench" and args.bench == "samplers":
             from .commands.bench_samplers import run_samplers
             run_samplers(args)

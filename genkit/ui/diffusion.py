@@ -10,8 +10,6 @@ API endpoint /generate (gradio_client), the form's values in order; it returns t
 Image j of batch b has seed + b * batch_size + j, so it is the image `genkit sample --seed` gives for that seed.
 """
 
-from __future__ import annotations
-
 import io
 import os
 import secrets
@@ -20,6 +18,10 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+# Handlers' gr.Request / gr.SelectData annotations must resolve at module level: Gradio reads them to
+# pass the session and the selected item (so no `from __future__ import annotations` here).
+import gradio as gr
 
 from genkit.checks import check_choice, check_float, check_int
 from genkit.png_info import diffusion_settings, fingerprint, format_parameters, parse_parameters, png_bytes
@@ -135,8 +137,6 @@ def to_pil(x):
 def make_generate(pipe, stops: Stops | None = None, max_batch_size: int = 16, model_name: str | None = None,
                   out_dir: str | None = None):
     """The event handler: a generator yielding (gallery, info, zip path, history) as the images form."""
-    import gradio as gr
-
     stops = stops or Stops()
     sampler = Sampler(pipe)
     model_hash = fingerprint(pipe.unet)
@@ -231,8 +231,6 @@ def _zip(items, path: Path) -> str:
 
 def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None = None):
     """Lay out the tab inside the current gr.Blocks; return its form (for PNG info) and handles."""
-    import gradio as gr
-
     generate = make_generate(pipe, stops, max_batch_size, model_name)
     history = gr.State([])
     with gr.Row():
