@@ -65,6 +65,7 @@ def test_classifier_recognises_val_emoji_it_never_saw():
     assert (pred.numpy() == ds.labels).mean() == pytest.approx(0.530, abs=0.003)
 
 
+@pytest.mark.slow
 def test_train_vs_train_is_zero_on_the_full_train_set():
     """README: FD(train vs train) = 0. All 3,544 train images against the shipped train reference: the same
     statistics, so 0 up to the float rounding of the features and sqrtm (measured 0.0; a quarter of train above
