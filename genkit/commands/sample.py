@@ -104,11 +104,13 @@ def png_parameters(pipe, args, cls: str, solver: str):
     common = dict(steps=args.steps, solver=solver, grid=args.grid or pipe.scheduler.config.get("grid"),
                   guidance=args.guidance, size=pipe.unet.config.sample_size, model_hash=fingerprint(pipe.unet),
                   model=Path(args.model).name)
+    # batch-invariant images regenerate alone (the app's PNG info sets batch size 1); others need their batch
+    invariant = {"Batch invariant": True} if getattr(args, "batch_invariant", False) else {}
 
     def text(seed: int) -> str:
         ids = class_ids_for(pipe, cls, [seed])
         return format_parameters("(unconditional)" if ids is None else names[ids[0]],
-                                 diffusion_settings(seed=seed, **common))
+                                 diffusion_settings(seed=seed, **common, **invariant))
 
     return text
 

@@ -8,6 +8,7 @@ DEFAULT_CLASS = "face-smiling"
 MAX_STEPS = 100
 MAX_GUIDANCE = 8.0
 MAX_BATCH_COUNT = 16
+MAX_UPSAMPLE_GUIDANCE = 2.0  # the slider's end; the paper's useful range is well inside it
 MAX_SEED = 2**63 - 1
 RANDOM_SEED = -1          # A1111's convention: -1 draws a fresh seed, shown in the result
 QUEUE_SIZE = 64           # queue(max_size): beyond it a caller is told the queue is full, not left hanging
@@ -47,3 +48,9 @@ def class_choices(pipe) -> list[str]:
 def default_class(pipe) -> str:
     choices = class_choices(pipe)
     return DEFAULT_CLASS if DEFAULT_CLASS in choices else choices[min(1, len(choices) - 1)]
+
+
+def sizes(pipe) -> list[int]:
+    """Image sizes offered: the trained size, then 2x (upsample guidance makes it work without training)."""
+    native = pipe.unet.config.sample_size
+    return [native, 2 * native]
