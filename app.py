@@ -70,7 +70,7 @@ def _as_int(name: str, value, lo: int, hi: int) -> int:
 
 def validate(pipe, class_name, seed, steps, solver, guidance, batch_size, max_batch_size: int = 16):
     """Check the widget values; return them normalised, or raise ValueError naming the bad parameter."""
-    from genkit.sampling import SOLVERS
+    from genkit.sampling import available_solvers
 
     choices = class_choices(pipe)
     if class_name not in choices:
@@ -79,8 +79,9 @@ def validate(pipe, class_name, seed, steps, solver, guidance, batch_size, max_ba
     batch_size = _as_int("batch_size", batch_size, 1, max_batch_size)
     seed = _as_int("seed", seed, 0, MAX_SEED - (batch_size - 1))
     steps = _as_int("steps", steps, 1, MAX_STEPS)
-    if solver not in SOLVERS:
-        raise ValueError(f"solver={solver!r} is not allowed: one of {', '.join(SOLVERS)}")
+    solvers = available_solvers(pipe.config._name_or_path)
+    if solver not in solvers:
+        raise ValueError(f"solver={solver!r} is not allowed: one of {', '.join(solvers)}")
     if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance <= MAX_GUIDANCE:
         raise ValueError(f"guidance={guidance!r} is not allowed: a number in [0, {MAX_GUIDANCE:g}] (1 = off)")
     return class_name, seed, steps, solver, float(guidance), batch_size
@@ -207,7 +208,7 @@ def build_demo(pipe, max_batch_size: int = 16, tokenizer=None, examples: list[st
     launch it with demo.launch(css=CSS, ...)."""
     import gradio as gr
 
-    from genkit.sampling import SOLVERS
+    from genkit.sampling import available_solvers
 
     choices = class_choices(pipe)
     default_class = DEFAULT_CLASS if DEFAULT_CLASS in choices else choices[min(1, len(choices) - 1)]
@@ -226,7 +227,7 @@ def build_demo(pipe, max_batch_size: int = 16, tokenizer=None, examples: list[st
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (image k uses seed + k)",
                                  elem_id="seed")
                 steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Steps", elem_id="steps")
-                solver = gr.Dropdown(list(SOLVERS), value=DEFAULT_SOLVER, label="Solver", elem_id="solver")
+                solver = gr.Dropdown(available_solvers(pipe.config._name_or_path), value=DEFAULT_SOLVER, label="Solver", elem_id="solver")
                 guidance = gr.Slider(0, MAX_GUIDANCE, value=2.0, step=0.1, label="Guidance (1 = off)",
                                      elem_id="guidance")
                 batch = gr.Slider(1, max_batch_size, value=min(4, max_batch_size), step=1, label="Batch size",

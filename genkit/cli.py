@@ -65,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num", type=_positive_int("num"), default=16, metavar="N", help="number of images (default 16)")
     s.add_argument("--steps", type=_positive_int("steps"), default=20, metavar="S",
                    help="solver steps (default 20); NFE is reported in manifest.json")
-    s.add_argument("--solver", default=None, metavar="NAME",
-                   help="euler, heun, dpm2, dpmpp_2m, dpmpp_3m, ipndm (default: the model's, dpmpp_2m)")
+    s.add_argument("--solver", default=None, metavar="NAME", help=_SOLVER_HELP)
     s.add_argument("--grid", default=None, metavar="NAME", help="sigma grid: polynomial (default), logsnr, time")
+    _add_methods(s)
     s.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K", help="first seed (default 0)")
     _add_class_guidance(s)
     s.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B",
@@ -207,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--model", default=None, metavar="DIR", help="a pipeline folder to sample and measure")
     f.add_argument("--num", type=_positive_int("num"), default=1000, metavar="N", help="with --model (default 1000)")
     f.add_argument("--steps", type=_positive_int("steps"), default=20, metavar="S")
-    f.add_argument("--solver", default=None, metavar="NAME")
+    f.add_argument("--solver", default=None, metavar="NAME", help=_SOLVER_HELP)
     f.add_argument("--grid", default=None, metavar="NAME")
+    _add_methods(f)
     _add_class_guidance(f)
     f.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
     _add_features(f)
@@ -234,6 +235,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default=None)
     r.add_argument("--out", required=True, metavar="FILE.npz")
     return p
+
+
+# The registry's names (genkit.sampling.solver_names(); tests/test_registry.py keeps this text in step with it:
+# importing the registry here would load torch and diffusers for every --help).
+_SOLVER_HELP = ("euler, heun, dpm2, dpmpp_2m, dpmpp_3m, ipndm; amed, amed-euler, amed-dpm2, amed-dpmpp_2m, "
+                "amed-ipndm (AMED: need a predictor trained for these steps and guidance, found in the model "
+                "folder's amed/ or given with --amed-predictor; steps 3, 4, 5, 6 = NFE 3, 5, 7, 9). Default: the "
+                "model's (dpmpp_2m)")
+
+
+def _add_methods(p):
+    p.add_argument("--amed-predictor", default=None, metavar="DIR",
+                   help="an AMED predictor folder (training/train_amed.py) for --solver amed / amed-<base>")
+    p.add_argument("--skip-tuning", default=None, metavar="RHO|best",
+                   help="skip-tuning: scale the UNet's skip connections by rho_bottom (innermost, in [0.1, 1]) "
+                        "rising to 1 (outermost); 'best': the rho `genkit bench skip` stored in the model folder")
+    p.add_argument("--skip-sigma-range", default=None, metavar="LO,HI",
+                   help="skip-tuning only at noise levels sigma in [LO, HI] (EDM sigma; default: all)")
 
 
 def _add_class_guidance(p):

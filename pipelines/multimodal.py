@@ -24,7 +24,7 @@ from diffusers.utils import BaseOutput
 
 import genkit.vq.tokenizer  # noqa: F401  (diffusers loads a discrete-arm folder's tokenizer only if imported)
 from genkit.mm import decode_text, encode_text
-from genkit.sampling import SOLVERS
+from genkit.sampling import solver_entry, solver_names
 
 MAX_IMAGES_PER_PROMPT = 64
 MAX_CANDIDATES = 256                       # num_images_per_prompt x rerank images drawn at once per prompt
@@ -90,8 +90,8 @@ class MultimodalARPipeline(DiffusionPipeline):
         _check_int("rerank", rerank, 1, MAX_CANDIDATES // num_images_per_prompt)
         _check_int("num_inference_steps", num_inference_steps, 1, self.model.num_patches)
         _check_int("head_steps", head_steps, 1, 1000)
-        if solver not in SOLVERS:
-            raise ValueError(f"solver={solver!r} is not allowed: one of {', '.join(SOLVERS)}")
+        if solver_entry(solver).needs_predictor:  # the head has no UNet bottleneck for an AMED predictor
+            raise ValueError(f"solver={solver!r} is not allowed: one of {', '.join(solver_names(predictor=False))}")
         for name, v in (("guidance_scale", guidance_scale), ("temperature", temperature)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                 raise ValueError(f"{name}={v!r} is not allowed: a number >= 0")

@@ -24,9 +24,11 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from genkit.denoiser import Denoiser
-from genkit.guidance import classifier_free_guidance
-from genkit.sampling import SOLVERS, default_sigma_range, get_solver, make_grid, nfe
+from genkit.guidance import cfg_combine, classifier_free_guidance
+from genkit.sampling import default_sigma_range, make_grid, solver_entry, solver_names
+from genkit.sampling.amed import AMEDPredictor, BottleneckTap, find_predictor, unet_fingerprint
 from genkit.scheduler import GenkitScheduler
+from genkit.skip_tuning import SkipTuning, best_rho
 
 MAX_BATCH_SIZE = 1024
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")  # latent: the raw sample x, unclamped, in [-1, 1] scale
@@ -119,7 +121,15 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        amed_predictor: str | AMEDPredictor | None = None,
+        skip_tuning: float | bool | None = None,
+        skip_sigma_range: tuple[float, float] | None = None,
     ):
+        """solver: a name from genkit.sampling.solver_names() (AMED ones need a predictor: found in the model
+        folder's amed/ for this solver, num_inference_steps and guidance_scale, or given as `amed_predictor`,
+        a folder or an AMEDPredictor), or "scheduler" for a diffusers scheduler's own loop.
+        skip_tuning: rho_bottom of skip-tuning (None / False = off; True = the best rho that `genkit bench
+        skip` stored in the model folder for this solver and NFE); skip_sigma_range: apply it only there."""
         # 1. Check inputs
         _check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
         _check_int("num_inference_steps", num_inference_steps, 1)
@@ -129,9 +139,10 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"guidance_scale={guidance_scale!r} is not allowed: a number >= 0")
         genkit_model = isinstance(self.scheduler, GenkitScheduler)
         solver = solver or (self.scheduler.config.solver if genkit_model else "scheduler")
-        allowed = tuple(SOLVERS) + (() if genkit_model else ("scheduler",))
+        allowed = solver_names() + ([] if genkit_model else ["scheduler"])
         if solver not in allowed:
             raise ValueError(f"solver={solver!r} is not allowed: one of {', '.join(allowed)}")
+        entry = solver_entry(solver) if solver != "scheduler" else None
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"generator is a list of {len(generator)}: give one per image ({batch_size})")
         for name in callback_on_step_end_tensor_inputs:
@@ -151,32 +162,68 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         noise = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
 
         # 3. Sample
-        if solver == "scheduler":
-            x, steps = self._sample_with_scheduler(noise, num_inference_steps, labels, guidance_scale,
-                                                   callback_on_step_end, callback_on_step_end_tensor_inputs)
-            total_nfe = steps * cfg_factor
-        else:
-            den = self.denoiser()
-            null = self.num_classes
-            denoise = classifier_free_guidance(den, labels, null, guidance_scale) if labels is not None \
-                else (lambda x, s: den(x, s))
-            if sigmas is None:
-                if genkit_model:
-                    sigmas = self.scheduler.sigma_grid(num_inference_steps, grid)
-                else:
-                    lo, hi = default_sigma_range(None, den.sigma_range)
-                    sigmas = make_grid(grid or "polynomial", num_inference_steps, lo, hi)
-            sigmas = torch.as_tensor(sigmas, dtype=torch.float32).to(device)
-            num_steps = len(sigmas) - 1
-            callback = self._solver_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, num_steps)
-            x = get_solver(solver)(denoise, noise * sigmas[0], sigmas, callback=callback)
-            total_nfe = nfe(solver, num_steps) * cfg_factor
+        rho = self._skip_rho(skip_tuning, solver, num_inference_steps, guidance_scale)
+        tuner = SkipTuning(self.unet, rho if rho is not None else 1.0, skip_sigma_range)
+        with tuner:
+            x, total_nfe = self._sample(noise, num_inference_steps, solver, entry, grid, sigmas, guidance_scale,
+                                        labels, tuner, amed_predictor, callback_on_step_end,
+                                        callback_on_step_end_tensor_inputs)
+        total_nfe *= cfg_factor
 
         images = self._postprocess(x, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
         return PixelDiffusionPipelineOutput(images=images, nfe=total_nfe)
+
+    def _skip_rho(self, skip_tuning, solver, num_steps, guidance_scale) -> float | None:
+        if skip_tuning is None or skip_tuning is False:
+            return None
+        if skip_tuning is True:
+            return best_rho(self.config._name_or_path, solver, num_steps, guidance_scale)
+        return skip_tuning  # checked by SkipTuning
+
+    def amed_predictor(self, solver: str, sigmas, guidance_scale: float, given=None) -> AMEDPredictor:
+        """The AMED predictor for this run (given, or found in the model folder), checked against it."""
+        if given is None:
+            given = find_predictor(self.config._name_or_path, solver, len(sigmas) - 1, guidance_scale)
+        pred = given if isinstance(given, AMEDPredictor) else AMEDPredictor.load(given)
+        pred.check(solver=solver, sigmas=[float(v) for v in sigmas[:-1]], guidance_scale=float(guidance_scale),
+                   teacher=unet_fingerprint(self.unet))
+        return pred.to(self._execution_device)
+
+    def _sample(self, noise, num_inference_steps, solver, entry, grid, sigmas, guidance_scale, labels, tuner,
+                amed_predictor, callback_on_step_end, tensor_inputs):
+        """-> (x, NFE per image before CFG)."""
+        device = noise.device
+        if solver == "scheduler":
+            x, steps = self._sample_with_scheduler(noise, num_inference_steps, labels, guidance_scale,
+                                                   callback_on_step_end, tensor_inputs)
+            return x, steps
+        den = self.denoiser()
+        null = self.num_classes
+        denoise = classifier_free_guidance(den, labels, null, guidance_scale) if labels is not None \
+            else (lambda x, s: den(x, s))
+        if sigmas is None:
+            if isinstance(self.scheduler, GenkitScheduler):
+                sigmas = self.scheduler.sigma_grid(num_inference_steps, grid)
+            else:
+                lo, hi = default_sigma_range(None, den.sigma_range)
+                sigmas = make_grid(grid or "polynomial", num_inference_steps, lo, hi)
+        sigmas = torch.as_tensor(sigmas, dtype=torch.float32).to(device)
+        num_steps = len(sigmas) - 1
+        callback = self._solver_callback(callback_on_step_end, tensor_inputs, num_steps)
+        denoise = tuner.wrap(denoise)
+        if not entry.needs_predictor:
+            return entry.fn(denoise, noise * sigmas[0], sigmas, callback=callback), entry.nfe(num_steps)
+        if num_steps < entry.min_steps:
+            raise ValueError(f"num_inference_steps={num_steps} is not allowed: solver={solver!r} needs >= "
+                             f"{entry.min_steps}")
+        pred = self.amed_predictor(solver, sigmas, guidance_scale, amed_predictor)
+        with BottleneckTap(self.unet) as tap:
+            x = entry.fn(denoise, noise * sigmas[0], sigmas, callback=callback,
+                         predictor=pred.step_predictor(tap), afs=pred.config.afs)
+        return x, entry.nfe(num_steps, pred.config.afs)
 
     def _solver_callback(self, callback_on_step_end, tensor_inputs, num_steps):
         bar = self.progress_bar(total=num_steps)
@@ -206,8 +253,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             if guidance_scale != 1.0:
                 null = torch.full_like(labels, self.num_classes)
                 out = den.model_output(torch.cat([model_in] * 2), torch.cat([logsnr] * 2), torch.cat([labels, null]))
-                cond, uncond = out.chunk(2)
-                out = uncond + guidance_scale * (cond - uncond)
+                out = cfg_combine(*out.chunk(2), guidance_scale)
             else:
                 out = den.model_output(model_in, logsnr, labels)
             latents = sched.step(out, t, latents).prev_sample

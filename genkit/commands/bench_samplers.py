@@ -57,12 +57,12 @@ def run_samplers(args) -> dict:
     import diffusers
 
     from genkit.metrics import REFERENCE_SOLVER, FrechetDistance, ode_error
-    from genkit.sampling import GRIDS, SOLVERS, steps_for_nfe
+    from genkit.sampling import GRIDS, solver_names, steps_for_nfe
     from genkit.sampling import nfe as count_nfe
     from pipelines.pixel_diffusion import to_uint8
 
     nfes = parse_list("nfe", args.nfe, cast=int)
-    solvers = parse_list("solvers", args.solvers, SOLVERS)
+    solvers = parse_list("solvers", args.solvers, solver_names())
     grids = parse_list("grids", args.grids, GRIDS)
     schedulers = parse_list("schedulers", args.schedulers, SCHEDULERS) if args.schedulers else []
     if args.num < 4:

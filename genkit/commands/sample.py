@@ -16,14 +16,42 @@ from .common import (atomic_write_json, ensure_writable_dir, generate, image_gri
 
 def check_solver_grid(pipe, solver: str | None, grid: str | None, steps: int, guidance: float) -> tuple[str, int]:
     """--solver / --grid with the CLI's flag names, before any work: (solver, NFE per image, CFG counted)."""
-    from genkit.sampling import GRIDS, SOLVERS, nfe
+    from genkit.checks import check_choice
+    from genkit.sampling import GRIDS, solver_entry, solver_names
 
-    if solver is not None and solver not in SOLVERS:
-        raise ValueError(f"--solver={solver!r} is not allowed: one of {', '.join(SOLVERS)}")
-    if grid is not None and grid not in GRIDS:
-        raise ValueError(f"--grid={grid!r} is not allowed: one of {', '.join(GRIDS)}")
+    if solver is not None:
+        check_choice("--solver", solver, solver_names())
+    if grid is not None:
+        check_choice("--grid", grid, GRIDS)
     solver = solver or pipe.scheduler.config.get("solver", "dpmpp_2m")
-    return solver, nfe(solver, steps) * (2 if guidance != 1.0 else 1)
+    return solver, solver_entry(solver).nfe(steps) * (2 if guidance != 1.0 else 1)
+
+
+def method_kwargs(args) -> dict:
+    """--amed-predictor / --skip-tuning / --skip-sigma-range -> pipeline keyword arguments."""
+    from genkit.checks import check_float
+
+    kw = {}
+    if getattr(args, "amed_predictor", None):
+        kw["amed_predictor"] = args.amed_predictor
+    skip = getattr(args, "skip_tuning", None)
+    if skip is not None:
+        kw["skip_tuning"] = True if skip == "best" else _float_flag("--skip-tuning", skip)
+    rng = getattr(args, "skip_sigma_range", None)
+    if rng:
+        parts = rng.split(",")
+        if len(parts) != 2:
+            raise ValueError(f"--skip-sigma-range={rng!r} is not allowed: LO,HI (EDM sigmas, e.g. 0.5,10)")
+        kw["skip_sigma_range"] = tuple(check_float("--skip-sigma-range", _float_flag("--skip-sigma-range", p), 0)
+                                       for p in parts)
+    return kw
+
+
+def _float_flag(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not allowed: a number (or 'best' for --skip-tuning)") from None
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -56,7 +84,8 @@ def _sample(args, state) -> None:
         bar = tqdm(total=len(todo), desc=f"sampling (rank {state.process_index})", unit="img",
                    disable=not state.is_local_main_process)
         for batch, x in generate(pipe, todo, args.batch_size, cls, device, num_inference_steps=args.steps,
-                                 solver=solver, grid=args.grid, guidance_scale=args.guidance):
+                                 solver=solver, grid=args.grid, guidance_scale=args.guidance,
+                                 **method_kwargs(args)):
             for s, img in zip(batch, to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()):
                 save_png_atomic(Image.fromarray(img), name(s))
             bar.update(len(batch))
@@ -69,7 +98,7 @@ def _sample(args, state) -> None:
             "model": str(Path(args.model)), "num": args.num, "seeds": [seeds[0], seeds[-1]],
             "steps": args.steps, "solver": solver, "grid": args.grid or pipe.scheduler.config.get("grid"),
             "class": cls, "guidance": args.guidance, "batch_size": args.batch_size,
-            "nfe_per_image": nfe,
+            "nfe_per_image": nfe, **{k: str(v) for k, v in method_kwargs(args).items()},
             "wall_time_s": round(time.time() - t0, 3), "device": str(device),
             "num_processes": state.num_processes, "torch": torch.__version__, "genkit": __version__,
         })
