@@ -140,7 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the first M seeds also get the ODE error against a Heun reference (default 64)")
     bs.add_argument("--ode-ref-steps", type=_positive_int("ode-ref-steps"), default=256, metavar="S",
                     help="steps of that Heun reference on the polynomial grid (default 256 = 511 NFE)")
-    bs.add_argument("--solvers", default="euler,heun,dpm2,dpmpp_2m,dpmpp_3m,ipndm", metavar="LIST")
+    bs.add_argument("--solvers", default="euler,heun,dpm2,dpmpp_2m,dpmpp_3m,ipndm", metavar="LIST",
+                    help="registry names; AMED arms (amed, amed-<base>) run at the NFE budgets for which the model "
+                         "folder's amed/ has a predictor at this guidance")
+    bs.add_argument("--skip-rhos", default=None, metavar="LIST",
+                    help="also run every genkit arm with skip-tuning at each rho_bottom (e.g. 0.7,0.8,0.9)")
     bs.add_argument("--grids", default="polynomial,logsnr,time", metavar="LIST")
     bs.add_argument("--schedulers", default="ddim,dpmsolver,unipc", metavar="LIST",
                     help="diffusers schedulers: ddim, dpmsolver, unipc ('' for none)")
@@ -155,6 +159,27 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--ref", default=None, metavar="NAME|FILE", help="default openmoji-train-<resolution>")
     bs.add_argument("--device", default=None)
     bs.add_argument("--out", required=True, metavar="FILE.json")
+
+    bk = bsub.add_parser("skip", help="skip-tuning: rho_bottom sweep per solver and NFE; the best rho per "
+                                      "solver / NFE goes to MODEL/skip_tuning.json (skip_tuning=True uses it)",
+                         description="Runs `bench samplers` arms with skip-tuning at every --rhos value (1 = off) on "
+                                     "the model's grid, same seeds and noise; picks per solver and NFE the rho with "
+                                     "the lowest FD-OpenMoji to the train reference and writes the sweep and the "
+                                     "picks to MODEL/skip_tuning.json (atomically).")
+    bk.add_argument("--model", required=True, metavar="DIR")
+    bk.add_argument("--solvers", default="euler,dpmpp_2m,ipndm", metavar="LIST")
+    bk.add_argument("--nfe", default="5,9", metavar="LIST")
+    bk.add_argument("--rhos", default="0.6,0.7,0.8,0.9", metavar="LIST", help="rho_bottom values (1 is always run)")
+    bk.add_argument("--num", type=_positive_int("num"), default=1000, metavar="N")
+    bk.add_argument("--ode-num", type=_positive_int("ode-num"), default=128, metavar="M")
+    bk.add_argument("--ode-ref-steps", type=_positive_int("ode-ref-steps"), default=256, metavar="S")
+    _add_class_guidance(bk)
+    bk.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
+    bk.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B")
+    bk.add_argument("--features-model", default=None, metavar="DIR")
+    bk.add_argument("--ref", default=None, metavar="NAME|FILE")
+    bk.add_argument("--device", default=None)
+    bk.add_argument("--out", required=True, metavar="FILE.json")
 
     bv = bsub.add_parser("vq", help="quantizers (STE, rotation trick, SimVQ, FSQ; ours and vector-quantize-pytorch's) "
                                      "in one autoencoder at equal budget, ratios to VQ-STE",
@@ -300,6 +325,9 @@ def main(argv=None) -> int:
         elif args.command == "bench" and args.bench == "samplers":
             from .commands.bench_samplers import run_samplers
             run_samplers(args)
+        elif args.command == "bench" and args.bench == "skip":
+            from .commands.bench_skip import run_skip
+            run_skip(args)
         elif args.command == "eval":
             from .commands.evaluate import run_fd, run_ref, run_sanity
             {"fd": run_fd, "ref": run_ref, "sanity": run_sanity}[args.eval](args)

@@ -164,7 +164,7 @@ class BottleneckTap:
 def _sinusoidal(t: torch.Tensor, dim: int) -> torch.Tensor:
     """(N,) -> (N, dim): sin / cos of t at dim/2 frequencies 1 ... 1/100 (t = log sigma spans about -6 ... 4.4)."""
     freqs = torch.exp(torch.linspace(0, -math.log(100), dim // 2, device=t.device))
-    arg = t[:, None].float() * freqs
+    arg = t[:, None].double() * freqs.double()
     return torch.cat([arg.sin(), arg.cos()], dim=1)
 
 
@@ -202,14 +202,14 @@ class AMEDPredictor(ModelMixin, ConfigMixin):
 
     def forward(self, feature: torch.Tensor | None, sigma: torch.Tensor, sigma_next: torch.Tensor):
         """feature (N, C, h, w) or None (AFS: no network call); sigma, sigma_next (N,) -> r, c, a each (N,)."""
-        cfg = self.config
+        cfg, dtype = self.config, self.head_r.weight.dtype
         n = len(sigma)
         if feature is None:
-            f = torch.zeros(n, cfg.pool * cfg.pool, device=sigma.device)
+            f = torch.zeros(n, cfg.pool * cfg.pool, device=sigma.device, dtype=dtype)
         else:
-            f = F.adaptive_avg_pool2d(feature.float().mean(1, keepdim=True), cfg.pool).flatten(1)
-        h = torch.cat([self.feat(f), self.t_cur(_sinusoidal(sigma.log(), cfg.time_dim)),
-                       self.t_next(_sinusoidal(sigma_next.log(), cfg.time_dim))], dim=1)
+            f = F.adaptive_avg_pool2d(feature.to(dtype).mean(1, keepdim=True), cfg.pool).flatten(1)
+        emb = lambda t: _sinusoidal(t.log(), cfg.time_dim).to(dtype)  # noqa: E731
+        h = torch.cat([self.feat(f), self.t_cur(emb(sigma)), self.t_next(emb(sigma_next))], dim=1)
         r = torch.sigmoid(self.head_r(h)).squeeze(1)
         c = 1 - cfg.scale_dir + 2 * cfg.scale_dir * torch.sigmoid(self.head_c(h)).squeeze(1)
         a = 1 - cfg.scale_time + 2 * cfg.scale_time * torch.sigmoid(self.head_a(h)).squeeze(1)
