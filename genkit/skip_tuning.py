@@ -67,6 +67,11 @@ class SkipTuning:
         if self.sigma is None:
             raise RuntimeError("skip-tuning with sigma_range needs the denoiser wrapped with SkipTuning.wrap")
         sig = self.sigma.to(h.device).reshape(-1)
+        if len(sig) > 1 and len(h) % len(sig):                 # per-image network calls (batch_invariant)
+            if not torch.all(sig == sig[0]):
+                raise ValueError("skip_sigma_range with per-sample noise levels (AMED) needs batched network "
+                                 "calls: use batch_invariant=False")
+            sig = sig[:1]
         sig = sig.expand(len(h)) if len(sig) == 1 else sig.repeat(len(h) // len(sig))  # CFG: [cond; uncond]
         inside = (sig >= self.sigma_range[0]) & (sig <= self.sigma_range[1])
         factor = torch.where(inside, torch.tensor(rho, dtype=h.dtype, device=h.device),
