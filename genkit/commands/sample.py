@@ -40,12 +40,39 @@ def check_solver_grid(pipe, solver: str | None, grid: str | None, steps: int, gu
     return solver, nfe(solver, steps) * (2 if guidance != 1.0 else 1)
 
 
+def method_kwargs(args) -> dict:
+    """--amed-predictor / --skip-tuning / --skip-sigma-range -> pipeline keyword arguments."""
+    from genkit.checks import check_float
+
+    kw = {}
+    if getattr(args, "amed_predictor", None):
+        kw["amed_predictor"] = args.amed_predictor
+    skip = getattr(args, "skip_tuning", None)
+    if skip is not None:
+        kw["skip_tuning"] = True if skip == "best" else _float_flag("--skip-tuning", skip)
+    rng = getattr(args, "skip_sigma_range", None)
+    if rng:
+        parts = rng.split(",")
+        if len(parts) != 2:
+            raise ValueError(f"--skip-sigma-range={rng!r} is not allowed: LO,HI (EDM sigmas, e.g. 0.5,10)")
+        kw["skip_sigma_range"] = tuple(check_float("--skip-sigma-range", _float_flag("--skip-sigma-range", p), 0)
+                                       for p in parts)
+    return kw
+
+
+def _float_flag(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not allowed: a number (or 'best' for --skip-tuning)") from None
+
+
 def check_early(solver: str | None, grid: str | None) -> None:
     """The checks that need no model, so that a typo fails in a second, not after a 15 s load."""
-    from genkit.sampling import GRIDS, SOLVERS
+    from genkit.sampling import GRIDS, solver_names
 
     if solver is not None:
-        check_choice("--solver", solver, SOLVERS)
+        check_choice("--solver", solver, solver_names())
     if grid is not None:
         check_choice("--grid", grid, GRIDS)
 
@@ -133,7 +160,7 @@ def _sample(args, state) -> None:
     invariant = args.batch_invariant
     settings = {"model_sha256": weights_fingerprint(args.model), "steps": args.steps, "solver": solver,
                 "grid": args.grid or pipe.scheduler.config.get("grid"), "class": cls, "guidance": args.guidance,
-                "batch_invariant": invariant}
+                "batch_invariant": invariant, **{k: str(v) for k, v in method_kwargs(args).items()}}
     if not invariant:  # then the batch size decides the last bits of an image too
         settings["batch_size"] = args.batch_size
     manifest = {"model": str(Path(args.model)), "num": args.num, "seeds": [args.seed, args.seed + args.num - 1],
@@ -154,7 +181,7 @@ def _sample(args, state) -> None:
     text = png_parameters(pipe, args, cls, solver)
     for batch, x in generate(pipe, todo, args.batch_size, cls, device, num_inference_steps=args.steps,
                              solver=solver, grid=args.grid, guidance_scale=args.guidance,
-                             batch_invariant=invariant):
+                             batch_invariant=invariant, **method_kwargs(args)):
         for s, img in zip(batch, to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()):
             save_png_atomic(Image.fromarray(img), name(s), text(s))
         bar.update(len(batch))
