@@ -10,6 +10,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .. import __version__
+from .resolution import size_ug_kwargs
 from .common import (atomic_write_json, ensure_writable_dir, generate, image_grid, load_pipeline, pick_device,
                      process_state, resolve_conditioning, save_png_atomic)
 
@@ -47,6 +48,8 @@ def _sample(args, state) -> None:
     pipe = load_pipeline(args.model, device)
     cls, args.guidance = resolve_conditioning(pipe, args.class_label, args.guidance)
     solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, args.guidance)
+    size_kw = size_ug_kwargs(pipe, args)
+    info = {"nfe_low_res": 0}
 
     seeds = list(range(args.seed, args.seed + args.num))
     name = lambda s: out / f"{s:06d}.png"  # noqa: E731
@@ -55,8 +58,8 @@ def _sample(args, state) -> None:
         todo = [s for s in my_seeds if not name(s).exists()]  # resume: skip what is already written
         bar = tqdm(total=len(todo), desc=f"sampling (rank {state.process_index})", unit="img",
                    disable=not state.is_local_main_process)
-        for batch, x in generate(pipe, todo, args.batch_size, cls, device, num_inference_steps=args.steps,
-                                 solver=solver, grid=args.grid, guidance_scale=args.guidance):
+        for batch, x in generate(pipe, todo, args.batch_size, cls, device, info, num_inference_steps=args.steps,
+                                 solver=solver, grid=args.grid, guidance_scale=args.guidance, **size_kw):
             for s, img in zip(batch, to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()):
                 save_png_atomic(Image.fromarray(img), name(s))
             bar.update(len(batch))
@@ -69,7 +72,9 @@ def _sample(args, state) -> None:
             "model": str(Path(args.model)), "num": args.num, "seeds": [seeds[0], seeds[-1]],
             "steps": args.steps, "solver": solver, "grid": args.grid or pipe.scheduler.config.get("grid"),
             "class": cls, "guidance": args.guidance, "batch_size": args.batch_size,
-            "nfe_per_image": nfe,
+            "nfe_per_image": nfe, "size": size_kw.get("height", pipe.trained_size),
+            "ug": args.ug, "ug_window": args.ug_window if args.ug else None,
+            "nfe_low_res_per_image": info["nfe_low_res"],
             "wall_time_s": round(time.time() - t0, 3), "device": str(device),
             "num_processes": state.num_processes, "torch": torch.__version__, "genkit": __version__,
         })
