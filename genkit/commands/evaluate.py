@@ -156,7 +156,7 @@ def _fd_of_model(args, state) -> dict | None:
     from torchmetrics.classification import MulticlassAccuracy
 
     from genkit.metrics import FrechetDistance
-    from .resolution import size_ug_kwargs
+    from .resolution import resolution_fields, size_ug_kwargs
     from .sample import check_batch_size, check_solver_grid
 
     check_batch_size(args.batch_size)
@@ -196,8 +196,7 @@ def _fd_of_model(args, state) -> dict | None:
            "resolution": res, "model": args.model, "solver": solver, "steps": args.steps,
            "grid": args.grid or pipe.scheduler.config.get("grid"), "guidance": guidance, "class": cls,
            "nfe_per_image": nfe, "seeds": [seeds[0], seeds[-1]], "num_processes": state.num_processes,
-           "ug": args.ug, "ug_window": args.ug_window if args.ug else None,
-           "nfe_low_res_per_image": info["nfe_low_res"]}
+           **resolution_fields(pipe, args, size_kw, info)}
     if accuracy is not None:
         row["class_accuracy"] = round(accuracy, 6)
     _report(row, args.out)

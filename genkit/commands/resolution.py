@@ -45,3 +45,11 @@ def size_ug_kwargs(pipe, args) -> dict:
             bad("--ug-window", args.ug_window, "one A-B range, e.g. 0.4-1")
         kw.update(upsample_guidance_scale=ug, upsample_guidance_window=windows[0])
     return kw
+
+
+def resolution_fields(pipe, args, size_kw: dict, info: dict) -> dict:
+    """Manifest / JSON fields for --size and --ug, present only when one was given (older files stay the same)."""
+    if args.size is None and not args.ug:
+        return {}
+    return {"size": size_kw.get("height", pipe.trained_size), "ug": args.ug,
+            "ug_window": args.ug_window if args.ug else None, "nfe_low_res_per_image": info["nfe_low_res"]}

@@ -10,7 +10,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .resolution import size_ug_kwargs
+from .resolution import resolution_fields, size_ug_kwargs
 from .common import (atomic_write_json, ensure_writable_dir, generate, image_grid, load_pipeline, pick_device,
                      process_state, resolve_conditioning, save_png_atomic)
 
@@ -72,9 +72,7 @@ def _sample(args, state) -> None:
             "model": str(Path(args.model)), "num": args.num, "seeds": [seeds[0], seeds[-1]],
             "steps": args.steps, "solver": solver, "grid": args.grid or pipe.scheduler.config.get("grid"),
             "class": cls, "guidance": args.guidance, "batch_size": args.batch_size,
-            "nfe_per_image": nfe, "size": size_kw.get("height", pipe.trained_size),
-            "ug": args.ug, "ug_window": args.ug_window if args.ug else None,
-            "nfe_low_res_per_image": info["nfe_low_res"],
+            "nfe_per_image": nfe, **resolution_fields(pipe, args, size_kw, info),
             "wall_time_s": round(time.time() - t0, 3), "device": str(device),
             "num_processes": state.num_processes, "torch": torch.__version__, "genkit": __version__,
         })
