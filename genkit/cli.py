@@ -15,55 +15,54 @@
     genkit caption --model weights/openmoji-mm apples/
 
 Bad input prints one line `genkit: error: ...` naming the parameter, the value and what is allowed, and
-exits with status 2.
+exits with status 2, before any model is loaded where the check does not need the model. NaN and inf are
+never accepted. Limits per request: {limits}.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from . import __version__
+from .checks import LIMITS, float_arg, int_arg, limits_text, seed_arg
 
 
-def _int_at_least(name: str, lo: int):
-    """argparse type: an int >= lo, else the one-line error naming the flag."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < lo:
-            raise argparse.ArgumentTypeError(f"--{name}={text!r} is not allowed: an int >= {lo}")
-        return value
-    return parse
+# upper bounds by flag name, from the one table in genkit/checks.py
+_UPPER = {"num": LIMITS["num_images"], "steps": LIMITS["steps"], "head-steps": LIMITS["steps"],
+          "batch-size": LIMITS["batch_size"], "ode-ref-steps": LIMITS["steps"]}
 
 
 def _positive_int(name):
-    return _int_at_least(name, 1)
+    """argparse type: an int in [1, limit] (the limit from LIMITS where the flag has one)."""
+    return int_arg(f"--{name}", 1, _UPPER.get(name))
 
 
 def _nonneg_int(name):
-    return _int_at_least(name, 0)
+    return seed_arg(f"--{name}") if name == "seed" else int_arg(f"--{name}", 0)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag prints one line (no usage block), like the errors raised by the commands."""
 
     def error(self, message):
+        # "argument --steps: --steps=0 is not allowed: ..." -> "--steps=0 is not allowed: ..." (one format)
+        message = re.sub(r"^argument [^:]+: (--[\w-]+=)", r"\1", message)
         self.exit(2, f"genkit: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="genkit", description="genkit: pixel-space diffusion toolkit",
-                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.format(limits=limits_text()))
     p.add_argument("--version", action="version", version=f"genkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("sample", help="generate images to a folder (one PNG per seed, grid.png, manifest.json)",
                        description="Generate N images with seeds K..K+N-1. Image k depends only on its seed: "
                                    "the same files whatever --batch-size or the number of processes. Images "
-                                   "already in --out are skipped, so an interrupted job resumes.")
+                                   "already in --out are skipped, so an interrupted job resumes, when "
+                                   "manifest.json shows they were made with the same model and settings.")
     s.add_argument("--model", required=True, metavar="DIR", help="a pipeline folder, e.g. weights/openmoji-32")
     s.add_argument("--num", type=_positive_int("num"), default=16, metavar="N", help="number of images (default 16)")
     s.add_argument("--steps", type=_positive_int("steps"), default=20, metavar="S",
@@ -76,8 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_size_ug(s)
     s.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B",
                    help="images per network call (default 16; at most 1024)")
+    s.add_argument("--no-batch-invariant", dest="batch_invariant", action="store_false",
+                   help="batch the network calls (about 2x faster on a CPU); images may then differ in the last "
+                        "bit of a pixel with --batch-size, since CPU kernels block by batch size. Default: one "
+                        "network call per image, so image k is byte-identical whatever --batch-size")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     s.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    s.add_argument("--restart", action="store_true",
+                   help="delete the images, grid and manifest already in --out first (a rerun otherwise resumes, "
+                        "and refuses when --out holds images made with other settings, naming them)")
 
     d = sub.add_parser("draw", help="text -> images with a multimodal model (e.g. weights/openmoji-mm)",
                        description="Draw --num images per prompt with a MultimodalARPipeline folder: one PNG per "
@@ -94,18 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--head-steps", type=_positive_int("head-steps"), default=20,
                    help="ODE steps of the per-patch diffusion head (default 20)")
     d.add_argument("--solver", default="dpmpp_2m", help="the diffusion head's solver (default dpmpp_2m)")
-    d.add_argument("--guidance", type=float, default=5.0, metavar="W",
+    d.add_argument("--guidance", type=float_arg("--guidance", 0, LIMITS["guidance"]), default=5.0, metavar="W",
                    help="classifier-free guidance on the caption (default 5; 1 = off)")
     d.add_argument("--negative-prompt", default=None, metavar="TEXT",
                    help='what guidance pushes away from instead of the unconditional model, e.g. "flag: France"')
     d.add_argument("--rerank", type=_positive_int("rerank"), default=1, metavar="K",
                    help="draw K candidates per image and keep the one the model itself finds most likely to be "
                         "named the prompt (log p(prompt | image)); default 1 = off")
-    d.add_argument("--temperature", type=float, default=0.7,
+    d.add_argument("--temperature", type=float_arg("--temperature", 0, LIMITS["temperature"]), default=0.7,
                    help="scale of the head's initial noise (default 0.7; 1 = the model's own distribution)")
     d.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
     d.add_argument("--device", default=None)
     d.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    d.add_argument("--restart", action="store_true",
+                   help="delete this run's images, grid and manifest already in --out first (a rerun otherwise "
+                        "resumes, and refuses when they were made with other settings, naming them)")
 
     cap = sub.add_parser("caption", help="images -> text with a multimodal model; prints one JSON line per image",
                          description="Caption image files (or every image in the given folders, except grid.png). "
@@ -130,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--repeats", type=_positive_int("repeats"), default=5)
     o.add_argument("--device", default=None)
     o.add_argument("--out", default=None, metavar="FILE.json")
+
+    from .commands.bench_app_flags import add_app_parser, add_throughput_parser
+    add_throughput_parser(bsub, _positive_int)
+    add_app_parser(bsub, _positive_int)
 
     bs = bsub.add_parser("samplers", help="FD-OpenMoji, class accuracy and ODE error of every solver x grid and "
                                           "diffusers' schedulers at several NFE, same noise and seeds",
@@ -209,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="K values (default 256,1024,4096)")
     bv.add_argument("--steps", type=_positive_int("steps"), default=800, help="training steps per arm (default 800)")
     bv.add_argument("--batch-size", type=_positive_int("batch-size"), default=64)
-    bv.add_argument("--learning-rate", type=float, default=1e-3)
+    bv.add_argument("--learning-rate", type=float_arg("--learning-rate", 1e-12, 10.0), default=1e-3)
     bv.add_argument("--channels", default="16,32,64", help="autoencoder widths at 32, 16, 8 px (default 16,32,64)")
     bv.add_argument("--latent-dim", type=_positive_int("latent-dim"), default=32, help="code vector size")
     bv.add_argument("--seed", type=_nonneg_int("seed"), default=0)
@@ -228,8 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--steps", type=_positive_int("steps"), default=16, help="AR steps per image (default 16)")
     bm.add_argument("--head-steps", type=_positive_int("head-steps"), default=20, help="diffusion-head solver steps")
     bm.add_argument("--solver", default="dpmpp_2m")
-    bm.add_argument("--temperature", type=float, default=0.7, help="the head's noise scale (default 0.7)")
-    bm.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance (default 5)")
+    bm.add_argument("--temperature", type=float_arg("--temperature", 0, LIMITS["temperature"]), default=0.7, help="the head's noise scale (default 0.7)")
+    bm.add_argument("--guidance", type=float_arg("--guidance", 0, LIMITS["guidance"]), default=5.0, help="classifier-free guidance (default 5)")
     bm.add_argument("--rerank", type=_positive_int("rerank"), default=1, metavar="K",
                     help="text -> image: each image the best of K candidates by log p(name | image) (default 1)")
     bm.add_argument("--no-retrieval", dest="retrieval", action="store_false",
@@ -298,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_features(r)
     r.add_argument("--device", default=None)
     r.add_argument("--out", required=True, metavar="FILE.npz")
+
+    from .commands.bench_captions import add_parser as add_bench_captions
+    from .commands.bench_orders import add_parser as add_bench_orders
+    add_bench_orders(bsub)
+    add_bench_captions(bsub)
+
+    from .commands.docs import add_parser as add_docs  # light: json and re only
+    add_docs(sub)
     return p
 
 
@@ -305,7 +326,7 @@ def _add_class_guidance(p):
     p.add_argument("--class", dest="class_label", default=None, metavar="NAME|ID|cycle|none",
                    help="class name (see `genkit classes`) or id; 'cycle' (the default for a class-conditional "
                         "model): image with seed s gets class s mod K; 'none': unconditional (the null class)")
-    p.add_argument("--guidance", type=float, default=None, metavar="W",
+    p.add_argument("--guidance", type=float_arg("--guidance", 0, LIMITS["guidance"]), default=None, metavar="W",
                    help="classifier-free guidance scale: 1 = off, >1 costs 2 NFE per step "
                         "(default 2.0 for a class-conditional model, else 1)")
 
@@ -353,12 +374,24 @@ def main(argv=None) -> int:
         elif args.command == "bench" and args.bench == "vq":
             from .commands.bench_vq import run_vq
             run_vq(args)
-        elif args.command == "bench" and args.bench == "upsample":
-            from .commands.bench_upsample import run_upsample
-            run_upsample(args)
+        elif args.command == "bench" and args.bench in ("throughput", "app"):
+            from .commands import bench_app, bench_throughput
+            (bench_throughput.run_throughput if args.bench == "throughput" else bench_app.run_app)(args)
         elif args.command == "bench" and args.bench == "samplers":
             from .commands.bench_samplers import run_samplers
             run_samplers(args)
+        elif args.command == "bench" and args.bench == "orders":
+            from .commands.bench_orders import run_orders
+            run_orders(args)
+        elif args.command == "bench" and args.bench == "captions":
+            from .commands.bench_captions import run_captions
+            run_captions(args)
+        elif args.command == "docs":
+            from .commands.docs import run as run_docs
+            return run_docs(args)
+        elif args.command == "bench" and args.bench == "upsample":
+            from .commands.bench_upsample import run_upsample
+            run_upsample(args)
         elif args.command == "eval" and args.eval == "curve":
             from .commands.study_curve import run_curve
             run_curve(args)

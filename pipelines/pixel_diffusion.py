@@ -36,13 +36,13 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from genkit.checks import LIMITS, bad, check_choice, check_float, check_int, check_sigmas
 from genkit.denoiser import Denoiser
-from genkit.checks import bad, check_choice, check_float, check_int
 from genkit.guidance import classifier_free_guidance, upsample_guidance
 from genkit.sampling import SOLVERS, default_sigma_range, get_solver, make_grid, nfe
 from genkit.scheduler import GenkitScheduler
 
-MAX_BATCH_SIZE = 1024
+MAX_BATCH_SIZE = LIMITS["batch_size"]
 UG_ADJUSTMENTS = ("power", "time")  # upsample guidance's two adjustments; drop one for the paper's ablations
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")  # latent: the raw sample x, unclamped, in [-1, 1] scale
 
@@ -58,13 +58,6 @@ class PixelDiffusionPipelineOutput(BaseOutput):
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """Samples (N, C, H, W) in [-1, 1] -> uint8, the exact values the PNGs hold (PIL output is the same)."""
     return ((x / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def _check_int(name, value, lo, hi=None):
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= lo
-    if not ok or (hi is not None and value > hi):
-        allowed = f"an int >= {lo}" if hi is None else f"an int in [{lo}, {hi}]"
-        raise ValueError(f"{name}={value!r} is not allowed: {allowed}")
 
 
 class PixelDiffusionPipeline(DiffusionPipeline):
@@ -103,10 +96,8 @@ class PixelDiffusionPipeline(DiffusionPipeline):
                     raise ValueError(f"class={c!r} is not a known class: one of {len(names)} names such as "
                                      f"{', '.join(names[:4])}, ... or an id 0..{self.num_classes - 1}")
                 c = names.index(c)
-            c = int(c)
-            if not 0 <= c < self.num_classes:
-                raise ValueError(f"class={c!r} is out of range: ids 0..{self.num_classes - 1}")
-            ids.append(c)
+            c = int(c) if isinstance(c, str) else c
+            ids.append(check_int("class", c, 0, self.num_classes - 1))  # 3.7 is refused, not truncated
         return torch.tensor(ids, dtype=torch.long)
 
     @property
@@ -124,7 +115,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         f, size = self.downsampling_factor, self.trained_size
         out = []
         for name, v in (("height", height), ("width", width)):
-            v = size if v is None else check_int(name, v, f)
+            v = size if v is None else check_int(name, v, f, LIMITS["image_size"])
             if v % f:
                 bad(name, v, f"a multiple of {f} (this UNet downsamples {f}x), e.g. {v - v % f} or {v - v % f + f}")
             out.append(v)
@@ -192,14 +183,17 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        batch_invariant: bool = False,
     ):
-        # 1. Check inputs
-        _check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
-        _check_int("num_inference_steps", num_inference_steps, 1)
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type={output_type!r} is not allowed: one of {OUTPUT_TYPES}")
-        if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
-            raise ValueError(f"guidance_scale={guidance_scale!r} is not allowed: a number >= 0")
+        """batch_invariant=True: one network call per image (about 2x slower on a CPU), so that every image is
+        byte-identical whatever batch it is drawn in (genkit sample's default; see Denoiser.model_output)."""
+        # 1. Check inputs (genkit/checks.py: one message format; NaN / inf never pass)
+        check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+        check_int("num_inference_steps", num_inference_steps, 1, LIMITS["steps"])
+        check_choice("output_type", output_type, OUTPUT_TYPES)
+        guidance_scale = check_float("guidance_scale", guidance_scale, 0, LIMITS["guidance"])
+        if sigmas is not None:
+            sigmas = check_sigmas("sigmas", sigmas)
         genkit_model = isinstance(self.scheduler, GenkitScheduler)
         solver = solver or (self.scheduler.config.solver if genkit_model else "scheduler")
         allowed = tuple(SOLVERS) + (() if genkit_model else ("scheduler",))
@@ -212,7 +206,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
                 raise ValueError(f"callback_on_step_end_tensor_inputs has {name!r}: "
                                  f"allowed {self._callback_tensor_inputs}")
         height, width = self.check_size(height, width)
-        ug_scale = check_float("upsample_guidance_scale", upsample_guidance_scale, 0.0)
+        ug_scale = check_float("upsample_guidance_scale", upsample_guidance_scale, 0.0, LIMITS["guidance"])
         if isinstance(upsample_guidance_adjust, str):
             bad("upsample_guidance_adjust", upsample_guidance_adjust, f"a tuple of {UG_ADJUSTMENTS} entries")
         for a in upsample_guidance_adjust:
@@ -239,10 +233,12 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         low_res = 0  # low-resolution evaluations per image (upsample guidance)
         if solver == "scheduler":
             x, steps = self._sample_with_scheduler(noise, num_inference_steps, labels, guidance_scale,
-                                                   callback_on_step_end, callback_on_step_end_tensor_inputs)
+                                                   callback_on_step_end, callback_on_step_end_tensor_inputs,
+                                                   batch_invariant)
             total_nfe = steps * cfg_factor
         else:
             den = self.denoiser()
+            den.per_sample = bool(batch_invariant)
             null = self.num_classes
             denoise = classifier_free_guidance(den, labels, null, guidance_scale) if labels is not None \
                 else (lambda x, s: den(x, s))
@@ -287,9 +283,11 @@ class PixelDiffusionPipeline(DiffusionPipeline):
 
         return callback
 
-    def _sample_with_scheduler(self, noise, num_inference_steps, labels, guidance_scale, cb, cb_inputs):
+    def _sample_with_scheduler(self, noise, num_inference_steps, labels, guidance_scale, cb, cb_inputs,
+                               batch_invariant=False):
         """diffusers' own loop: scheduler.step over the network's raw output (eps / v / x0)."""
         den = self.denoiser()
+        den.per_sample = bool(batch_invariant)
         sched = self.scheduler
         sched.set_timesteps(num_inference_steps, device=noise.device)
         ac = sched.alphas_cumprod.to(noise.device, torch.float64)

@@ -191,7 +191,8 @@ def test_generation_is_seeded_and_the_kv_cache_changes_nothing(tiny_mm):
     b = tiny_mm.generate(cap, generator=torch.Generator().manual_seed(3), use_cache=False, **kw)
     c = tiny_mm.generate(cap, generator=torch.Generator().manual_seed(4), **kw)
     assert a.shape == (2, 3, 32, 32) and a.min() >= -1 and a.max() <= 1
-    torch.testing.assert_close(a, b) and not torch.equal(a, c)
+    torch.testing.assert_close(a, b)
+    assert (a - c).abs().max() > 0.1       # another seed draws other images
 
 
 def test_captioning_cache_matches_recompute_and_log_likelihood(tiny_mm):

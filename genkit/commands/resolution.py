@@ -3,7 +3,7 @@ the flags' names before any work."""
 
 from __future__ import annotations
 
-from ..checks import bad, check_float
+from ..checks import LIMITS, bad, check_float
 
 WINDOW_HELP = "comma-separated A-B ranges of model time, 0 <= A < B <= 1, e.g. 0-1,0.4-1"
 
@@ -28,7 +28,7 @@ def size_ug_kwargs(pipe, args) -> dict:
     """height / width / upsample_guidance_scale / upsample_guidance_window for this pipeline, or a ValueError
     naming --size, --ug or --ug-window."""
     kw = {}
-    ug = check_float("--ug", args.ug, 0.0)
+    ug = check_float("--ug", args.ug, 0.0, LIMITS["guidance"])
     size = args.size if args.size is not None else pipe.trained_size
     try:
         pipe.check_size(size, size)
