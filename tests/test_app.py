@@ -5,7 +5,6 @@ says so; startup errors."""
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 from genkit.png_info import read_parameters
 from genkit.ui import build_demo
 from genkit.ui.tokenizer import make_tokenize
-from ui_helpers import free_port, gradio_env, tiny_mm, tiny_pipe  # noqa: F401  (fixtures)
+from ui_helpers import free_port, gradio_env, tiny_pipe  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 FORM = ("a", 0, 2, "dpmpp_2m", "polynomial", 2.0, 3, 1, 8, 0.0, False, 0)  # /generate: the form, preview_every
