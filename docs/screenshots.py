@@ -9,6 +9,7 @@ The app is served in this process on a free port; Chromium runs headless with no
 import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,8 @@ def main(tabs=TABS, out: Path = ROOT / "docs") -> None:
             if "diffusion" in tabs:
                 page.screenshot(path=str(out / "app-diffusion.png"), full_page=True)
             first = page.locator("#gallery img").first.get_attribute("src")
-            (out / ".png-info-example.png").write_bytes(page.request.get(first).body())
+            example_png = Path(tempfile.mkdtemp()) / "0.png"
+            example_png.write_bytes(page.request.get(first).body())
             # Text and image: draw, then caption the first image
             if "text-and-image" in tabs:
                 page.get_by_role("tab", name="Text and image").click()
@@ -73,7 +75,7 @@ def main(tabs=TABS, out: Path = ROOT / "docs") -> None:
             # PNG info: the Diffusion tab's first PNG (the upload fills the form and switches tabs: come back)
             if "png-info" in tabs:
                 page.get_by_role("tab", name="PNG info").click()
-                page.locator("#png_upload input[type=file]").set_input_files(str(out / ".png-info-example.png"))
+                page.locator("#png_upload input[type=file]").set_input_files(str(example_png))
                 page.wait_for_function("document.querySelector('#seed input').value == '0'")
                 page.get_by_role("tab", name="PNG info").click()
                 page.wait_for_function("document.querySelector('#png_parameters textarea').value.includes('Seed')")
@@ -81,7 +83,6 @@ def main(tabs=TABS, out: Path = ROOT / "docs") -> None:
             browser.close()
     finally:
         demo.close()
-    (out / ".png-info-example.png").unlink(missing_ok=True)
     print(f"wrote {', '.join(sorted(p.name for p in out.glob('app-*.png')))} to {out}")
 
 
