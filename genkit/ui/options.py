@@ -20,11 +20,12 @@ DIFFUSERS_SCHEDULERS = {"DDIM (diffusers)": "DDIMScheduler",
                         "UniPC (diffusers)": "UniPCMultistepScheduler"}
 
 
-def solver_names() -> list[str]:
-    """genkit's solvers, the one place the UI reads them (the solver registry's names)."""
-    from genkit.sampling import SOLVERS
+def solver_names(model_dir=None) -> list[str]:
+    """genkit's solvers, the one place the UI reads them: the registry's training-free solvers, plus the AMED
+    arms for which model_dir/amed/ holds a predictor."""
+    from genkit.sampling import available_solvers
 
-    return list(SOLVERS)
+    return available_solvers(model_dir)
 
 
 def grid_names() -> list[str]:
@@ -33,9 +34,9 @@ def grid_names() -> list[str]:
     return list(GRIDS)
 
 
-def sampler_choices() -> list[str]:
-    """The Sampler menu: every genkit solver, then diffusers' schedulers."""
-    return solver_names() + list(DIFFUSERS_SCHEDULERS)
+def sampler_choices(model_dir=None) -> list[str]:
+    """The Sampler menu: every genkit solver usable with the model in model_dir, then diffusers' schedulers."""
+    return solver_names(model_dir) + list(DIFFUSERS_SCHEDULERS)
 
 
 def class_choices(pipe) -> list[str]:
