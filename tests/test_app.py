@@ -5,7 +5,6 @@ says so; startup errors."""
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 from genkit.png_info import read_parameters
 from genkit.ui import build_demo
 from genkit.ui.tokenizer import make_tokenize
-from ui_helpers import free_port, gradio_env, tiny_mm, tiny_pipe  # noqa: F401  (fixtures)
+from ui_helpers import free_port, gradio_env, tiny_pipe  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 FORM = ("a", 0, 2, "dpmpp_2m", "polynomial", 2.0, 3, 1, 8, 0.0, False, 0)  # /generate: the form, preview_every
@@ -62,7 +61,8 @@ def test_served_app_files_keep_parameters_bad_values_named_keeps_serving(tiny_pi
                           (("a", 0, 2, "euler", "polynomial", 1e6, 1, 1, 8, 0.0, False, 0), "guidance")]:
             with pytest.raises(Exception, match=f"{name}=.*is not allowed"):
                 client.predict(*bad, api_name="/generate")
-        gallery, _, _ = client.predict("c", 7, 1, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 0, api_name="/generate")
+        gallery, _, _ = client.predict("c", 7, 1, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 0,
+                                       api_name="/generate")
         assert len(gallery) == 1 and gallery[0]["caption"] == "seed 7"          # still serving
 
 
@@ -145,7 +145,8 @@ def test_served_tokenizer_tab(tiny_pipe, tiny_tokenizer, tmp_path):
         with Image.open(original) as im:
             assert im.size == (256, 256)
         assert len(codes["data"]) == 8 and len(codes["data"][0]) == 8 and "codes" in info
-        gallery, _, _ = client.predict("a", 0, 1, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 0, api_name="/generate")   # both tabs serve
+        gallery, _, _ = client.predict("a", 0, 1, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 0,
+                                       api_name="/generate")   # both tabs serve
         assert len(gallery) == 1
     finally:
         if client is not None:

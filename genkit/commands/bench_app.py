@@ -79,7 +79,8 @@ def run_app(args) -> dict:
                 for k in range(n):
                     mm(prompt=prompt, generator=torch.Generator().manual_seed(k))
             med = _median_pair(args.repeats, {
-                "script": lambda: mm(prompt=prompt, num_images_per_prompt=n, generator=torch.Generator().manual_seed(0)),
+                "script": lambda: mm(prompt=prompt, num_images_per_prompt=n,
+                                     generator=torch.Generator().manual_seed(0)),
                 "app": lambda: client.predict(prompt, 0, n, api_name="/text_to_image"),
                 "script_one_call_per_image": per_image})
             result["draw"] = {"median_s": {k: round(v, 3) for k, v in med.items()},
