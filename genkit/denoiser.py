@@ -78,13 +78,14 @@ class Denoiser:
         per_sample: one network call per row. CPU conv / linear kernels pick their blocking by batch size, so a
         row's result can differ in the last float bit with its batch; one row per call makes every image
         independent of its neighbours (tests/test_reliability.py checks it on weights/openmoji-32)."""
-        dtype = self.unet.dtype
+        dtype = next(self.unet.parameters()).dtype  # also for a DDP-wrapped net (no .dtype attribute)
         t = self.timestep(logsnr).to(x_vp.device).to(torch.float32)
         x_vp = x_vp.to(dtype)
         if not self.per_sample:
             return self.unet(x_vp, t, class_labels=class_labels).sample.float()
+        labels = class_labels if torch.is_tensor(class_labels) and class_labels.ndim else None
         rows = [self.unet(x_vp[i:i + 1], t[i:i + 1],
-                          class_labels=class_labels[i:i + 1] if torch.is_tensor(class_labels) and class_labels.ndim else class_labels).sample
+                          class_labels=class_labels if labels is None else labels[i:i + 1]).sample
                 for i in range(len(x_vp))]
         return torch.cat(rows).float()
 

@@ -52,15 +52,29 @@ def load_folder(cls, model: str, contents: str, example: str):
                          f"the folder is incomplete or corrupt") from e
 
 
-def load_pipeline(model: str, device="cpu", dtype=None):
-    """PixelDiffusionPipeline.from_pretrained(model) offline, with a ValueError for a missing/corrupt folder."""
+def load_pipeline(model: str, device="cpu", dtype=None, attention: str = "auto"):
+    """PixelDiffusionPipeline.from_pretrained(model) offline, with a ValueError for a missing/corrupt folder.
+    attention="auto": xformers' memory-efficient attention on CUDA when xformers is importable (the [gpu] extra),
+    else PyTorch SDPA (diffusers' default processor); "sdpa" always SDPA."""
     from pipelines.pixel_diffusion import PixelDiffusionPipeline
 
+    if attention not in ("auto", "sdpa"):
+        raise ValueError(f"attention={attention!r} is not allowed: one of auto, sdpa")
     pipe = load_folder(PixelDiffusionPipeline, model, "unet/ and scheduler/", "weights/openmoji-32").to(device)
     if dtype is not None:
         pipe.unet.to(dtype)
+    if attention == "auto" and torch.device(device).type == "cuda" and xformers_available():
+        pipe.unet.enable_xformers_memory_efficient_attention()
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def xformers_available() -> bool:
+    try:
+        import xformers  # noqa: F401,F811
+    except ImportError:
+        return False
+    return True
 
 
 def load_mm_pipeline(model: str, device):

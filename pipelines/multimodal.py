@@ -27,7 +27,7 @@ from genkit.checks import LIMITS, bad, check_choice, check_float
 from genkit.checks import check_int as _check_int
 from genkit.data.folder import on_white
 from genkit.mm import decode_text, encode_text
-from genkit.sampling import SOLVERS
+from genkit.sampling import solver_names
 
 MAX_IMAGES_PER_PROMPT = 64
 MAX_CANDIDATES = 256                       # num_images_per_prompt x rerank images drawn at once per prompt
@@ -92,7 +92,7 @@ class MultimodalARPipeline(DiffusionPipeline):
         _check_int("rerank", rerank, 1, MAX_CANDIDATES // num_images_per_prompt)
         _check_int("num_inference_steps", num_inference_steps, 1, self.model.num_patches)
         _check_int("head_steps", head_steps, 1, LIMITS["steps"])
-        check_choice("solver", solver, SOLVERS)
+        check_choice("solver", solver, solver_names(predictor=False))  # AMED needs a UNet bottleneck: not here
         guidance_scale = check_float("guidance_scale", guidance_scale, 0, LIMITS["guidance"])  # NaN / inf refused
         temperature = check_float("temperature", temperature, 0, LIMITS["temperature"])
         check_choice("output_type", output_type, OUTPUT_TYPES)

@@ -13,7 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from genkit.sampling import SOLVERS
+from genkit.sampling import solver_names
+
+SOLVERS = solver_names(predictor=False)
 from helpers import run_cli as cli, save_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,9 @@ from diffusers import DDPMPipeline, DDPMScheduler
 
 from genkit.denoiser import Denoiser
 from genkit.guidance import classifier_free_guidance, downsample, snap_logsnr, upsample, upsample_guidance
-from genkit.sampling import SOLVERS, get_solver, grid_polynomial, nfe
+from genkit.sampling import get_solver, grid_polynomial, nfe, solver_names
+
+SOLVERS = solver_names(predictor=False)
 from genkit.scheduler import GenkitScheduler
 from pipelines.pixel_diffusion import PixelDiffusionPipeline
 from helpers import tiny_unet
@@ -99,10 +101,9 @@ def test_snap_to_the_nearest_table_step_with_the_clamp():
 class _RecordingUnet(torch.nn.Module):
     """Stands in for a UNet: returns zeros and records the timesteps it is called with."""
 
-    dtype = torch.float32
-
     def __init__(self):
         super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))  # the denoiser reads the dtype from the parameters
         self.timesteps = []
 
     def forward(self, x, t, class_labels=None):

@@ -18,6 +18,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .. import __version__
+from .resolution import resolution_fields, size_ug_kwargs
 from ..checks import bad, check_choice
 from .common import (atomic_write_json, class_ids_for, ensure_writable_dir, generate, image_grid, load_pipeline,
                      pick_device, process_state, remove_if_created, resolve_conditioning, save_png_atomic,
@@ -37,12 +38,39 @@ def check_solver_grid(pipe, solver: str | None, grid: str | None, steps: int, gu
     return solver, nfe(solver, steps) * (2 if guidance != 1.0 else 1)
 
 
+def method_kwargs(args) -> dict:
+    """--amed-predictor / --skip-tuning / --skip-sigma-range -> pipeline keyword arguments."""
+    from genkit.checks import check_float
+
+    kw = {}
+    if getattr(args, "amed_predictor", None):
+        kw["amed_predictor"] = args.amed_predictor
+    skip = getattr(args, "skip_tuning", None)
+    if skip is not None:
+        kw["skip_tuning"] = True if skip == "best" else _float_flag("--skip-tuning", skip)
+    rng = getattr(args, "skip_sigma_range", None)
+    if rng:
+        parts = rng.split(",")
+        if len(parts) != 2:
+            raise ValueError(f"--skip-sigma-range={rng!r} is not allowed: LO,HI (EDM sigmas, e.g. 0.5,10)")
+        kw["skip_sigma_range"] = tuple(check_float("--skip-sigma-range", _float_flag("--skip-sigma-range", p), 0)
+                                       for p in parts)
+    return kw
+
+
+def _float_flag(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not allowed: a number (or 'best' for --skip-tuning)") from None
+
+
 def check_early(solver: str | None, grid: str | None) -> None:
     """The checks that need no model, so that a typo fails in a second, not after a 15 s load."""
-    from genkit.sampling import GRIDS, SOLVERS
+    from genkit.sampling import GRIDS, solver_names
 
     if solver is not None:
-        check_choice("--solver", solver, SOLVERS)
+        check_choice("--solver", solver, solver_names())
     if grid is not None:
         check_choice("--grid", grid, GRIDS)
 
@@ -96,19 +124,24 @@ def check_resume(out: Path, settings: dict, restart: bool, ours: list[Path] | No
                          f"{'; '.join(differ)}. Use --restart to delete them and start over, or another --out")
 
 
-def png_parameters(pipe, args, cls: str, solver: str):
+def png_parameters(pipe, args, cls: str, solver: str, size_kw: dict | None = None):
     """seed -> the PNG `parameters` text of that seed's image (genkit/png_info.py; the app reads it back)."""
     from genkit.png_info import diffusion_settings, fingerprint, format_parameters
 
     names = pipe.config.class_names or [str(i) for i in range(pipe.num_classes)]
     common = dict(steps=args.steps, solver=solver, grid=args.grid or pipe.scheduler.config.get("grid"),
-                  guidance=args.guidance, size=pipe.unet.config.sample_size, model_hash=fingerprint(pipe.unet),
-                  model=Path(args.model).name)
+                  guidance=args.guidance, size=(size_kw or {}).get("height", pipe.trained_size),
+                  model_hash=fingerprint(pipe.unet), model=Path(args.model).name)
+    if (size_kw or {}).get("upsample_guidance_scale"):
+        lo, hi = size_kw["upsample_guidance_window"]
+        common.update({"Upsample guidance": size_kw["upsample_guidance_scale"], "UG window": f"{lo:g}-{hi:g}"})
+    # batch-invariant images regenerate alone (the app's PNG info sets batch size 1); others need their batch
+    invariant = {"Batch invariant": True} if getattr(args, "batch_invariant", False) else {}
 
     def text(seed: int) -> str:
         ids = class_ids_for(pipe, cls, [seed])
         return format_parameters("(unconditional)" if ids is None else names[ids[0]],
-                                 diffusion_settings(seed=seed, **common))
+                                 diffusion_settings(seed=seed, **common, **invariant))
 
     return text
 
@@ -133,13 +166,18 @@ def _sample(args, state) -> None:
     # --device, and --batch-size when batch-invariant)
     settings = {"model_sha256": weights_fingerprint(args.model), "steps": args.steps, "solver": solver,
                 "grid": args.grid or pipe.scheduler.config.get("grid"), "class": cls, "guidance": args.guidance,
-                "batch_invariant": invariant}
+                "batch_invariant": invariant, **{k: str(v) for k, v in method_kwargs(args).items()}}
     if not invariant:  # then the batch size decides the last bits of an image too
         settings["batch_size"] = args.batch_size
+    size_kw = size_ug_kwargs(pipe, args)
+    info = {"nfe_low_res": 0}
+    settings.update({k: v for k, v in resolution_fields(pipe, args, size_kw, info).items()
+                     if k != "nfe_low_res_per_image"})  # --size / --ug decide the images too (only when given)
     manifest = {"model": str(Path(args.model)), "num": args.num, "seeds": [args.seed, args.seed + args.num - 1],
                 **settings, "batch_size": args.batch_size, "nfe_per_image": nfe, "complete": False}
     if state.is_main_process:
-        check_resume(out, settings, args.restart)
+        # an older folder at another --size / --ug is refused too (absent keys: the defaults)
+        check_resume(out, {"size": None, "ug": None, "ug_window": None, **settings}, args.restart)
         sweep_temp_files(out)
         atomic_write_json(out / "manifest.json", manifest)  # first: a killed run's images are described
     state.wait_for_everyone()
@@ -151,10 +189,10 @@ def _sample(args, state) -> None:
     bar = tqdm(total=len(mine), desc=f"sampling (rank {state.process_index})", unit="img",
                disable=not state.is_local_main_process)
     bar.update(sum(1 for s in mine if name(s).exists()))
-    text = png_parameters(pipe, args, cls, solver)
-    for batch, x in generate(pipe, todo, args.batch_size, cls, device, num_inference_steps=args.steps,
+    text = png_parameters(pipe, args, cls, solver, size_kw)
+    for batch, x in generate(pipe, todo, args.batch_size, cls, device, info, num_inference_steps=args.steps,
                              solver=solver, grid=args.grid, guidance_scale=args.guidance,
-                             batch_invariant=invariant):
+                             batch_invariant=invariant, **size_kw, **method_kwargs(args)):
         for s, img in zip(batch, to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()):
             save_png_atomic(Image.fromarray(img), name(s), text(s))
         bar.update(len(batch))
@@ -165,7 +203,8 @@ def _sample(args, state) -> None:
                                                                                 GRID_MAX)]
         save_png_atomic(image_grid(images), out / "grid.png")
         atomic_write_json(out / "manifest.json", {
-            **manifest, "complete": True, "grid_png": f"the first {len(images)} images",
+            **manifest, **resolution_fields(pipe, args, size_kw, info), "complete": True,
+            "grid_png": f"the first {len(images)} images",
             "wall_time_s": round(time.time() - t0, 3), "device": str(device),
             "num_processes": state.num_processes, "torch": torch.__version__, "genkit": __version__,
         })

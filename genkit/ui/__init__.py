@@ -10,7 +10,7 @@ next one with Gradio's "queue is full" error instead of letting memory grow.
 
 from __future__ import annotations
 
-from .options import QUEUE_SIZE, UNCONDITIONAL  # noqa: F401  (the app's public constants)
+from .options import QUEUE_SIZE
 
 # 32x32 images: crisp pixels when the browser scales them up. theme/css go to launch() in Gradio 6.
 CSS = ".pixelated img { image-rendering: pixelated; }"

@@ -10,13 +10,15 @@ pipeline once per image (batch 1, N calls): that, not Gradio, made the tab ~2x s
 The API takes the sliders' bounds: a guidance of 1e6 is refused there as it is on the slider.
 """
 
-from __future__ import annotations
-
 import inspect
 import os
 import tempfile
 import time
 from pathlib import Path
+
+# Handlers' gr.Request / gr.SelectData annotations must resolve at module level: Gradio reads them to
+# pass the session and the selected item (so no `from __future__ import annotations` here).
+import gradio as gr
 
 from genkit.checks import check_float, check_text
 from genkit.png_info import draw_settings, fingerprint, format_parameters, parse_parameters, png_bytes
@@ -46,7 +48,6 @@ def validate(seed, num_images, guidance, temperature, max_images: int = MAX_IMAG
 def make_text_to_image(mm, max_images: int = MAX_IMAGES, model_name: str | None = None, out_dir: str | None = None):
     """Handler: (prompt, seed, number of images, guidance, temperature, negative prompt) -> (gallery, info).
     Each image is a PNG file with its `parameters` chunk; a blank negative prompt means the unconditional model."""
-    import gradio as gr
     import torch
 
     guidance_default, temperature_default = defaults()
@@ -99,7 +100,6 @@ def form_values(text: str) -> list:
 
 def make_caption(mm):
     """Handler: an image (any size, RGB or RGBA) -> the model's caption (center-cropped, resized to 32x32)."""
-    import gradio as gr
     import numpy as np
     from PIL import Image
 
@@ -115,8 +115,6 @@ def make_caption(mm):
 
 def build(mm, examples: list[str] | None = None, model_name: str | None = None):
     """Lay out the tab; return its form (prompt, seed, images, guidance, temperature, negative prompt)."""
-    import gradio as gr
-
     guidance_default, temperature_default = defaults()
     gr.Markdown("One transformer reads and writes both: type an emoji name to draw it, or give it an image to name.")
     with gr.Row():
