@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from genkit.sampling import solver_names
+from helpers import run_cli as cli, save_tiny_pipeline
 
 SOLVERS = solver_names(predictor=False)
-from helpers import run_cli as cli, save_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "weights" / "openmoji-32"
