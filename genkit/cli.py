@@ -49,6 +49,9 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         # "argument --steps: --steps=0 is not allowed: ..." -> "--steps=0 is not allowed: ..." (one format)
         message = re.sub(r"^argument [^:]+: (--[\w-]+=)", r"\1", message)
+        message = re.sub(r"^argument (--[\w-]+): expected one argument$",
+                         r"\1 is missing its value (write \1=VALUE for a value that starts with '-', e.g. \1=-1)",
+                         message)
         self.exit(2, f"genkit: error: {message}\n")
 
 
@@ -67,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num", type=_positive_int("num"), default=16, metavar="N", help="number of images (default 16)")
     s.add_argument("--steps", type=_positive_int("steps"), default=20, metavar="S",
                    help="solver steps (default 20); NFE is reported in manifest.json")
-    s.add_argument("--solver", default=None, metavar="NAME",
-                   help="euler, heun, dpm2, dpmpp_2m, dpmpp_3m, ipndm (default: the model's, dpmpp_2m)")
+    s.add_argument("--solver", default=None, metavar="NAME", help=_SOLVER_HELP)
     s.add_argument("--grid", default=None, metavar="NAME", help="sigma grid: polynomial (default), logsnr, time")
+    _add_methods(s)
     s.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K", help="first seed (default 0)")
     _add_class_guidance(s)
     _add_size_ug(s)
@@ -157,7 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the first M seeds also get the ODE error against a Heun reference (default 64)")
     bs.add_argument("--ode-ref-steps", type=_positive_int("ode-ref-steps"), default=256, metavar="S",
                     help="steps of that Heun reference on the polynomial grid (default 256 = 511 NFE)")
-    bs.add_argument("--solvers", default="euler,heun,dpm2,dpmpp_2m,dpmpp_3m,ipndm", metavar="LIST")
+    bs.add_argument("--solvers", default="euler,heun,dpm2,dpmpp_2m,dpmpp_3m,ipndm", metavar="LIST",
+                    help="registry names; AMED arms (amed, amed-<base>) run at the NFE budgets for which the model "
+                         "folder's amed/ has a predictor at this guidance")
+    bs.add_argument("--skip-rhos", default=None, metavar="LIST",
+                    help="also run every genkit arm with skip-tuning at each rho_bottom (e.g. 0.7,0.8,0.9)")
     bs.add_argument("--grids", default="polynomial,logsnr,time", metavar="LIST")
     bs.add_argument("--schedulers", default="ddim,dpmsolver,unipc", metavar="LIST",
                     help="diffusers schedulers: ddim, dpmsolver, unipc ('' for none)")
@@ -172,6 +179,27 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--ref", default=None, metavar="NAME|FILE", help="default openmoji-train-<resolution>")
     bs.add_argument("--device", default=None)
     bs.add_argument("--out", required=True, metavar="FILE.json")
+
+    bk = bsub.add_parser("skip", help="skip-tuning: rho_bottom sweep per solver and NFE; the best rho per "
+                                      "solver / NFE goes to MODEL/skip_tuning.json (skip_tuning=True uses it)",
+                         description="Runs `bench samplers` arms with skip-tuning at every --rhos value (1 = off) on "
+                                     "the model's grid, same seeds and noise; picks per solver and NFE the rho with "
+                                     "the lowest FD-OpenMoji to the train reference and writes the sweep and the "
+                                     "picks to MODEL/skip_tuning.json (atomically).")
+    bk.add_argument("--model", required=True, metavar="DIR")
+    bk.add_argument("--solvers", default="euler,dpmpp_2m,ipndm", metavar="LIST")
+    bk.add_argument("--nfe", default="5,9", metavar="LIST")
+    bk.add_argument("--rhos", default="0.6,0.7,0.8,0.9", metavar="LIST", help="rho_bottom values (1 is always run)")
+    bk.add_argument("--num", type=_positive_int("num"), default=1000, metavar="N")
+    bk.add_argument("--ode-num", type=_positive_int("ode-num"), default=128, metavar="M")
+    bk.add_argument("--ode-ref-steps", type=_positive_int("ode-ref-steps"), default=256, metavar="S")
+    _add_class_guidance(bk)
+    bk.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
+    bk.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B")
+    bk.add_argument("--features-model", default=None, metavar="DIR")
+    bk.add_argument("--ref", default=None, metavar="NAME|FILE")
+    bk.add_argument("--device", default=None)
+    bk.add_argument("--out", required=True, metavar="FILE.json")
 
     bu = bsub.add_parser("upsample", help="a low-resolution model at m x its size: naive, bicubic, upsample guidance "
                                           "(scales x windows, ablations), native models; FD with 95%% intervals",
@@ -261,8 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--model", default=None, metavar="DIR", help="a pipeline folder to sample and measure")
     f.add_argument("--num", type=_positive_int("num"), default=1000, metavar="N", help="with --model (default 1000)")
     f.add_argument("--steps", type=_positive_int("steps"), default=20, metavar="S")
-    f.add_argument("--solver", default=None, metavar="NAME")
+    f.add_argument("--solver", default=None, metavar="NAME", help=_SOLVER_HELP)
     f.add_argument("--grid", default=None, metavar="NAME")
+    _add_methods(f)
     _add_class_guidance(f)
     _add_size_ug(f)
     f.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
@@ -320,6 +349,24 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands.docs import add_parser as add_docs  # light: json and re only
     add_docs(sub)
     return p
+
+
+# The registry's names (genkit.sampling.solver_names(); tests/test_registry.py keeps this text in step with it:
+# importing the registry here would load torch and diffusers for every --help).
+_SOLVER_HELP = ("euler, heun, dpm2, dpmpp_2m, dpmpp_3m, ipndm; amed, amed-euler, amed-dpm2, amed-dpmpp_2m, "
+                "amed-ipndm (AMED: need a predictor trained for these steps and guidance, found in the model "
+                "folder's amed/ or given with --amed-predictor; steps 3, 4, 5, 6 = NFE 3, 5, 7, 9). Default: the "
+                "model's (dpmpp_2m)")
+
+
+def _add_methods(p):
+    p.add_argument("--amed-predictor", default=None, metavar="DIR",
+                   help="an AMED predictor folder (training/train_amed.py) for --solver amed / amed-<base>")
+    p.add_argument("--skip-tuning", default=None, metavar="RHO|best",
+                   help="skip-tuning: scale the UNet's skip connections by rho_bottom (innermost, in [0.1, 1]) "
+                        "rising to 1 (outermost); 'best': the rho `genkit bench skip` stored in the model folder")
+    p.add_argument("--skip-sigma-range", default=None, metavar="LO,HI",
+                   help="skip-tuning only at noise levels sigma in [LO, HI] (EDM sigma; default: all)")
 
 
 def _add_class_guidance(p):
@@ -380,6 +427,9 @@ def main(argv=None) -> int:
         elif args.command == "bench" and args.bench == "samplers":
             from .commands.bench_samplers import run_samplers
             run_samplers(args)
+        elif args.command == "bench" and args.bench == "skip":
+            from .commands.bench_skip import run_skip
+            run_skip(args)
         elif args.command == "bench" and args.bench == "orders":
             from .commands.bench_orders import run_orders
             run_orders(args)

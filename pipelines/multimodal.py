@@ -27,7 +27,7 @@ from genkit.checks import LIMITS, bad, check_choice, check_float
 from genkit.checks import check_int as _check_int
 from genkit.data.folder import on_white
 from genkit.mm import decode_text, encode_text
-from genkit.sampling import SOLVERS
+from genkit.sampling import solver_names
 
 MAX_IMAGES_PER_PROMPT = 64
 MAX_CANDIDATES = 256                       # num_images_per_prompt x rerank images drawn at once per prompt
@@ -92,7 +92,7 @@ class MultimodalARPipeline(DiffusionPipeline):
         _check_int("rerank", rerank, 1, MAX_CANDIDATES // num_images_per_prompt)
         _check_int("num_inference_steps", num_inference_steps, 1, self.model.num_patches)
         _check_int("head_steps", head_steps, 1, LIMITS["steps"])
-        check_choice("solver", solver, SOLVERS)
+        check_choice("solver", solver, solver_names(predictor=False))  # AMED needs a UNet bottleneck: not here
         guidance_scale = check_float("guidance_scale", guidance_scale, 0, LIMITS["guidance"])  # NaN / inf refused
         temperature = check_float("temperature", temperature, 0, LIMITS["temperature"])
         check_choice("output_type", output_type, OUTPUT_TYPES)
@@ -151,4 +151,6 @@ class MultimodalARPipeline(DiffusionPipeline):
         if not torch.is_tensor(images) or images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s) or not len(images):
             shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
             raise ValueError(f"images of shape {shape} are not allowed: {s}x{s} RGB images (N, 3, {s}, {s})")
+        if not torch.isfinite(images).all():
+            bad("images", f"<{int((~torch.isfinite(images)).sum())} NaN/inf values>", "finite values in [-1, 1]")
         return images.to(self.model.device)

@@ -38,9 +38,11 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from genkit.checks import LIMITS, bad, check_choice, check_float, check_int, check_sigmas
 from genkit.denoiser import Denoiser
-from genkit.guidance import classifier_free_guidance, upsample_guidance
-from genkit.sampling import SOLVERS, default_sigma_range, get_solver, make_grid, nfe
+from genkit.guidance import cfg_combine, classifier_free_guidance, upsample_guidance
+from genkit.sampling import default_sigma_range, make_grid, solver_entry, solver_names
+from genkit.sampling.amed import AMEDPredictor, BottleneckTap, find_predictor, unet_fingerprint
 from genkit.scheduler import GenkitScheduler
+from genkit.skip_tuning import SkipTuning, best_rho
 
 MAX_BATCH_SIZE = LIMITS["batch_size"]
 UG_ADJUSTMENTS = ("power", "time")  # upsample guidance's two adjustments; drop one for the paper's ablations
@@ -184,9 +186,17 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
         batch_invariant: bool = False,
+        amed_predictor: str | AMEDPredictor | None = None,
+        skip_tuning: float | bool | None = None,
+        skip_sigma_range: tuple[float, float] | None = None,
     ):
         """batch_invariant=True: one network call per image (about 2x slower on a CPU), so that every image is
-        byte-identical whatever batch it is drawn in (genkit sample's default; see Denoiser.model_output)."""
+        byte-identical whatever batch it is drawn in (genkit sample's default; see Denoiser.model_output).
+        solver: a name from genkit.sampling.solver_names() (AMED ones need a predictor: found in the model
+        folder's amed/ for this solver, num_inference_steps and guidance_scale, or given as `amed_predictor`,
+        a folder or an AMEDPredictor), or "scheduler" for a diffusers scheduler's own loop.
+        skip_tuning: rho_bottom of skip-tuning (None / False = off; True = the best rho that `genkit bench
+        skip` stored in the model folder for this solver and steps); skip_sigma_range: apply it only there."""
         # 1. Check inputs (genkit/checks.py: one message format; NaN / inf never pass)
         check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
         check_int("num_inference_steps", num_inference_steps, 1, LIMITS["steps"])
@@ -196,9 +206,10 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             sigmas = check_sigmas("sigmas", sigmas)
         genkit_model = isinstance(self.scheduler, GenkitScheduler)
         solver = solver or (self.scheduler.config.solver if genkit_model else "scheduler")
-        allowed = tuple(SOLVERS) + (() if genkit_model else ("scheduler",))
+        allowed = solver_names() + ([] if genkit_model else ["scheduler"])
         if solver not in allowed:
             raise ValueError(f"solver={solver!r} is not allowed: one of {', '.join(allowed)}")
+        entry = solver_entry(solver) if solver != "scheduler" else None
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"generator is a list of {len(generator)}: give one per image ({batch_size})")
         for name in callback_on_step_end_tensor_inputs:
@@ -220,7 +231,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
 
         ug_factor = self.upsample_factor(height, width) if ug_scale > 0 else 1
         if ug_scale > 0 and solver == "scheduler":
-            bad("solver", solver, "upsample guidance runs with a genkit solver: one of " + ", ".join(SOLVERS))
+            bad("solver", solver, "upsample guidance runs with a genkit solver: one of " + ", ".join(solver_names()))
         image_size = (height * width) ** 0.5
         ug_window = self.ug_sigma_window(upsample_guidance_window, genkit_model, image_size) if ug_scale > 0 \
             else None
@@ -229,7 +240,42 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         shape = (batch_size, self.unet.config.in_channels, height, width)
         noise = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
 
-        # 3. Sample
+        # 3. Sample (skip-tuning: hooks on the UNet for this call only; rho = 1 leaves it bit-identical)
+        rho = self._skip_rho(skip_tuning, solver, num_inference_steps, guidance_scale)
+        with SkipTuning(self.unet, rho if rho is not None else 1.0, skip_sigma_range) as tuner:
+            x, total_nfe, low_res = self._sample(
+                noise, solver, entry, num_inference_steps, grid, sigmas, labels, guidance_scale, cfg_factor,
+                genkit_model, image_size, ug_scale, ug_factor, ug_window, upsample_guidance_adjust, tuner,
+                amed_predictor, callback_on_step_end, callback_on_step_end_tensor_inputs, batch_invariant)
+
+        images = self._postprocess(x, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return PixelDiffusionPipelineOutput(images=images, nfe=total_nfe, nfe_low_res=low_res,
+                                            low_res_cost=low_res / ug_factor ** 2)
+
+    def _skip_rho(self, skip_tuning, solver, num_steps, guidance_scale) -> float | None:
+        if skip_tuning is None or skip_tuning is False:
+            return None
+        if skip_tuning is True:
+            return best_rho(self.config._name_or_path, solver, num_steps, guidance_scale)
+        return skip_tuning  # checked by SkipTuning
+
+    def amed_predictor(self, solver: str, sigmas, guidance_scale: float, given=None) -> AMEDPredictor:
+        """The AMED predictor for this run (given, or found in the model folder), checked against it."""
+        if given is None:
+            given = find_predictor(self.config._name_or_path, solver, len(sigmas) - 1, guidance_scale)
+        pred = given if isinstance(given, AMEDPredictor) else AMEDPredictor.load(given)
+        pred.check(solver=solver, sigmas=[float(v) for v in sigmas[:-1]], guidance_scale=float(guidance_scale),
+                   teacher=unet_fingerprint(self.unet))
+        return pred.to(self._execution_device)
+
+    def _sample(self, noise, solver, entry, num_inference_steps, grid, sigmas, labels, guidance_scale, cfg_factor,
+                genkit_model, image_size, ug_scale, ug_factor, ug_window, upsample_guidance_adjust, tuner,
+                amed_predictor, callback_on_step_end, callback_on_step_end_tensor_inputs, batch_invariant):
+        """-> (x, network evaluations per image, low-resolution evaluations per image); CFG counted."""
+        device = noise.device
         low_res = 0  # low-resolution evaluations per image (upsample guidance)
         if solver == "scheduler":
             x, steps = self._sample_with_scheduler(noise, num_inference_steps, labels, guidance_scale,
@@ -257,16 +303,20 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             sigmas = torch.as_tensor(sigmas, dtype=torch.float32).to(device)
             num_steps = len(sigmas) - 1
             callback = self._solver_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, num_steps)
-            x = get_solver(solver)(denoise, noise * sigmas[0], sigmas, callback=callback)
-            total_nfe = nfe(solver, num_steps) * cfg_factor
+            tuned = tuner.wrap(denoise)
+            if not entry.needs_predictor:
+                x = entry.fn(tuned, noise * sigmas[0], sigmas, callback=callback)
+                total_nfe = entry.nfe(num_steps) * cfg_factor
+            else:
+                if num_steps < entry.min_steps:
+                    bad("num_inference_steps", num_steps, f"an int >= {entry.min_steps} for solver={solver!r}")
+                pred = self.amed_predictor(solver, sigmas, guidance_scale, amed_predictor)
+                with BottleneckTap(self.unet) as tap:  # the predictor reads the UNet's mid_block output
+                    x = entry.fn(tuned, noise * sigmas[0], sigmas, callback=callback,
+                                 predictor=pred.step_predictor(tap), afs=pred.config.afs)
+                total_nfe = entry.nfe(num_steps, pred.config.afs) * cfg_factor
             low_res = getattr(denoise, "low_res_calls", 0) * cfg_factor
-
-        images = self._postprocess(x, output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images,)
-        return PixelDiffusionPipelineOutput(images=images, nfe=total_nfe, nfe_low_res=low_res,
-                                            low_res_cost=low_res / ug_factor ** 2)
+        return x, total_nfe, low_res
 
     def _solver_callback(self, callback_on_step_end, tensor_inputs, num_steps):
         bar = self.progress_bar(total=num_steps)
@@ -298,8 +348,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             if guidance_scale != 1.0:
                 null = torch.full_like(labels, self.num_classes)
                 out = den.model_output(torch.cat([model_in] * 2), torch.cat([logsnr] * 2), torch.cat([labels, null]))
-                cond, uncond = out.chunk(2)
-                out = uncond + guidance_scale * (cond - uncond)
+                out = cfg_combine(*out.chunk(2), guidance_scale)
             else:
                 out = den.model_output(model_in, logsnr, labels)
             latents = sched.step(out, t, latents).prev_sample

@@ -15,7 +15,9 @@ from diffusers import DDPMPipeline, DDPMScheduler
 
 from genkit.denoiser import Denoiser
 from genkit.guidance import classifier_free_guidance, downsample, snap_logsnr, upsample, upsample_guidance
-from genkit.sampling import SOLVERS, get_solver, grid_polynomial, nfe
+from genkit.sampling import get_solver, grid_polynomial, nfe, solver_names
+
+SOLVERS = solver_names(predictor=False)
 from genkit.scheduler import GenkitScheduler
 from pipelines.pixel_diffusion import PixelDiffusionPipeline
 from helpers import tiny_unet

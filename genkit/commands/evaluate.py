@@ -157,7 +157,7 @@ def _fd_of_model(args, state) -> dict | None:
 
     from genkit.metrics import FrechetDistance
     from .resolution import resolution_fields, size_ug_kwargs
-    from .sample import check_batch_size, check_solver_grid
+    from .sample import check_batch_size, check_solver_grid, method_kwargs
 
     check_batch_size(args.batch_size)
     device = pick_device(args.device) if state.num_processes == 1 else state.device
@@ -181,7 +181,8 @@ def _fd_of_model(args, state) -> dict | None:
         bar = tqdm(total=len(my_seeds), desc="sampling + features", unit="img",
                    disable=not (state.is_local_main_process and args.progress))
         for batch, x in generate(pipe, my_seeds, args.batch_size, cls, device, info, num_inference_steps=args.steps,
-                                 solver=solver, grid=args.grid, guidance_scale=guidance, **size_kw):
+                                 solver=solver, grid=args.grid, guidance_scale=guidance, **size_kw,
+                                 **method_kwargs(args)):
             images = to_uint8(x)
             fd.update(images)
             if acc is not None:

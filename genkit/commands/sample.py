@@ -27,9 +27,6 @@ from .common import (atomic_write_json, class_ids_for, ensure_writable_dir, gene
 GRID_MAX = 64                       # grid.png shows the first 64 images (a grid of 100,000 would not help anyone)
 PNG_NAME = re.compile(r"^\d{6,}\.png$")
 TMP_NAME = re.compile(r"^\..+\.tmp(\.\w+)?$")   # genkit.io.atomic_path's temp files, left by a killed run
-# what decides an image besides its seed: a resume must match these (a rerun may change --num, --seed,
-# --batch-size when batch-invariant, --device)
-SETTINGS = ("model_sha256", "steps", "solver", "grid", "class", "guidance", "batch_invariant")
 
 
 def check_solver_grid(pipe, solver: str | None, grid: str | None, steps: int, guidance: float) -> tuple[str, int]:
@@ -41,12 +38,39 @@ def check_solver_grid(pipe, solver: str | None, grid: str | None, steps: int, gu
     return solver, nfe(solver, steps) * (2 if guidance != 1.0 else 1)
 
 
+def method_kwargs(args) -> dict:
+    """--amed-predictor / --skip-tuning / --skip-sigma-range -> pipeline keyword arguments."""
+    from genkit.checks import check_float
+
+    kw = {}
+    if getattr(args, "amed_predictor", None):
+        kw["amed_predictor"] = args.amed_predictor
+    skip = getattr(args, "skip_tuning", None)
+    if skip is not None:
+        kw["skip_tuning"] = True if skip == "best" else _float_flag("--skip-tuning", skip)
+    rng = getattr(args, "skip_sigma_range", None)
+    if rng:
+        parts = rng.split(",")
+        if len(parts) != 2:
+            raise ValueError(f"--skip-sigma-range={rng!r} is not allowed: LO,HI (EDM sigmas, e.g. 0.5,10)")
+        kw["skip_sigma_range"] = tuple(check_float("--skip-sigma-range", _float_flag("--skip-sigma-range", p), 0)
+                                       for p in parts)
+    return kw
+
+
+def _float_flag(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not allowed: a number (or 'best' for --skip-tuning)") from None
+
+
 def check_early(solver: str | None, grid: str | None) -> None:
     """The checks that need no model, so that a typo fails in a second, not after a 15 s load."""
-    from genkit.sampling import GRIDS, SOLVERS
+    from genkit.sampling import GRIDS, solver_names
 
     if solver is not None:
-        check_choice("--solver", solver, SOLVERS)
+        check_choice("--solver", solver, solver_names())
     if grid is not None:
         check_choice("--grid", grid, GRIDS)
 
@@ -73,27 +97,30 @@ def sweep_temp_files(out: Path) -> int:
     return len(stale)
 
 
-def check_resume(out: Path, settings: dict, restart: bool) -> None:
-    """Refuse to mix images made with other settings into --out (or, with restart, delete them first)."""
+def check_resume(out: Path, settings: dict, restart: bool, ours: list[Path] | None = None) -> None:
+    """Refuse to mix images made with other settings into --out (or, with restart, delete them first).
+
+    ours: this command's image files already in out (default: genkit sample's NNNNNN.png); their settings are
+    read from out/manifest.json, which the commands write before any image."""
     import json
 
-    old_pngs = [p for p in out.iterdir() if PNG_NAME.match(p.name)]
+    ours = [p for p in out.iterdir() if PNG_NAME.match(p.name)] if ours is None else ours
     manifest = out / "manifest.json"
     if restart:
-        for p in old_pngs + [out / "grid.png", manifest]:
+        for p in ours + [out / "grid.png", manifest]:
             p.unlink(missing_ok=True)
         return
-    if not old_pngs:
+    if not ours:
         return
     try:
         old = json.loads(manifest.read_text())
     except (OSError, ValueError):
-        raise ValueError(f"--out={str(out)!r} holds {len(old_pngs)} images (such as {old_pngs[0].name}) but no "
+        raise ValueError(f"--out={str(out)!r} holds {len(ours)} images (such as {ours[0].name}) but no "
                          "readable manifest.json, so whether they match these settings is unknown: use --restart "
                          "to delete them, or another --out") from None
     differ = [f"{k} {old.get(k)!r} (now {v!r})" for k, v in settings.items() if old.get(k) != v]
     if differ:
-        raise ValueError(f"--out={str(out)!r} holds {len(old_pngs)} images made with other settings: "
+        raise ValueError(f"--out={str(out)!r} holds {len(ours)} images made with other settings: "
                          f"{'; '.join(differ)}. Use --restart to delete them and start over, or another --out")
 
 
@@ -108,11 +135,13 @@ def png_parameters(pipe, args, cls: str, solver: str, size_kw: dict | None = Non
     if (size_kw or {}).get("upsample_guidance_scale"):
         lo, hi = size_kw["upsample_guidance_window"]
         common.update({"Upsample guidance": size_kw["upsample_guidance_scale"], "UG window": f"{lo:g}-{hi:g}"})
+    # batch-invariant images regenerate alone (the app's PNG info sets batch size 1); others need their batch
+    invariant = {"Batch invariant": True} if getattr(args, "batch_invariant", False) else {}
 
     def text(seed: int) -> str:
         ids = class_ids_for(pipe, cls, [seed])
         return format_parameters("(unconditional)" if ids is None else names[ids[0]],
-                                 diffusion_settings(seed=seed, **common))
+                                 diffusion_settings(seed=seed, **common, **invariant))
 
     return text
 
@@ -133,9 +162,11 @@ def _sample(args, state) -> None:
     cls, args.guidance = resolve_conditioning(pipe, args.class_label, args.guidance)
     solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, args.guidance)
     invariant = args.batch_invariant
+    # what decides an image besides its seed: a resume must match these (a rerun may change --num, --seed,
+    # --device, and --batch-size when batch-invariant)
     settings = {"model_sha256": weights_fingerprint(args.model), "steps": args.steps, "solver": solver,
                 "grid": args.grid or pipe.scheduler.config.get("grid"), "class": cls, "guidance": args.guidance,
-                "batch_invariant": invariant}
+                "batch_invariant": invariant, **{k: str(v) for k, v in method_kwargs(args).items()}}
     if not invariant:  # then the batch size decides the last bits of an image too
         settings["batch_size"] = args.batch_size
     size_kw = size_ug_kwargs(pipe, args)
@@ -161,7 +192,7 @@ def _sample(args, state) -> None:
     text = png_parameters(pipe, args, cls, solver, size_kw)
     for batch, x in generate(pipe, todo, args.batch_size, cls, device, info, num_inference_steps=args.steps,
                              solver=solver, grid=args.grid, guidance_scale=args.guidance,
-                             batch_invariant=invariant, **size_kw):
+                             batch_invariant=invariant, **size_kw, **method_kwargs(args)):
         for s, img in zip(batch, to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()):
             save_png_atomic(Image.fromarray(img), name(s), text(s))
         bar.update(len(batch))

@@ -8,6 +8,7 @@ DEFAULT_CLASS = "face-smiling"
 MAX_STEPS = 100
 MAX_GUIDANCE = 8.0
 MAX_BATCH_COUNT = 16
+MAX_UPSAMPLE_GUIDANCE = 2.0  # the slider's end; the paper's useful range is well inside it
 MAX_SEED = 2**63 - 1
 RANDOM_SEED = -1          # A1111's convention: -1 draws a fresh seed, shown in the result
 QUEUE_SIZE = 64           # queue(max_size): beyond it a caller is told the queue is full, not left hanging
@@ -19,11 +20,12 @@ DIFFUSERS_SCHEDULERS = {"DDIM (diffusers)": "DDIMScheduler",
                         "UniPC (diffusers)": "UniPCMultistepScheduler"}
 
 
-def solver_names() -> list[str]:
-    """genkit's solvers, the one place the UI reads them (the solver registry's names)."""
-    from genkit.sampling import SOLVERS
+def solver_names(model_dir=None) -> list[str]:
+    """genkit's solvers, the one place the UI reads them: the registry's training-free solvers, plus the AMED
+    arms for which model_dir/amed/ holds a predictor."""
+    from genkit.sampling import available_solvers
 
-    return list(SOLVERS)
+    return available_solvers(model_dir)
 
 
 def grid_names() -> list[str]:
@@ -32,9 +34,9 @@ def grid_names() -> list[str]:
     return list(GRIDS)
 
 
-def sampler_choices() -> list[str]:
-    """The Sampler menu: every genkit solver, then diffusers' schedulers."""
-    return solver_names() + list(DIFFUSERS_SCHEDULERS)
+def sampler_choices(model_dir=None) -> list[str]:
+    """The Sampler menu: every genkit solver usable with the model in model_dir, then diffusers' schedulers."""
+    return solver_names(model_dir) + list(DIFFUSERS_SCHEDULERS)
 
 
 def class_choices(pipe) -> list[str]:
@@ -47,3 +49,9 @@ def class_choices(pipe) -> list[str]:
 def default_class(pipe) -> str:
     choices = class_choices(pipe)
     return DEFAULT_CLASS if DEFAULT_CLASS in choices else choices[min(1, len(choices) - 1)]
+
+
+def sizes(pipe) -> list[int]:
+    """Image sizes offered: the trained size, then 2x (upsample guidance makes it work without training)."""
+    native = pipe.unet.config.sample_size
+    return [native, 2 * native]
