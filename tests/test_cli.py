@@ -18,7 +18,8 @@ from helpers import run_cli as cli, save_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST_KEYS = {"model", "num", "seeds", "steps", "solver", "grid", "class", "guidance", "batch_size",
-                 "nfe_per_image", "wall_time_s", "device", "num_processes", "torch", "genkit"}
+                 "nfe_per_image", "wall_time_s", "device", "num_processes", "torch", "genkit", "model_sha256",
+                 "batch_invariant", "complete", "grid_png"}
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,10 @@
 """The training loss against its definition (research/diffusion.md §1): v-MSE, eps-MSE, multiscale."""
 
-import argparse
-
 import torch
 import torch.nn.functional as F
 
 from genkit.schedules import Schedule, alpha_sigma
-from training.train_diffusion import diffusion_loss
+from genkit.training import diffusion_loss
 
 
 class Zero(torch.nn.Module):
@@ -14,11 +12,6 @@ class Zero(torch.nn.Module):
 
     def forward(self, x, t, class_labels=None):
         return type("O", (), {"sample": torch.zeros_like(x)})()
-
-
-def args(**kw):
-    base = dict(loss_weighting="v", sigmoid_bias=-2.0, multiscale=False, multiscale_min=8)
-    return argparse.Namespace(**{**base, **kw})
 
 
 def draws(x0, schedule, seed):
@@ -34,10 +27,11 @@ def test_v_and_eps_weightings_match_their_definitions():
     sched = Schedule("shifted_cosine", 16, 32)
     a, s, eps, x_t = draws(x0, sched, 0)
     v = a * eps - s * x0
-    loss_v = diffusion_loss(Zero(), x0, None, sched, args(), torch.Generator().manual_seed(0))
+    loss_v = diffusion_loss(Zero(), x0, None, sched, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(loss_v, v.pow(2).mean(), rtol=1e-5)
     # eps-MSE computed from v_hat = 0: eps_hat = sigma x_t + alpha v_hat
-    loss_eps = diffusion_loss(Zero(), x0, None, sched, args(loss_weighting="eps"), torch.Generator().manual_seed(0))
+    loss_eps = diffusion_loss(Zero(), x0, None, sched, weighting="eps",
+                              generator=torch.Generator().manual_seed(0))
     assert torch.allclose(loss_eps, (eps - s * x_t).pow(2).mean(), rtol=1e-5)
 
 
@@ -50,5 +44,6 @@ def test_multiscale_adds_the_pooled_eps_terms():
     for side in (16, 8):                                               # 32 -> 16, 8 (multiscale_min = 8)
         k = 32 // side
         expected = expected + F.avg_pool2d(residual, k).pow(2).mean() * k * k / side
-    got = diffusion_loss(Zero(), x0, None, sched, args(multiscale=True), torch.Generator().manual_seed(1))
+    got = diffusion_loss(Zero(), x0, None, sched, multiscale=True,
+                         generator=torch.Generator().manual_seed(1))
     assert torch.allclose(got, expected, rtol=1e-5)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers import (DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler)
 
-from genkit.sampling import SOLVERS, make_grid, nfe
+from genkit.sampling import make_grid, nfe, solver_names
 from genkit.scheduler import GenkitScheduler
 from pipelines.pixel_diffusion import PixelDiffusionPipeline
 from helpers import tiny_unet
@@ -30,7 +30,7 @@ def gens(seeds):
     return [torch.Generator().manual_seed(s) for s in seeds]
 
 
-@pytest.mark.parametrize("solver", list(SOLVERS) + ["scheduler"])
+@pytest.mark.parametrize("solver", solver_names(predictor=False) + ["scheduler"])
 def test_plain_ddpm_folder_samples_with_every_solver(ddpm_folder, solver):
     pipe = PixelDiffusionPipeline.from_pretrained(ddpm_folder)
     pipe.set_progress_bar_config(disable=True)
@@ -91,7 +91,7 @@ def test_plain_ddpm_folder_time_mapping_equals_diffusers_ddim_step_by_step(ddpm_
             assert (seen[i] - x).abs().max() < 1e-4 * max(1.0, float(x.abs().max())), i
 
 
-@pytest.mark.parametrize("solver", list(SOLVERS))
+@pytest.mark.parametrize("solver", solver_names(predictor=False))
 def test_plain_ddpm_folder_every_solver_converges_to_diffusers_ddim(ddpm_folder, ddpm_reference, solver):
     """Each genkit solver on the folder, over the model's whole sigma range, lands on diffusers' 200-step DDIM
     solution of the same ODE from the same noise (measured at 32 steps: 0.4-2.2% of max |x|, DDIM's own

@@ -14,9 +14,11 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from genkit.sampling import (GRIDS, SOLVERS, default_sigma_range, get_solver, grid_polynomial, grid_time,
+from genkit.sampling import (GRIDS, solver_names, default_sigma_range, get_solver, grid_polynomial, grid_time,
                              make_grid, nfe, steps_for_nfe)
 from genkit.schedules import Schedule
+
+SOLVERS = solver_names(predictor=False)  # the training-free solvers (AMED: tests/test_amed.py)
 
 MU1, MU2, S = -0.6, 0.5, 0.3
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
@@ -148,7 +150,7 @@ def test_exact_gaussian_ode_solution():
             assert 0.6 * 4 ** GAUSSIAN_ORDER[name] < ratio < 3 * 4 ** GAUSSIAN_ORDER[name], (name, err, ratio)
 
 
-@pytest.mark.parametrize("name", list(SOLVERS))
+@pytest.mark.parametrize("name", SOLVERS)
 def test_float32_matches_float64(name):
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * SIGMA_MAX  # (N, C, H, W)
     grid = make_grid("polynomial", 12, SIGMA_MIN, SIGMA_MAX)
@@ -158,7 +160,7 @@ def test_float32_matches_float64(name):
     assert (out32.double() - out64).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("name", list(SOLVERS))
+@pytest.mark.parametrize("name", SOLVERS)
 def test_nfe_is_counted_exactly(name):
     calls = []
 
@@ -177,7 +179,7 @@ def test_nfe_is_counted_exactly(name):
         assert budget == 1 or nfe(name, k + 1) > budget  # the largest that fits
 
 
-@pytest.mark.parametrize("name", list(SOLVERS))
+@pytest.mark.parametrize("name", SOLVERS)
 def test_callback_sees_every_step_and_can_replace_x(name):
     seen = []
 

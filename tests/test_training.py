@@ -25,7 +25,7 @@ TINY = ["--channels", "32,32", "--attention_levels", "1", "--layers_per_block", 
         "--train_batch_size", "4", "--checkpointing_steps", "2", "--checkpoints_total_limit", "2",
         "--log_every", "1", "--seed", "0"]
 CKPT_FILES = {"model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl",
-              "custom_checkpoint_0.pkl"}  # custom_checkpoint_0: the EMA
+              "ema_unet.safetensors", "ema_unet.json", "trainer_state.json"}  # the EMA: safetensors + JSON
 LR, WARMUP = 2e-4, 500  # the defaults: constant_with_warmup, so lr(step) = LR * step / WARMUP here
 
 

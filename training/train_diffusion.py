@@ -26,29 +26,26 @@ import argparse
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from genkit.denoiser import logsnr_to_c_noise
 from genkit.io import replace_folder_contents
 from genkit.scheduler import GenkitScheduler
-from genkit.schedules import SCHEDULES, Schedule, alpha_sigma
+from genkit.schedules import SCHEDULES, Schedule
+from genkit.training import (LOSS_WEIGHTINGS, JsonlLog, diffusion_loss, load_checkpoint, make_accelerator,
+                             minutes_before, resolve_checkpoint, save_checkpoint)
 from pipelines.pixel_diffusion import PixelDiffusionPipeline
-from training.utils import bad_flag, require_positive, resolve_checkpoint, run_script, save_checkpoint
+from training.utils import bad_flag, require_common, require_positive, run_script
 
 logger = get_logger(__name__)
-LOSS_WEIGHTINGS = ("v", "eps", "sigmoid")
 
 
 def parse_args(argv=None):
@@ -107,8 +104,10 @@ def parse_args(argv=None):
 
 def check_args(args):
     bad = bad_flag
+    require_common(args)  # NaN / inf floats, seed, learning rate, clip, log interval
     require_positive(args, "resolution", "train_batch_size", "max_train_steps", "checkpointing_steps",
                      "gradient_accumulation_steps", "layers_per_block", "checkpoints_total_limit")
+    require_positive(args, "attention_head_dim")
     if args.resolution % 8:
         bad("resolution", args.resolution, "a multiple of 8")
     if not 0 <= args.cond_drop < 1:
@@ -127,6 +126,8 @@ def check_args(args):
         bad("channels", args.channels, "multiples of 32 (GroupNorm with 32 groups)")
     if any(not 0 <= lv < len(args.channels) for lv in args.attention_levels):
         bad("attention_levels", args.attention_levels, f"levels in 0..{len(args.channels) - 1}")
+    if any(args.channels[lv] % args.attention_head_dim for lv in args.attention_levels):
+        bad("attention_head_dim", args.attention_head_dim, "a divisor of the --channels at the attention levels")
     if args.dataset != "openmoji" and not Path(args.dataset).is_dir():
         bad("dataset", args.dataset, "'openmoji' or an existing folder of images")
     if args.init_from and not (Path(args.init_from) / "model_index.json").is_file():
@@ -165,34 +166,6 @@ def build_unet(args, num_classes: int | None) -> UNet2DModel:
     )
 
 
-def diffusion_loss(unet, x0, labels, schedule: Schedule, args, generator=None) -> torch.Tensor:
-    """Steps 2-4 of the algorithm in the module docstring. x0: (B, 3, H, W) in [-1, 1]."""
-    b = x0.shape[0]
-    t = torch.rand(b, device=x0.device, generator=generator)
-    logsnr = schedule.logsnr(t)                                       # (B,)
-    alpha, sigma = (s.view(-1, 1, 1, 1) for s in alpha_sigma(logsnr))
-    eps = torch.randn(x0.shape, device=x0.device, generator=generator)
-    x_t = alpha * x0 + sigma * eps
-    v = alpha * eps - sigma * x0
-    v_hat = unet(x_t, logsnr_to_c_noise(logsnr), class_labels=labels).sample.float()
-    per_sample = (v_hat - v).pow(2).mean(dim=(1, 2, 3))               # (B,)
-    if args.loss_weighting == "eps":
-        per_sample = per_sample * alpha.flatten() ** 2                # |eps - eps_hat|^2 = alpha^2 |v - v_hat|^2
-    elif args.loss_weighting == "sigmoid":
-        per_sample = per_sample * alpha.flatten() ** 2 * torch.sigmoid(args.sigmoid_bias - logsnr)
-    loss = per_sample.mean()
-    if args.multiscale:
-        eps_hat = sigma * x_t + alpha * v_hat                         # eps from v (VP identities)
-        side, terms = x0.shape[-1] // 2, []
-        while side >= args.multiscale_min:
-            k = x0.shape[-1] // side
-            diff = F.avg_pool2d(eps_hat - eps, k)                     # D_s applied to the residual
-            terms.append(diff.pow(2).mean() * (k * k) / side)         # rescale pooled noise to unit variance
-            side //= 2
-        loss = loss + sum(terms)
-    return loss
-
-
 def save_pipeline_atomic(unet, schedule, class_names, out_dir: Path, extra: dict):
     """Write model_index.json + unet/ + scheduler/ into out_dir via a temp folder, replacing the old ones."""
     pipe = PixelDiffusionPipeline(unet=unet, scheduler=GenkitScheduler.from_schedule(schedule),
@@ -208,15 +181,7 @@ def save_pipeline_atomic(unet, schedule, class_names, out_dir: Path, extra: dict
 def main(args):
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(
-        # torchrun on a machine without GPUs: accelerate forms gloo ranks only with cpu=True; without it every
-        # process would train alone and all of them would write the same output_dir
-        cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available(),
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "logs")),
-    )
+    accelerator = make_accelerator(out_dir, args.gradient_accumulation_steps, args.mixed_precision, args.report_to)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     set_seed(args.seed)
     if args.allow_tf32 and torch.cuda.is_available():
@@ -253,28 +218,31 @@ def main(args):
                                  num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=args.max_train_steps * accelerator.num_processes)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    emas = {"unet": ema} if ema is not None else {}   # saved as safetensors + JSON, never pickled
     if ema is not None:
         ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
 
-    # 3. Resume (model, optimizer, lr, EMA, RNG): the step is the checkpoint's suffix
-    global_step = start_step
+    # 3. Resume (model, optimizer, lr, EMA, RNG, smoothed loss, minutes): the step is the checkpoint's suffix
+    global_step, resumed = start_step, {}
     path, step = resolve_checkpoint(out_dir, args.resume_from_checkpoint)
     if path is not None:
-        accelerator.load_state(str(path))
-        if ema is not None:
-            ema.to(accelerator.device)  # load_state_dict leaves the EMA shadow on the CPU
+        resumed = load_checkpoint(accelerator, path, emas)
         global_step = step
         logger.info(f"resumed from {path} at step {global_step}")
     elif args.resume_from_checkpoint:
         logger.info("no checkpoint found: starting a new run")
+    loss_log = JsonlLog(out_dir / "loss.jsonl", global_step, accelerator.is_main_process)  # drops rows > step
+    # checkpoints from before trainer_state.json: the log's last row at or before the step
+    minutes_spent = resumed.get("minutes", minutes_before(out_dir, global_step, ("loss.jsonl",)))
+    loss_avg = resumed.get("loss_avg", loss_log.last().get("loss") if global_step > start_step else None)
 
     if accelerator.is_main_process and args.report_to:
         accelerator.init_trackers("train_diffusion", config={k: str(v) for k, v in vars(args).items()})
 
     def save(step):
         """checkpoint-N (atomic) + the EMA pipeline folder."""
-        save_checkpoint(accelerator, out_dir, step, args.checkpoints_total_limit)
+        save_checkpoint(accelerator, out_dir, step, args.checkpoints_total_limit, emas,
+                        {"minutes": minutes(), "loss_avg": loss_avg})
         if accelerator.is_main_process:
             export = UNet2DModel.from_config(accelerator.unwrap_model(unet).config)
             export.load_state_dict(accelerator.unwrap_model(unet).state_dict())
@@ -289,7 +257,10 @@ def main(args):
     total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     bar = tqdm(initial=global_step, total=args.max_train_steps, disable=not accelerator.is_local_main_process,
                desc="train")
-    t_start, loss_avg = time.time(), None
+    t_start = time.time()
+
+    def minutes():  # all runs of this output_dir together
+        return minutes_spent + (time.time() - t_start) / 60
     unet.train()
     while global_step < args.max_train_steps:
         for micro in range(args.gradient_accumulation_steps):
@@ -304,7 +275,9 @@ def main(args):
                 y[drop] = num_classes  # the null class
             with accelerator.accumulate(unet):
                 with accelerator.autocast():
-                    loss = diffusion_loss(unet, x0, y, schedule, args, generator=g)
+                    loss = diffusion_loss(unet, x0, y, schedule, weighting=args.loss_weighting,
+                                          sigmoid_bias=args.sigmoid_bias, multiscale=args.multiscale,
+                                          multiscale_min=args.multiscale_min, generator=g)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
@@ -322,10 +295,7 @@ def main(args):
             logs = {"loss": loss_avg, "lr": lr_scheduler.get_last_lr()[0]}
             bar.set_postfix(**{k: f"{v:.4g}" for k, v in logs.items()})
             accelerator.log(logs, step=global_step)
-            if accelerator.is_main_process:
-                with open(out_dir / "loss.jsonl", "a") as f:
-                    f.write(json.dumps({"step": global_step, "loss": loss_avg,
-                                        "minutes": (time.time() - t_start) / 60}) + "\n")
+            loss_log.write({"step": global_step, "loss": loss_avg, "minutes": minutes()})
         out_of_time = args.max_minutes is not None and (time.time() - t_start) / 60 > args.max_minutes
         if global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps or out_of_time:
             save(global_step)

@@ -1,0 +1,167 @@
+"""training/distill_sid.py end to end on CPU with tiny teachers: a plain diffusers DDPM folder (eps, discrete
+time), kill + exact resume, 2 torchrun gloo ranks with gradient accumulation == one process with the same global
+batch, and the one-step folder it writes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler
+from safetensors.torch import load_file
+
+from genkit.denoiser import Denoiser
+from pipelines.one_step import OneStepPipeline
+from helpers import save_tiny_pipeline, tiny_unet
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = str(ROOT / "training" / "distill_sid.py")
+TINY = ["--train_batch_size", "2", "--fd_every_images", "0", "--log_every", "1", "--checkpointing_steps", "2",
+        "--learning_rate", "1e-4", "--ema_halflife_images", "20", "--seed", "0"]
+
+
+def env():
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+def cmd(teacher, out, images, *extra):
+    return [sys.executable, SCRIPT, "--teacher", str(teacher), "--output_dir", str(out), "--max_train_images",
+            str(images), *TINY, *extra]
+
+
+def run(args, timeout=300):
+    res = subprocess.run(args, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res.stdout + res.stderr
+
+
+def checkpoints(out):
+    return sorted((p.name for p in Path(out).glob("checkpoint-*")), key=lambda n: int(n.split("-")[1]))
+
+
+def same_files(a, b, names=("model.safetensors", "model_1.safetensors", "ema_generator.safetensors")):
+    for name in names:
+        x, y = load_file(str(Path(a) / name)), load_file(str(Path(b) / name))
+        assert x.keys() == y.keys()
+        assert all(torch.equal(x[k], y[k]) for k in x), f"{name} differs"
+
+
+@pytest.fixture(scope="module")
+def genkit_teacher(tmp_path_factory):
+    return save_tiny_pipeline(tmp_path_factory.mktemp("teacher") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def ddpm_teacher(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ddpm") / "tiny"
+    DDPMPipeline(unet=tiny_unet(), scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(path)
+    return path
+
+
+def test_plain_ddpm_folder_distils_and_the_generator_starts_as_the_teacher(ddpm_teacher, tmp_path):
+    """eps prediction, 1000 discrete steps, unconditional. With lr ~0 the saved EMA generator is still the teacher's
+    denoiser at sigma_init: the whole chain (copy, EMA, export, OneStepPipeline over a DDPM scheduler) is exact."""
+    out = tmp_path / "sid"
+    log = run(cmd(ddpm_teacher, out, 4, "--learning_rate", "1e-12"))
+    assert "classes None, guidance 1.0" in log and checkpoints(out) == ["checkpoint-2"]
+    pipe = OneStepPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    assert isinstance(pipe.scheduler, DDPMScheduler) and pipe.scheduler.config.prediction_type == "epsilon"
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (0, 1)]  # noqa: E731
+    out_latent = pipe(batch_size=2, generator=gens(), output_type="latent")
+    z = torch.stack([torch.randn(3, 8, 8, generator=g) for g in gens()])
+    teacher = Denoiser.from_scheduler(tiny_unet(), DDPMScheduler(num_train_timesteps=1000))
+    assert out_latent.nfe == 1
+    assert torch.allclose(out_latent.images, teacher(2.5 * z, 2.5), atol=1e-5)
+    # every output type
+    assert pipe(batch_size=2, generator=gens(), output_type="np").images.shape == (2, 8, 8, 3)
+    assert pipe(batch_size=2, generator=gens(), output_type="pt").images.shape == (2, 3, 8, 8)
+    pil = pipe(batch_size=2, generator=gens()).images
+    assert len(pil) == 2 and pil[0].size == (8, 8)
+    rows = (out / "loss.jsonl").read_text().splitlines()
+    assert [eval(r)["step"] for r in rows] == [1, 2]  # noqa: S307 (our own JSON rows)
+
+
+def test_genkit_teacher_moves_the_generator_and_class_labels_work(genkit_teacher, tmp_path):
+    out = tmp_path / "sid"
+    log = run(cmd(genkit_teacher, out, 8, "--teacher_guidance", "1.5"))
+    assert "classes 3, guidance 1.5" in log
+    pipe = OneStepPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.teacher_guidance == 1.5 and pipe.config.class_names == ["a", "b", "c"]
+    res = pipe(batch_size=3, class_labels=["a", "c", 1], generator=[torch.Generator().manual_seed(s) for s in range(3)],
+               output_type="np")
+    assert res.nfe == 1 and np.isfinite(res.images).all()
+    teacher = load_file(str(Path(genkit_teacher) / "unet" / "diffusion_pytorch_model.safetensors"))
+    gen = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert max((teacher[k] - gen[k]).abs().max().item() for k in teacher) > 1e-5  # it learnt something
+
+
+@pytest.mark.slow  # ~60 s on a busy 2-core box: three runs
+def test_kill_then_resume_is_bit_exact(genkit_teacher, tmp_path):
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(genkit_teacher, killed, 100_000), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not checkpoints(killed):
+            assert proc.poll() is None, "exited before its first checkpoint"
+            assert time.time() < deadline, "no checkpoint after 300 s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    step = int(checkpoints(killed)[-1].split("-")[1])
+    target = step + 2
+    log = run(cmd(genkit_teacher, killed, target * 2, "--resume_from_checkpoint", "latest"))
+    assert f"at step {step}" in log
+    straight = tmp_path / "straight"
+    run(cmd(genkit_teacher, straight, target * 2))
+    same_files(killed / f"checkpoint-{target}", straight / f"checkpoint-{target}")
+    # logs: each step once, in order; minutes never restart from zero
+    import json
+
+    rows = [json.loads(r) for r in (killed / "loss.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, target + 1))
+    assert all(b["minutes"] >= a["minutes"] for a, b in zip(rows, rows[1:]))
+    state = json.loads((killed / f"checkpoint-{target}" / "trainer_state.json").read_text())
+    assert state["images_seen"] == target * 2 and not list(killed.glob("checkpoint-*/*custom_checkpoint*"))
+
+
+@pytest.mark.slow  # two torchrun ranks + one process
+def test_two_gloo_ranks_with_accumulation_match_one_process(genkit_teacher, tmp_path):
+    """2 ranks x 2 accumulation steps x batch 2 == 1 process x 4 accumulation steps x batch 2: the same 8 images per
+    step (draws are keyed by the micro-batch's place in the global batch). DDP must all-reduce the accumulated
+    generator and fake-score gradients once per step (forward and backward inside no_sync until the last
+    micro-batch); identical weights on both ranks and equal to the single process up to float round-off."""
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
+    # Adam with beta1 = 0 and eps 1e-8 is nearly sign(g): round-off in a tiny gradient flips a whole lr-sized
+    # update. A large eps makes the update smooth in g, so the comparison sees real differences only.
+    common = ["--max_train_images", "16", "--dump_rank_params", "--adam_eps", "1e-3", "--learning_rate", "1e-3"]
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", SCRIPT,
+         "--teacher", genkit_teacher, "--output_dir", str(ddp), *TINY, "--gradient_accumulation_steps", "2", *common])
+    run(cmd(genkit_teacher, single, 16, "--gradient_accumulation_steps", "4", *common[2:]))  # cmd sets the 16
+    r0, r1 = load_file(str(ddp / "rank0.safetensors")), load_file(str(ddp / "rank1.safetensors"))
+    one = load_file(str(single / "rank0.safetensors"))
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    worst = max((r0[k] - one[k]).abs().max().item() for k in r0)
+    moved = max((r0[k] - load_file(str(Path(genkit_teacher) / "unet" / "diffusion_pytorch_model.safetensors"))
+                 [k.split(".", 1)[1]]).abs().max().item() for k in r0)
+    assert worst < 1e-5 < moved, (worst, moved)
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--alpha", "nan"), ("--alpha", "-1"), ("--learning_rate", "inf"), ("--teacher_guidance", "nan"),
+    ("--train_batch_size", "0"), ("--tmax", "0"), ("--teacher", "/nonexistent"), ("--max_grad_norm", "nan"),
+])
+def test_bad_flags_name_the_flag(tmp_path, flag, value):
+    from training.distill_sid import parse_args
+
+    with pytest.raises(ValueError, match=f"^{flag}="):
+        parse_args(["--output_dir", str(tmp_path), flag, value])
