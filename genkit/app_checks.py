@@ -24,7 +24,7 @@ def as_int(name: str, value, lo: int, hi: int) -> int:
 def check_generate(class_name, seed, steps, solver, guidance, batch_size, class_choices: list[str],
                    max_batch_size: int = 16):
     """The Generate tab: (class, seed, steps, solver, guidance, batch size), normalised."""
-    from genkit.sampling import SOLVERS
+    from genkit.sampling import solver_names
 
     if class_name not in class_choices:
         shown = ", ".join(repr(c) for c in class_choices[:5]) + (", ..." if len(class_choices) > 5 else "")
@@ -32,7 +32,7 @@ def check_generate(class_name, seed, steps, solver, guidance, batch_size, class_
     batch_size = as_int("batch_size", batch_size, 1, max_batch_size)
     seed = as_int("seed", seed, 0, MAX_SEED - (batch_size - 1))
     steps = as_int("steps", steps, 1, MAX_STEPS)
-    check_choice("solver", solver, SOLVERS)
+    check_choice("solver", solver, solver_names())
     guidance = check_float("guidance", guidance, 0, MAX_GUIDANCE)
     return class_name, seed, steps, solver, guidance, batch_size
 
