@@ -49,6 +49,9 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         # "argument --steps: --steps=0 is not allowed: ..." -> "--steps=0 is not allowed: ..." (one format)
         message = re.sub(r"^argument [^:]+: (--[\w-]+=)", r"\1", message)
+        message = re.sub(r"^argument (--[\w-]+): expected one argument$",
+                         r"\1 is missing its value (write \1=VALUE for a value that starts with '-', e.g. \1=-1)",
+                         message)
         self.exit(2, f"genkit: error: {message}\n")
 
 

@@ -44,7 +44,7 @@ def pipe(model):
 
 
 @pytest.fixture(scope="module")
-def mm_pipe(tmp_path_factory):
+def mm_folder(tmp_path_factory):
     from genkit.mm import MultimodalAR
     from pipelines.multimodal import MultimodalARPipeline
 
@@ -52,7 +52,14 @@ def mm_pipe(tmp_path_factory):
     model = MultimodalAR(d_model=32, n_layers=2, n_heads=2, head_width=32, head_depth=1, max_text_bytes=16)
     path = tmp_path_factory.mktemp("mm") / "pipe"
     MultimodalARPipeline(model=model.eval()).save_pretrained(path)
-    return MultimodalARPipeline.from_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def mm_pipe(mm_folder):
+    from pipelines.multimodal import MultimodalARPipeline
+
+    return MultimodalARPipeline.from_pretrained(mm_folder)
 
 
 def outcome(call, names):
@@ -137,6 +144,29 @@ def test_cli_sample_flags_give_images_or_one_line_naming_a_flag(model, tmp_path_
         assert a.shape == (8, 8, 3)
 
 
+@settings(max_examples=15, **SETTINGS)
+@given(flags=st.lists(st.sampled_from([
+    ("--guidance", "nan"), ("--guidance", "-inf"), ("--guidance", "3"), ("--temperature", "nan"),
+    ("--temperature", "0.5"), ("--temperature", "1e9"), ("--steps", "0"), ("--steps", "65"), ("--head-steps", "0"),
+    ("--num", "65"), ("--num", "2"), ("--rerank", "300"), ("--rerank", "2"), ("--seed", str(2**64)),
+    ("--solver", "rk4"), ("--solver", "euler"), ("--prompt", ""), ("--prompt", "x" * 40), ("--prompt", "\udcff"),
+    ("--negative-prompt", "cat")]), max_size=3))
+def test_cli_draw_flags_give_images_or_one_line_naming_a_flag(mm_folder, tmp_path_factory, capsys, flags):
+    out = tmp_path_factory.mktemp("draw") / "out"
+    argv = [a for f in flags for a in f]
+    rc, _, err = cli(capsys, "draw", "--model", mm_folder, "--prompt", "red apple", "--num", "1", "--steps", "2",
+                     "--head-steps", "2", "--device", "cpu", "--out", out, *argv)
+    if rc != 0:
+        assert rc == 2 and err.count("\n") == 1 and err.startswith("genkit: error: --"), err
+        assert not out.exists(), "a rejected run left its --out folder"
+        return
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "temp files left"
+    m = json.loads((out / "manifest.json").read_text(),
+                   parse_constant=lambda c: pytest.fail(f"manifest.json holds {c}: not valid JSON"))
+    pngs = [f for row in m["files"] for f in row]
+    assert m["complete"] and all(np.asarray(Image.open(out / f)).shape == (32, 32, 3) for f in pngs)
+
+
 def test_caption_composites_rgba_on_white_like_the_cli_and_app(mm_pipe):
     """A transparent image is read as the same RGB picture by pipe.caption, genkit caption (load_image_file) and
     the app (square_rgb): composited on white, not on the black its RGB channels may hold."""
@@ -150,6 +180,8 @@ def test_caption_composites_rgba_on_white_like_the_cli_and_app(mm_pipe):
     assert torch.equal(got, mm_pipe._as_tensor(white[None]))
     assert torch.equal(mm_pipe._as_tensor(rgba[None]), got)  # an RGBA array too
     assert mm_pipe.caption(Image.fromarray(rgba, "RGBA"), max_new_tokens=2) == mm_pipe.caption(white, max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"^images=.* is not allowed: finite values"):
+        mm_pipe.caption(torch.full((1, 3, 32, 32), math.nan))
 
 
 @pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(), reason="weights/openmoji-32 not shipped")

@@ -27,9 +27,6 @@ from .common import (atomic_write_json, class_ids_for, ensure_writable_dir, gene
 GRID_MAX = 64                       # grid.png shows the first 64 images (a grid of 100,000 would not help anyone)
 PNG_NAME = re.compile(r"^\d{6,}\.png$")
 TMP_NAME = re.compile(r"^\..+\.tmp(\.\w+)?$")   # genkit.io.atomic_path's temp files, left by a killed run
-# what decides an image besides its seed: a resume must match these (a rerun may change --num, --seed,
-# --batch-size when batch-invariant, --device)
-SETTINGS = ("model_sha256", "steps", "solver", "grid", "class", "guidance", "batch_invariant")
 
 
 def check_solver_grid(pipe, solver: str | None, grid: str | None, steps: int, guidance: float) -> tuple[str, int]:
@@ -100,27 +97,30 @@ def sweep_temp_files(out: Path) -> int:
     return len(stale)
 
 
-def check_resume(out: Path, settings: dict, restart: bool) -> None:
-    """Refuse to mix images made with other settings into --out (or, with restart, delete them first)."""
+def check_resume(out: Path, settings: dict, restart: bool, ours: list[Path] | None = None) -> None:
+    """Refuse to mix images made with other settings into --out (or, with restart, delete them first).
+
+    ours: this command's image files already in out (default: genkit sample's NNNNNN.png); their settings are
+    read from out/manifest.json, which the commands write before any image."""
     import json
 
-    old_pngs = [p for p in out.iterdir() if PNG_NAME.match(p.name)]
+    ours = [p for p in out.iterdir() if PNG_NAME.match(p.name)] if ours is None else ours
     manifest = out / "manifest.json"
     if restart:
-        for p in old_pngs + [out / "grid.png", manifest]:
+        for p in ours + [out / "grid.png", manifest]:
             p.unlink(missing_ok=True)
         return
-    if not old_pngs:
+    if not ours:
         return
     try:
         old = json.loads(manifest.read_text())
     except (OSError, ValueError):
-        raise ValueError(f"--out={str(out)!r} holds {len(old_pngs)} images (such as {old_pngs[0].name}) but no "
+        raise ValueError(f"--out={str(out)!r} holds {len(ours)} images (such as {ours[0].name}) but no "
                          "readable manifest.json, so whether they match these settings is unknown: use --restart "
                          "to delete them, or another --out") from None
     differ = [f"{k} {old.get(k)!r} (now {v!r})" for k, v in settings.items() if old.get(k) != v]
     if differ:
-        raise ValueError(f"--out={str(out)!r} holds {len(old_pngs)} images made with other settings: "
+        raise ValueError(f"--out={str(out)!r} holds {len(ours)} images made with other settings: "
                          f"{'; '.join(differ)}. Use --restart to delete them and start over, or another --out")
 
 
@@ -162,6 +162,8 @@ def _sample(args, state) -> None:
     cls, args.guidance = resolve_conditioning(pipe, args.class_label, args.guidance)
     solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, args.guidance)
     invariant = args.batch_invariant
+    # what decides an image besides its seed: a resume must match these (a rerun may change --num, --seed,
+    # --device, and --batch-size when batch-invariant)
     settings = {"model_sha256": weights_fingerprint(args.model), "steps": args.steps, "solver": solver,
                 "grid": args.grid or pipe.scheduler.config.get("grid"), "class": cls, "guidance": args.guidance,
                 "batch_invariant": invariant, **{k: str(v) for k, v in method_kwargs(args).items()}}

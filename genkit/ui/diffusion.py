@@ -25,8 +25,7 @@ from pathlib import Path
 # pass the session and the selected item (so no `from __future__ import annotations` here).
 import gradio as gr
 
-from genkit.app_checks import as_int  # an integral float (as JSON numbers may arrive) is taken as its int
-from genkit.checks import bad, check_choice, check_float
+from genkit.checks import bad, check_choice, check_float, check_int
 from genkit.skip_tuning import RHO_RANGE
 from genkit.png_info import diffusion_settings, fingerprint, format_parameters, parse_parameters, png_bytes
 
@@ -34,6 +33,13 @@ from . import options as opt
 from .runner import Stops
 
 
+
+
+def as_int(name: str, value, lo: int, hi: int) -> int:
+    """check_int, but an integral float (3.0, as JSON numbers may arrive from a browser) is taken as its int."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return check_int(name, value, lo, hi)
 
 
 @dataclass(frozen=True)

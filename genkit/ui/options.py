@@ -3,10 +3,13 @@ class names, and the bounds every slider and the API share (one number in one pl
 
 from __future__ import annotations
 
-from genkit.app_checks import MAX_GUIDANCE, MAX_SEED, MAX_STEPS  # noqa: F401  (the app's bounds: one place)
+from genkit.checks import LIMITS
 
 UNCONDITIONAL = "(unconditional)"
 DEFAULT_CLASS = "face-smiling"
+MAX_STEPS = 100           # a request is interactive
+MAX_GUIDANCE = 8.0        # the guidance sliders (and the API: it takes the sliders' bounds)
+MAX_SEED = LIMITS["seed"]
 MAX_BATCH_COUNT = 16
 MAX_UPSAMPLE_GUIDANCE = 2.0  # the slider's end; the paper's useful range is well inside it
 RANDOM_SEED = -1          # A1111's convention: -1 draws a fresh seed, shown in the result

@@ -20,18 +20,29 @@ from pathlib import Path
 # pass the session and the selected item (so no `from __future__ import annotations` here).
 import gradio as gr
 
-from genkit.app_checks import MAX_GUIDANCE, check_text_to_image
-from genkit.checks import LIMITS
+from genkit.checks import check_float, check_text
 from genkit.png_info import draw_settings, fingerprint, format_parameters, parse_parameters, png_bytes
 
-MAX_IMAGES = LIMITS["app_images"]
-MAX_TEMPERATURE = LIMITS["temperature"]
+from .diffusion import as_int
+from .options import MAX_SEED
+
+MAX_IMAGES = 16
+MAX_GUIDANCE = 8.0
+MAX_TEMPERATURE = 1.5
 
 
 def defaults():
     from pipelines.multimodal import DEFAULT_GUIDANCE, DEFAULT_TEMPERATURE
 
     return DEFAULT_GUIDANCE, DEFAULT_TEMPERATURE
+
+
+def validate(seed, num_images, guidance, temperature, max_images: int = MAX_IMAGES):
+    num_images = as_int("num_images", num_images, 1, max_images)
+    seed = as_int("seed", seed, 0, MAX_SEED)
+    guidance = check_float("guidance", guidance, 0, MAX_GUIDANCE)
+    temperature = check_float("temperature", temperature, 0, MAX_TEMPERATURE)
+    return seed, num_images, guidance, temperature
 
 
 def make_text_to_image(mm, max_images: int = MAX_IMAGES, model_name: str | None = None, out_dir: str | None = None):
@@ -50,8 +61,10 @@ def make_text_to_image(mm, max_images: int = MAX_IMAGES, model_name: str | None 
     def text_to_image(prompt, seed, num_images, guidance=guidance_default, temperature=temperature_default,
                       negative_prompt="", progress=gr.Progress()):
         try:
-            prompt, seed, num_images, guidance, temperature, negative_prompt = check_text_to_image(
-                prompt, seed, num_images, guidance, temperature, negative_prompt, max_images)
+            # one str: a list would be drawn as several prompts under one prompt's seed labels (issue 15 #4)
+            prompt = check_text("prompt", prompt, mm.model.config.max_text_bytes)
+            seed, num_images, guidance, temperature = validate(seed, num_images, guidance, temperature, max_images)
+            negative_prompt = negative_prompt or None
             progress(0, desc="drawing")
             t0 = time.perf_counter()
             kw = dict(num_images_per_prompt=num_images, guidance_scale=guidance, temperature=temperature,
