@@ -10,6 +10,14 @@ ignored for a raster-order model, which takes one step per patch); `head_steps` 
 solver of the per-patch diffusion head; `temperature` scales its initial noise. `rerank=K` draws K candidates
 per image and keeps the one the same model, read the other way, finds most likely to be named the prompt
 (max log p(prompt | image)): the model's captioning direction as its own critic.
+
+Step callback (diffusers' convention): `callback_on_step_end(pipe, i, t, tensors)` runs after each AR step, i
+counting the steps of the whole call (prompt after prompt) and t the number of patches known per image;
+`tensors` holds the names in `callback_on_step_end_tensor_inputs`: "images" (the partial images (B, 3, S, S) in
+[-1, 1], unknown patches 0 = gray), "patches" (what the model has drawn: pixel patches or VQ codes, unknown = 0)
+and "known" (B, N) bool; B = num_images_per_prompt x rerank candidates. It returns {} or a dict whose "patches"
+replaces the drawn ones. `pipe._interrupt = True` (set in the callback) ends the call after that step: the images
+come back with what was known then.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ class MultimodalARPipeline(DiffusionPipeline):
     reads and writes codes with (None for the default pixel-patch model)."""
 
     _optional_components = ["tokenizer"]
+    _callback_tensor_inputs = ["images", "patches", "known"]
 
     def __init__(self, model, tokenizer=None):
         super().__init__()
@@ -70,7 +79,8 @@ class MultimodalARPipeline(DiffusionPipeline):
                  head_steps: int = 20,
                  solver: str = "dpmpp_2m", generator: torch.Generator | list[torch.Generator] | None = None,
                  negative_prompt: str | list[str] | None = None, rerank: int = 1, output_type: str = "pil",
-                 return_dict: bool = True):
+                 return_dict: bool = True, callback_on_step_end=None,
+                 callback_on_step_end_tensor_inputs: list[str] = ("images",)):
         """Images for each prompt. Classifier-free guidance pushes away from the unconditional model, or from
         `negative_prompt` where given (one for all prompts, or one per prompt): D = D_neg + w (D_prompt - D_neg).
         rerank=K > 1: each image is the best of K candidates by log p(prompt | image) under the same model."""
@@ -96,13 +106,27 @@ class MultimodalARPipeline(DiffusionPipeline):
         guidance_scale = check_float("guidance_scale", guidance_scale, 0, LIMITS["guidance"])  # NaN / inf refused
         temperature = check_float("temperature", temperature, 0, LIMITS["temperature"])
         check_choice("output_type", output_type, OUTPUT_TYPES)
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            bad("callback_on_step_end", callback_on_step_end, "None or a callable (pipe, i, t, tensors) -> dict")
+        for name in callback_on_step_end_tensor_inputs:
+            check_choice("callback_on_step_end_tensor_inputs", name, self._callback_tensor_inputs)
         gens = generator if isinstance(generator, list) else [generator] * len(prompts)
         if len(gens) != len(prompts):
             raise ValueError(f"generator is a list of {len(gens)}: give one per prompt ({len(prompts)})")
         kw = dict(num_steps=num_inference_steps, head_steps=head_steps, solver=solver, temperature=temperature,
                   guidance_scale=guidance_scale)
-        x = torch.cat([self.images_of(self.generate_units(c, n, num_images_per_prompt, rerank, g, **kw))
-                       for c, g, n in zip(ids, gens, neg_ids)])
+        self._interrupt = False
+        on_step = None if callback_on_step_end is None else \
+            self._step_hook(callback_on_step_end, list(callback_on_step_end_tensor_inputs))
+        s = self.model.config.image_size
+        xs = []
+        for c, g, n in zip(ids, gens, neg_ids):
+            if self.interrupt:  # interrupted during an earlier prompt: the rest stay blank (gray)
+                xs.append(torch.zeros(num_images_per_prompt, 3, s, s, device=self.model.device))
+                continue
+            xs.append(self.images_of(self.generate_units(c, n, num_images_per_prompt, rerank, g, on_step=on_step,
+                                                         **kw)))
+        x = torch.cat(xs)
         x = (x / 2 + 0.5).clamp(0, 1)
         if output_type == "pt":
             images = x
@@ -112,12 +136,41 @@ class MultimodalARPipeline(DiffusionPipeline):
                 [PIL.Image.fromarray(a) for a in (arr * 255).round().astype(np.uint8)]
         return MultimodalARPipelineOutput(images=images) if return_dict else (images,)
 
+    @property
+    def interrupt(self) -> bool:
+        return getattr(self, "_interrupt", False)
+
+    def _step_hook(self, callback, names: list[str]):
+        """model.generate's on_step -> diffusers' callback_on_step_end(pipe, i, t, tensors), i over the whole call."""
+        counter = [0]
+
+        def on_step(_step, patches, known):
+            tensors = {}
+            for name in names:
+                tensors[name] = {"patches": lambda: patches, "known": lambda: known,
+                                 "images": lambda: self.partial_images(patches, known)}[name]()
+            res = callback(self, counter[0], int(known[0].sum()), tensors) or {}
+            counter[0] += 1
+            return {"patches": res.get("patches"), "stop": self.interrupt}
+        return on_step
+
+    def partial_images(self, patches: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, S, S) in [-1, 1] from the patches drawn so far, the unknown ones gray (0)."""
+        x = self.images_of(self.model._to_images(patches))
+        g = self.model.grid
+        mask = known.view(-1, 1, g, g).to(x.dtype)
+        mask = mask.repeat_interleave(x.shape[-2] // g, 2).repeat_interleave(x.shape[-1] // g, 3)
+        return x * mask
+
     def generate_units(self, caption: list[int], negative: list[int] | None, num: int, rerank: int, generator,
-                       **kw) -> torch.Tensor:
+                       on_step=None, **kw) -> torch.Tensor:
         """num images (as the model's units) for one caption, each the best of `rerank` candidates."""
-        units = self.model.generate(caption, num * rerank, generator=generator, negative=negative, **kw)
+        units = self.model.generate(caption, num * rerank, generator=generator, negative=negative, on_step=on_step,
+                                    **kw)
         if rerank == 1:
             return units
+        if self.interrupt:  # stopped part-way: no scores worth ranking by, keep each image's first candidate
+            return units[torch.arange(num) * rerank]
         # 1. score candidate j of image i (row-major: i * rerank + j) by the model's own captioning direction
         scores = self.model.caption_logprob(units, [caption] * len(units)).view(num, rerank)
         # 2. keep each image's best candidate

@@ -272,8 +272,11 @@ class MultimodalAR(ModelMixin, ConfigMixin):
     def generate(self, caption: list[int], num_images: int = 1, num_steps: int = 16, head_steps: int = 20,
                  solver: str = "dpmpp_2m", temperature: float = 1.0, guidance_scale: float = 1.0,
                  generator: torch.Generator | None = None, use_cache: bool = True,
-                 negative: list[int] | None = None) -> torch.Tensor:
+                 negative: list[int] | None = None, on_step=None) -> torch.Tensor:
         """Images (num_images, 3, S, S) in [-1, 1] for one caption (a byte list; [] = unconditional).
+        on_step(step, patches, known) is called after each AR step with the patches drawn so far (unknown ones
+        zero) and the known mask (B, N); it returns None or a dict: {"patches": replacement} and/or {"stop": True} to
+        end after this step (the patches known then are returned; unknown ones stay zero).
         Guidance contrasts the caption with `negative` (a byte list; None = the unconditional model).
 
         order="random": MAR sampling in num_steps steps over a random patch order (per image), cosine schedule
@@ -312,6 +315,8 @@ class MultimodalAR(ModelMixin, ConfigMixin):
                 z = [zz if k == 0 else zz[:, k - 1] for zz in zs]
                 patches[:, k] = self._sample(z, guidance_scale, head_steps, solver, temperature, generator)
                 known[:, k] = True
+                if on_step is not None and self._after_step(on_step, k, patches, known):
+                    break
             return self._to_images(patches)
 
         order = torch.stack([torch.randperm(n, generator=generator) for _ in range(b)]).to(self.device)
@@ -328,9 +333,19 @@ class MultimodalAR(ModelMixin, ConfigMixin):
             patches.scatter_(1, idx, new)
             known.scatter_(1, chosen, True)
             done = target
+            if on_step is not None and self._after_step(on_step, step, patches, known):
+                break
             if done == n:
                 break
         return self._to_images(patches)
+
+    @staticmethod
+    def _after_step(on_step, step: int, patches: torch.Tensor, known: torch.Tensor) -> bool:
+        """Run the step hook; copy back patches it returns; True if it asks to stop."""
+        res = on_step(step, patches, known) or {}
+        if res.get("patches") is not None:
+            patches.copy_(res["patches"])
+        return bool(res.get("stop"))
 
     def _sample(self, zs, guidance_scale, head_steps, solver, temperature, generator):
         z = zs[0]
