@@ -7,11 +7,20 @@ import torch
 
 from genkit.png_info import read_parameters
 from genkit.ui import build_demo, text_image
-from ui_helpers import free_port, gradio_env, tiny_mm, tiny_pipe  # noqa: F401  (fixtures)
+from genkit.ui.runner import Stops
+from ui_helpers import free_port, gradio_env, no_progress, tiny_mm, tiny_pipe  # noqa: F401  (fixtures)
+
+
+def draw(mm, *form, **kw):
+    """All that the handler yields: the previews, then the final (gallery, info)."""
+    return list(text_image.make_text_to_image(mm, max_images=4, **kw)(*form, progress=no_progress))
 
 
 def test_images_are_genkit_draws_and_carry_their_parameters(tiny_mm):
-    items, info = text_image.make_text_to_image(tiny_mm, max_images=4)("red apple", 3, 2, 2.0, 0.5, "pear")
+    outs = draw(tiny_mm, "red apple", 3, 2, 2.0, 0.5, "pear")
+    items, info = outs[-1]
+    # one preview per AR step (16), captioned with its step, then the PNG files
+    assert len(outs) == 17 and outs[0][0][1][1] == "seed 3 · 2/2 · step 1/16" and "step 16/16" in outs[-2][1]
     assert [c for _, c in items] == ["seed 3 · 1/2", "seed 3 · 2/2"] and "wall time" in info
     ref = tiny_mm(prompt="red apple", num_images_per_prompt=2, guidance_scale=2.0, temperature=0.5,
                   negative_prompt="pear", generator=torch.Generator().manual_seed(3)).images
@@ -20,7 +29,7 @@ def test_images_are_genkit_draws_and_carry_their_parameters(tiny_mm):
         assert np.array_equal(np.asarray(Image.open(path)), np.asarray(im))   # the same call as genkit draw
     form = text_image.form_values(read_parameters(items[1][0]))
     assert form == ["red apple", 3, 2, 2.0, 0.5, "pear"]
-    again, _ = text_image.make_text_to_image(tiny_mm, max_images=4)(*form)
+    again, _ = draw(tiny_mm, *form, 0)[-1]                                     # previews off: one output
     assert open(again[1][0], "rb").read() == open(items[1][0], "rb").read()    # byte-identical regeneration
 
 
@@ -34,7 +43,32 @@ def test_bad_input_is_named_with_the_sliders_bounds(tiny_mm, args, name):
     import gradio as gr
 
     with pytest.raises(gr.Error, match=name):
-        text_image.make_text_to_image(tiny_mm, max_images=4)(*args)
+        draw(tiny_mm, *args)
+
+
+def test_stop_ends_the_draw_within_one_step_and_saves_nothing(tiny_mm):
+    """Stop pressed during AR step 3 (in its callback): no 4th step starts, the partial images stay shown, gray
+    where no patch is drawn yet, and no PNG is written."""
+    stops, steps = Stops(), []
+
+    def count(_module, _args):  # the transformer's forward: one per AR step with guidance off (one run)
+        steps.append(1)
+        if len(steps) == 4:
+            stops.stop("local")
+    hook = tiny_mm.model.transformer.register_forward_pre_hook(count)
+    try:
+        text_image.guard(tiny_mm, stops)
+        outs = list(text_image.make_text_to_image(tiny_mm, max_images=4, stops=stops)(
+            "a", 0, 2, 1.0, 0.5, "", progress=no_progress))
+    finally:
+        hook.remove()
+    # the prefix pass + steps 1-2 ran; Stop came as step 3's transformer pass began: it did not run, nor any later
+    gallery, info = outs[-1]
+    assert len(steps) == 4
+    assert "stopped" in info and "step 2/16" in info and len(outs) == 3
+    assert [c for _, c in gallery] == ["seed 0 · 1/2 · step 2/16", "seed 0 · 2/2 · step 2/16"]
+    pixels = np.asarray(gallery[0][0])
+    assert (pixels == 128).all(axis=-1).any()                 # masked patches: gray (0 in [-1, 1] -> 128)
 
 
 def test_caption_handler(tiny_mm):

@@ -41,7 +41,7 @@ def build_demo(pipe, max_batch_size: int = 16, tokenizer=None, examples: list[st
             text_form = None
             if mm is not None:
                 with gr.Tab("Text and image", id="text_image"):
-                    text_form = text_image.build(mm, examples)
+                    text_form = text_image.build(mm, examples, stops=stops)
             if tokenizer is not None:
                 with gr.Tab("Tokenizer", id="tokenizer"):
                     tokenizer_tab.build(tokenizer, examples)
