@@ -1,7 +1,8 @@
 """genkit's Gradio app: the shipped models behind one UI (genkit/ui/, one module per tab).
 
-    python app.py                                   # weights/openmoji-32 on http://127.0.0.1:7860
+    python app.py                                   # every model under weights/ on http://127.0.0.1:7860
     python app.py --model DIR --host 0.0.0.0 --port 7861 --device cuda
+    python app.py --model weights/openmoji-32 --model weights/openmoji-32-sid   # the Diffusion tab's Model menu
     python app.py --tokenizer DIR                   # the Tokenizer tab's model (default weights/openmoji-vq)
     python app.py --mm DIR                          # the Text and image tab's model (default weights/openmoji-mm)
 
@@ -18,8 +19,9 @@ Each event is also an API endpoint (gradio_client):
 
 /generate's values: class, seed (-1 = random), steps, sampler, sigma grid, guidance, batch size, batch count,
 size (32, or 64 with upsample guidance), upsample guidance, batch-invariant, skip-tuning rho (1 = off), preview
-every k steps (0 = none;
-previews only matter in a browser). Image k of a run uses seed + k, the image
+every k steps (0 = none; previews only matter in a browser), model (a folder name of the Model menu, e.g.
+"openmoji-32-sid"; default the first; a one-step model ignores steps, sampler, grid, guidance, size, upsample
+guidance and skip-tuning). Image k of a run uses seed + k, the image
 `genkit sample --seed SEED` gives for that seed. Every image is a PNG with a `parameters` chunk.
 Bad input is answered with an error naming the parameter, the value and what is allowed; the app keeps serving.
 Environment: GRADIO_SERVER_NAME / GRADIO_SERVER_PORT set the defaults of --host / --port. The app never
@@ -75,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="app.py", description="Serve a genkit pipeline as a Gradio app (local only, "
                                 "no share link).", formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__)
-    p.add_argument("--model", default="weights/openmoji-32", metavar="DIR",
-                   help="pipeline folder (default: weights/openmoji-32)")
+    p.add_argument("--model", action="append", default=None, metavar="DIR",
+                   help="diffusion pipeline folder for the Diffusion tab's Model menu; repeat for several, the "
+                        "first is the default (default: every diffusion or one-step folder under weights/, "
+                        "weights/openmoji-32 first)")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1", metavar="H",
                    help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1; 0.0.0.0 in Docker)")
     p.add_argument("--port", type=_port, default=os.environ.get("GRADIO_SERVER_PORT") or "7860", metavar="P",
@@ -113,20 +117,29 @@ def _load_optional(folder: str, flag: str, tab: str, load):
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    if not os.path.isdir(args.model):  # answered before the slow imports (torch, diffusers, gradio)
-        _fail(f"--model={args.model!r} is not a folder: give a pipeline folder such as weights/openmoji-32")
+    for folder in args.model or []:  # answered before the slow imports (torch, diffusers, gradio)
+        if not os.path.isdir(folder):
+            _fail(f"--model={folder!r} is not a folder: give a pipeline folder such as weights/openmoji-32")
+    from genkit.loading import diffusion_folders
+
+    folders = args.model or diffusion_folders() or ["weights/openmoji-32"]
+    names = [Path(f).resolve().name for f in folders]
+    if len(set(names)) < len(names):
+        _fail(f"--model={folders!r} is not allowed: two folders with one name ({', '.join(names)}); the Model "
+              "menu and PNG parameters tell models by folder name")
     from genkit.loading import load_mm_pipeline, load_pipeline, load_tokenizer, pick_device
     from genkit.ui import CSS, build_demo
 
     try:
-        pipe = load_pipeline(args.model, pick_device(args.device))
+        device = pick_device(args.device)
+        models = {name: load_pipeline(folder, device) for name, folder in zip(names, folders)}
     except ValueError as e:
         _fail(e)
+    pipe = next(iter(models.values()))
     tokenizer = _load_optional(args.tokenizer, "tokenizer", "Tokenizer", load_tokenizer)
     examples = sorted(str(p) for p in Path(args.tokenizer, "examples").glob("*.png")) or None
     mm = _load_optional(args.mm, "mm", "Text and image", lambda d: load_mm_pipeline(d, pipe.device))
-    demo = build_demo(pipe, args.max_batch_size, tokenizer, examples, mm, model_name=Path(args.model).name,
-                      queue_size=args.queue_size)
+    demo = build_demo(models, args.max_batch_size, tokenizer, examples, mm, queue_size=args.queue_size)
     try:
         demo.launch(server_name=args.host, server_port=args.port, share=False, css=CSS)
     except OSError as e:  # port in use, address not available

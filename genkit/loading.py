@@ -29,6 +29,17 @@ def pipeline_class(path: Path) -> str | None:
         return None
 
 
+DIFFUSION_PIPELINES = ("PixelDiffusionPipeline", "OneStepPipeline")
+
+
+def diffusion_folders(root: str = "weights", first: str = "openmoji-32") -> list[str]:
+    """The diffusion pipeline folders under root (teachers, one-step generators), `first` first, then by name:
+    what the app's Model menu offers by default."""
+    found = sorted(str(p.parent) for p in Path(root).glob("*/model_index.json")
+                   if pipeline_class(p.parent) in DIFFUSION_PIPELINES)
+    return sorted(found, key=lambda d: Path(d).name != first)
+
+
 def load_folder(cls, model: str, contents: str, example: str):
     """cls.from_pretrained(model) offline (a diffusers pipeline class), with a ValueError for a missing or corrupt
     folder, or for a multimodal folder given where a diffusion one is wanted and vice versa."""
@@ -56,11 +67,14 @@ def load_pipeline(model: str, device="cpu", dtype=None, attention: str = "auto")
     """PixelDiffusionPipeline.from_pretrained(model) offline, with a ValueError for a missing/corrupt folder.
     attention="auto": xformers' memory-efficient attention on CUDA when xformers is importable (the [gpu] extra),
     else PyTorch SDPA (diffusers' default processor); "sdpa" always SDPA."""
+    from pipelines.one_step import OneStepPipeline
     from pipelines.pixel_diffusion import PixelDiffusionPipeline
 
     if attention not in ("auto", "sdpa"):
         raise ValueError(f"attention={attention!r} is not allowed: one of auto, sdpa")
-    pipe = load_folder(PixelDiffusionPipeline, model, "unet/ and scheduler/", "weights/openmoji-32").to(device)
+    # a one-step generator's folder (SiD) loads as its own class: one network evaluation, no solver
+    cls = OneStepPipeline if pipeline_class(Path(model)) == "OneStepPipeline" else PixelDiffusionPipeline
+    pipe = load_folder(cls, model, "unet/ and scheduler/", "weights/openmoji-32").to(device)
     if dtype is not None:
         pipe.unet.to(dtype)
     if attention == "auto" and torch.device(device).type == "cuda" and xformers_available():

@@ -59,15 +59,15 @@ def test_png_info_round_trip_regenerates_identical_bytes(tiny_pipe):
     gallery, _, _, _ = run(tiny_pipe, "c", 11, 3, "dpmpp_2m", "logsnr", 1.5, 3, 1)[-1]
     original = open(gallery[2][0], "rb").read()
     form = diffusion.form_values(read_parameters(original), tiny_pipe)   # its batch: batched calls may round
-    assert form == ["c", 11, 3, "dpmpp_2m", "logsnr", 1.5, 3, 1, 8, 0.0, False, 1.0]   # differently than alone
-    again, _, _, _ = run(tiny_pipe, *form)[-1]
+    assert form == ["c", 11, 3, "dpmpp_2m", "logsnr", 1.5, 3, 1, 8, 0.0, False, 1.0, "model"]   # differently
+    again, _, _, _ = run(tiny_pipe, *form[:-1])[-1]                              # than alone (the model last)
     assert open(again[2][0], "rb").read() == original
     # batch-invariant: the image alone regenerates it
     gallery, _, _, _ = run(tiny_pipe, "c", 11, 3, "dpmpp_2m", "logsnr", 1.5, 3, 1, 8, 0.0, True)[-1]
     original = open(gallery[2][0], "rb").read()
     form = diffusion.form_values(read_parameters(original), tiny_pipe)
-    assert form == ["c", 13, 3, "dpmpp_2m", "logsnr", 1.5, 1, 1, 8, 0.0, True, 1.0]
-    again, _, _, _ = run(tiny_pipe, *form)[-1]
+    assert form == ["c", 13, 3, "dpmpp_2m", "logsnr", 1.5, 1, 1, 8, 0.0, True, 1.0, "model"]
+    again, _, _, _ = run(tiny_pipe, *form[:-1])[-1]
     assert len(again) == 1 and open(again[0][0], "rb").read() == original
 
 
@@ -79,7 +79,7 @@ def test_skip_tuning_reaches_the_pipeline_and_the_png(tiny_pipe):
                       generator=[torch.Generator().manual_seed(k) for k in (0, 1)]).images
     assert np.array_equal(np.asarray(Image.open(gallery[1][0])), np.asarray(ref[1]))
     assert not np.array_equal(np.asarray(ref[1]), np.asarray(plain[1]))        # it changes the image
-    assert diffusion.form_values(read_parameters(gallery[1][0]), tiny_pipe)[-1] == 0.8
+    assert diffusion.form_values(read_parameters(gallery[1][0]), tiny_pipe)[-2] == 0.8
 
 
 def test_twice_the_size_with_upsample_guidance(tiny_pipe):

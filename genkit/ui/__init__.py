@@ -18,18 +18,23 @@ CSS = ".pixelated img { image-rendering: pixelated; }"
 
 def build_demo(pipe, max_batch_size: int = 16, tokenizer=None, examples: list[str] | None = None, mm=None,
                model_name: str | None = None, queue_size: int = QUEUE_SIZE):
-    """The gr.Blocks UI for `pipe` (a PixelDiffusionPipeline), plus a Tokenizer tab for `tokenizer` (a
+    """The gr.Blocks UI for `pipe` (a PixelDiffusionPipeline, or {name: pipeline} for a Model menu: teachers,
+    one-step generators, other sizes; the first is the default), plus a Tokenizer tab for `tokenizer` (a
     VQTokenizer, with example image files) and a Text and image tab for `mm` (a MultimodalARPipeline) when given;
     a PNG info tab always. Launch with demo.launch(css=CSS, ...)."""
     import gradio as gr
 
     from . import diffusion, png_info_tab, text_image
     from . import tokenizer as tokenizer_tab
+    from .diffusion import as_models
     from .runner import Stops
 
+    models = as_models(pipe, model_name)
+    pipe = next(iter(models.values()))
     size = pipe.unet.config.sample_size
     stops = Stops()
-    stops.guard(pipe.unet)
+    for p in models.values():
+        stops.guard(p.unet)
     with gr.Blocks(title="genkit") as demo:
         gr.Markdown(f"# genkit\nClass-conditional {size}×{size} emoji from a small pixel-space diffusion model"
                     f"{', a VQ tokenizer' if tokenizer is not None else ''}"
@@ -37,7 +42,7 @@ def build_demo(pipe, max_batch_size: int = 16, tokenizer=None, examples: list[st
                     f"Training images: [OpenMoji](https://openmoji.org), licensed CC BY-SA 4.0.")
         with gr.Tabs() as tabs:
             with gr.Tab("Diffusion", id="diffusion"):
-                diffusion_form = diffusion.build(pipe, stops, max_batch_size, model_name)
+                diffusion_form = diffusion.build(models, stops, max_batch_size)
             text_form = None
             if mm is not None:
                 with gr.Tab("Text and image", id="text_image"):
@@ -46,6 +51,6 @@ def build_demo(pipe, max_batch_size: int = 16, tokenizer=None, examples: list[st
                 with gr.Tab("Tokenizer", id="tokenizer"):
                     tokenizer_tab.build(tokenizer, examples)
             with gr.Tab("PNG info", id="png_info"):
-                png_info_tab.build(pipe, tabs, diffusion_form, text_form)
+                png_info_tab.build(models, tabs, diffusion_form, text_form)
     demo.queue(max_size=queue_size)
     return demo

@@ -54,18 +54,45 @@ class Settings:
     upsample_guidance: float = 0.0   # upsample guidance scale at sizes above the trained one (0 = off)
     batch_invariant: bool = False    # each image alone through the net: the same bytes in any batch, ~2x slower
     skip_tuning: float = 1.0         # rho_bottom of skip-tuning (1 = off): UNet skips scaled, for few steps
+    model: str = ""                  # the Model menu's name of the pipeline ("" = the only / first one)
 
     def seeds(self, b: int) -> list[int]:
         return [self.seed + b * self.batch_size + j for j in range(self.batch_size)]
 
 
+def as_models(pipe, model_name: str | None = None) -> dict:
+    """{name: pipeline} (the Model menu, first = default) from a dict as given, or from one pipeline."""
+    if isinstance(pipe, dict):
+        if not pipe:
+            raise ValueError("models={} is not allowed: at least one diffusion pipeline")
+        return dict(pipe)
+    return {model_name or Path(getattr(pipe, "name_or_path", "") or "model").name: pipe}
+
+
+def pick_model(models: dict, model) -> tuple[str, object]:
+    """The Model menu's value -> (name, pipeline); None or "" = the first."""
+    name = next(iter(models)) if model in (None, "") else check_choice("model", model, list(models))
+    return name, models[name]
+
+
 def validate(pipe, class_name, seed, steps, sampler, grid, guidance, batch_size, batch_count, size=None,
-             upsample_guidance=0.0, batch_invariant=False, skip_tuning=1.0, max_batch_size: int = 16) -> Settings:
-    """The form's raw values -> Settings, or a ValueError naming the parameter, its value and what is allowed."""
+             upsample_guidance=0.0, batch_invariant=False, skip_tuning=1.0, max_batch_size: int = 16,
+             model: str | None = None) -> Settings:
+    """The form's raw values -> Settings, or a ValueError naming the parameter, its value and what is allowed.
+    `pipe` is one pipeline or the Model menu's {name: pipeline}; `model` picks one (default: the first). A one-step
+    generator ignores steps, sampler, grid, guidance, size, upsample guidance and skip-tuning (the form hides
+    them): it has none of them."""
+    model, pipe = pick_model(as_models(pipe), model)
     class_name = check_choice("class", class_name, opt.class_choices(pipe))
     batch_size = as_int("batch_size", batch_size, 1, max_batch_size)
     batch_count = as_int("batch_count", batch_count, 1, opt.MAX_BATCH_COUNT)
     seed = as_int("seed", seed, opt.RANDOM_SEED, opt.MAX_SEED - batch_size * batch_count + 1)
+    if opt.is_one_step(pipe):
+        batch_invariant = check_choice("batch_invariant", batch_invariant, (True, False))
+        if seed == opt.RANDOM_SEED:
+            seed = secrets.randbelow(2**32)
+        return Settings(class_name, seed, 1, "one_step", None, 1.0, batch_size, batch_count,
+                        pipe.unet.config.sample_size, 0.0, batch_invariant, 1.0, model)
     steps = as_int("steps", steps, 1, opt.MAX_STEPS)
     sampler = check_choice("sampler", sampler, opt.sampler_choices(opt.model_dir(pipe)))
     grid = check_choice("grid", grid, opt.grid_names())
@@ -87,7 +114,7 @@ def validate(pipe, class_name, seed, steps, sampler, grid, guidance, batch_size,
         bad("upsample_guidance", upsample_guidance, "0 with diffusers' schedulers (a genkit solver applies it)")
     return Settings(class_name, seed, steps, sampler, None if sampler in opt.DIFFUSERS_SCHEDULERS else grid,
                     guidance if conditional else 1.0, batch_size, batch_count, size, upsample_guidance,
-                    batch_invariant, skip_tuning)
+                    batch_invariant, skip_tuning, model)
 
 
 class Sampler:
@@ -115,6 +142,8 @@ class Sampler:
     def __call__(self, s: Settings, seeds: list[int], on_step=None):
         import torch
 
+        if opt.is_one_step(self.pipe):
+            return self.one_step(s, seeds, on_step)
         pipe = self.pipeline(s.sampler)
         diffusers_loop = s.sampler in opt.DIFFUSERS_SCHEDULERS
         gens = [torch.Generator(pipe.device).manual_seed(k) for k in seeds]
@@ -127,10 +156,22 @@ class Sampler:
                     callback_on_step_end_tensor_inputs=["latents"] if diffusers_loop else ["denoised"])
 
 
+    def one_step(self, s: Settings, seeds: list[int], on_step=None):
+        """One network evaluation per image; batch-invariant = each image in its own call."""
+        import torch
+
+        labels = None if s.class_name == opt.UNCONDITIONAL else s.class_name
+        groups = [[k] for k in seeds] if s.batch_invariant else [seeds]
+        outs = [self.pipe(batch_size=len(g), class_labels=labels, callback_on_step_end=on_step,
+                          generator=[torch.Generator(self.pipe.device).manual_seed(k) for k in g]) for g in groups]
+        outs[0].images = [im for o in outs for im in o.images]
+        return outs[0]
+
+
 def parameters_text(s: Settings, seed: int, batch_pos: int, model_hash: str, model: str) -> str:
     """The image's PNG parameters. Batched network calls may round differently from one image alone, so unless
     the run was batch-invariant the batch (size, position) is recorded too: regenerating that batch gives the
-    same bytes at that position."""
+    same bytes at that position. A one-step image: Steps 1, Sampler one_step, no grid, CFG scale 1."""
     batch = {"Batch invariant": True} if s.batch_invariant else {"Batch size": s.batch_size, "Batch pos": batch_pos}
     return format_parameters(s.class_name, diffusion_settings(
         steps=s.steps, solver=s.sampler, grid=s.grid, guidance=s.guidance, seed=seed, size=s.size,
@@ -139,21 +180,38 @@ def parameters_text(s: Settings, seed: int, batch_pos: int, model_hash: str, mod
         **({"Skip tuning": s.skip_tuning} if s.skip_tuning != 1.0 else {}), **batch))
 
 
+def model_of(kv: dict, models: dict) -> str:
+    """The loaded model a PNG's parameters name (by Model, else by Model hash); ValueError if none is loaded."""
+    if kv.get("Model") in models:
+        return kv["Model"]
+    for name, pipe in models.items():
+        if kv.get("Model hash") == fingerprint(pipe.unet):
+            return name
+    raise ValueError(f"model={kv.get('Model')!r} is not allowed: this app serves {', '.join(models)}")
+
+
 def form_values(text: str, pipe) -> list:
-    """A PNG's `parameters` text -> the form's values (FORM order) that regenerate exactly that image: its own
-    seed alone when it was drawn batch-invariant, else its whole batch; ValueError if it is not a diffusion image
-    this model can make."""
+    """A PNG's `parameters` text -> the form's values (FORM order, the model last) that regenerate exactly that
+    image: its own seed alone when it was drawn batch-invariant, else its whole batch; ValueError if it is not a
+    diffusion image a loaded model can make. `pipe`: one pipeline or {name: pipeline}. Fields a one-step model
+    has not (steps, sampler, grid, guidance, size, upsample guidance, skip-tuning) come back as None."""
     prompt, _, kv = parse_parameters(text)
     if "Sampler" not in kv or "Seed" not in kv or "Temperature" in kv:
         raise ValueError(f"parameters={text[:60]!r} is not allowed: a Diffusion tab or `genkit sample` image")
+    models = as_models(pipe)
+    name = model_of(kv, models) if len(models) > 1 else next(iter(models))
+    pipe = models[name]
     grid = kv.get("Schedule type")
     invariant = kv.get("Batch invariant") == "True"
     pos, size = (0, 1) if invariant else (int(kv.get("Batch pos", 0)), int(kv.get("Batch size", 1)))
-    values = [prompt, int(kv["Seed"]) - pos, int(kv["Steps"]), kv["Sampler"],
-              grid if grid in opt.grid_names() else pipe.scheduler.config.get("grid", opt.grid_names()[0]),
-              float(kv["CFG scale"]), size, 1, int(kv.get("Size", "0x0").split("x")[0]),
-              float(kv.get("Upsample guidance", 0.0)), invariant, float(kv.get("Skip tuning", 1.0))]
-    validate(pipe, *values, max_batch_size=max(size, 1))
+    if opt.is_one_step(pipe):
+        values = [prompt, int(kv["Seed"]) - pos, None, None, None, None, size, 1, None, None, invariant, None, name]
+    else:
+        values = [prompt, int(kv["Seed"]) - pos, int(kv["Steps"]), kv["Sampler"],
+                  grid if grid in opt.grid_names() else pipe.scheduler.config.get("grid", opt.grid_names()[0]),
+                  float(kv["CFG scale"]), size, 1, int(kv.get("Size", "0x0").split("x")[0]),
+                  float(kv.get("Upsample guidance", 0.0)), invariant, float(kv.get("Skip tuning", 1.0)), name]
+    validate(models, *values[:-1], max_batch_size=max(size, 1), model=name)
     return values
 
 
@@ -168,22 +226,24 @@ def to_pil(x):
 
 def make_generate(pipe, stops: Stops | None = None, max_batch_size: int = 16, model_name: str | None = None,
                   out_dir: str | None = None):
-    """The event handler: a generator yielding (gallery, info, zip path, history) as the images form."""
+    """The event handler: a generator yielding (gallery, info, zip path, history) as the images form. `pipe`:
+    one pipeline (named model_name) or the Model menu's {name: pipeline}."""
     stops = stops or Stops()
-    sampler = Sampler(pipe)
-    model_hash = fingerprint(pipe.unet)
-    model_name = model_name or Path(getattr(pipe, "name_or_path", "") or "model").name
+    models = as_models(pipe, model_name)
+    samplers = {name: Sampler(p) for name, p in models.items()}
+    hashes = {name: fingerprint(p.unet) for name, p in models.items()}
     root = Path(out_dir or os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()) / "genkit-images"
 
     def generate(class_name, seed, steps, sampler_name, grid, guidance, batch_size, batch_count, size=None,
-                 upsample_guidance=0.0, batch_invariant=False, skip_tuning=1.0, preview_every=1, history=None,
-                 request: gr.Request = None, progress=gr.Progress()):
+                 upsample_guidance=0.0, batch_invariant=False, skip_tuning=1.0, preview_every=1, model=None,
+                 history=None, request: gr.Request = None, progress=gr.Progress()):
         try:
-            s = validate(pipe, class_name, seed, steps, sampler_name, grid, guidance, batch_size, batch_count,
-                         size, upsample_guidance, batch_invariant, skip_tuning, max_batch_size)
+            s = validate(models, class_name, seed, steps, sampler_name, grid, guidance, batch_size, batch_count,
+                         size, upsample_guidance, batch_invariant, skip_tuning, max_batch_size, model)
             preview_every = as_int("preview_every", preview_every, 0, opt.MAX_STEPS)
         except ValueError as e:
             raise gr.Error(str(e), print_exception=False) from None
+        pipe, sampler, model_hash, model_name = models[s.model], samplers[s.model], hashes[s.model], s.model
         history = list(history or [])
         session = getattr(request, "session_hash", None) or "local"
         run_dir = Path(tempfile.mkdtemp(prefix=f"{s.seed}-", dir=_mkdir(root)))
@@ -264,11 +324,17 @@ def _zip(items, path: Path) -> str:
 
 
 def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None = None):
-    """Lay out the tab inside the current gr.Blocks; return its form (for PNG info) and handles."""
-    generate = make_generate(pipe, stops, max_batch_size, model_name)
+    """Lay out the tab inside the current gr.Blocks; return its form (for PNG info; the model last). `pipe`: one
+    pipeline or the Model menu's {name: pipeline} (first = default)."""
+    models = as_models(pipe, model_name)
+    generate = make_generate(models, stops, max_batch_size)
+    pipe = next(iter(models.values()))
     history = gr.State([])
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
+            model = gr.Dropdown(opt.model_choices(models), value=next(iter(models)), elem_id="model",
+                                label="Model (a one-step generator has no steps, sampler, grid or guidance)",
+                                visible=len(models) > 1)
             cls = gr.Dropdown(opt.class_choices(pipe), value=opt.default_class(pipe), label="Class", elem_id="class")
             with gr.Row():
                 seed = gr.Number(value=opt.RANDOM_SEED, precision=0, minimum=opt.RANDOM_SEED, scale=3,
@@ -289,7 +355,7 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
                                         elem_id="batch_count")
             skip = gr.Slider(RHO_RANGE[0], RHO_RANGE[1], value=1.0, step=0.01, elem_id="skip_tuning",
                              label="Skip-tuning rho (1 = off; below 1 scales the UNet's skips: for few steps)")
-            with gr.Accordion("Size and batch invariance", open=False):
+            with gr.Accordion("Size and batch invariance", open=False) as size_box:
                 size = gr.Dropdown(opt.sizes(pipe), value=pipe.unet.config.sample_size, elem_id="size",
                                    label="Size (2x the trained size: use upsample guidance)")
                 upsample = gr.Slider(0, opt.MAX_UPSAMPLE_GUIDANCE, value=0.0, step=0.05, elem_id="upsample_guidance",
@@ -312,9 +378,25 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
     form = [cls, seed, steps, sampler, grid, guidance, batch_size, batch_count, size, upsample, invariant, skip]
 
     # preprocess=False: the handler gets the raw values and checks them itself, so a bad value sent through the
-    # API is answered with the parameter's name rather than the components' anonymous range errors.
-    event = go.click(generate, inputs=[*form, preview_every, history], outputs=[gallery, info, download, history],
-                     api_name="generate", concurrency_id="model", concurrency_limit=1, preprocess=False)
+    # API is answered with the parameter's name rather than the components' anonymous range errors. The model comes
+    # after preview_every: API calls written before the Model menu existed keep their meaning.
+    event = go.click(generate, inputs=[*form, preview_every, model, history],
+                     outputs=[gallery, info, download, history], api_name="generate", concurrency_id="model",
+                     concurrency_limit=1, preprocess=False)
+
+    def show_model(name, class_name, size_value):
+        """The form for the chosen model: its classes, samplers and sizes; a one-step model hides what it lacks."""
+        p = models.get(name, pipe)
+        multi = not opt.is_one_step(p)
+        choices = opt.class_choices(p)
+        hide = gr.update(visible=multi)
+        return [gr.update(choices=choices, value=class_name if class_name in choices else opt.default_class(p)),
+                hide, hide, hide, hide, hide,
+                gr.update(visible=multi, **({"choices": opt.sampler_choices(opt.model_dir(p))} if multi else {})),
+                gr.update(choices=opt.sizes(p), value=size_value if size_value in opt.sizes(p) else
+                          p.unet.config.sample_size) if multi else gr.update()]
+    model.change(show_model, [model, cls, size], [cls, steps, grid, guidance, skip, size_box, sampler, size],
+                 api_visibility="private", queue=False)
     event.then(lambda h: [(x["path"], x["caption"]) for x in h], inputs=[history], outputs=[history_gallery],
                api_visibility="private", queue=False)
 
@@ -336,8 +418,13 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
 
     def restore(h, evt: gr.SelectData):
         try:
-            return form_values(h[evt.index]["parameters"], pipe)
+            return fill(form_values(h[evt.index]["parameters"], models))
         except (ValueError, IndexError, KeyError) as e:
             raise gr.Error(str(e), print_exception=False) from None
-    history_gallery.select(restore, [history], form, api_visibility="private", queue=False)
-    return form
+    history_gallery.select(restore, [history], [*form, model], api_visibility="private", queue=False)
+    return [*form, model]
+
+
+def fill(values: list) -> list:
+    """form_values' list -> component updates: None (a field the model has not) leaves the field as it is."""
+    return [gr.update() if v is None else v for v in values]

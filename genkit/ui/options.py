@@ -58,6 +58,23 @@ def default_class(pipe) -> str:
     return DEFAULT_CLASS if DEFAULT_CLASS in choices else choices[min(1, len(choices) - 1)]
 
 
+def is_one_step(pipe) -> bool:
+    """A one-step generator (pipelines/one_step.py, SiD): one network evaluation, no steps / solver / grid /
+    guidance / size to choose."""
+    from pipelines.one_step import OneStepPipeline
+
+    return isinstance(pipe, OneStepPipeline)
+
+
+def model_choices(models: dict) -> list[tuple[str, str]]:
+    """The Model menu: (label, name) per loaded diffusion pipeline, labelled with what it is."""
+    def label(name, pipe):
+        size = pipe.unet.config.sample_size
+        kind = "one-step (SiD), 1 evaluation" if is_one_step(pipe) else "diffusion"
+        return f"{name} · {size}x{size} · {kind}"
+    return [(label(n, p), n) for n, p in models.items()]
+
+
 def sizes(pipe) -> list[int]:
     """Image sizes offered: the trained size, then 2x (upsample guidance makes it work without training)."""
     native = pipe.unet.config.sample_size

@@ -14,6 +14,7 @@ from . import diffusion, text_image
 
 
 def build(pipe, tabs, diffusion_form: list, text_form: list | None):
+    """pipe: the Diffusion tab's pipeline or {name: pipeline}; diffusion_form ends with its Model menu."""
     import gradio as gr
 
     gr.Markdown("Drop a PNG that genkit made: its settings fill the Diffusion (or Text and image) form. Same "
@@ -36,7 +37,8 @@ def build(pipe, tabs, diffusion_form: list, text_form: list | None):
             raise gr.Error(f"file={Path(path).name!r} has no `parameters` chunk: a PNG made by genkit",
                            print_exception=False)
         try:
-            return [params, gr.Tabs(selected="diffusion"), *diffusion.form_values(params, pipe), *skip_t]
+            return [params, gr.Tabs(selected="diffusion"), *diffusion.fill(diffusion.form_values(params, pipe)),
+                    *skip_t]
         except ValueError:
             pass
         try:
