@@ -12,7 +12,7 @@ import pytest
 
 from genkit.png_info import read_parameters
 from genkit.ui import CSS, build_demo
-from ui_helpers import free_port, gradio_env, tiny_pipe  # noqa: F401  (fixtures)
+from ui_helpers import free_port, gradio_env, tiny_mm, tiny_pipe  # noqa: F401  (fixtures)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -26,12 +26,14 @@ def launch_chromium(playwright):
 
 
 @pytest.fixture(scope="module")
-def page(tiny_pipe):
+def page(tiny_pipe, tiny_mm):
     from playwright.sync_api import sync_playwright
 
-    # 40 ms per network evaluation: slow enough that a browser sees the previews and can press Stop mid-run
+    # 40 ms per network evaluation (150 ms per AR step of the transformer): slow enough that a browser sees the
+    # previews and can press Stop mid-run
     hook = tiny_pipe.unet.register_forward_pre_hook(lambda *_: time.sleep(0.04))
-    demo = build_demo(tiny_pipe, max_batch_size=4)
+    mm_hook = tiny_mm.model.transformer.register_forward_pre_hook(lambda *_: time.sleep(0.15))
+    demo = build_demo(tiny_pipe, max_batch_size=4, mm=tiny_mm)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True, css=CSS)
     with sync_playwright() as p:
         browser = launch_chromium(p)
@@ -43,6 +45,7 @@ def page(tiny_pipe):
         browser.close()
     demo.close()
     hook.remove()
+    mm_hook.remove()
 
 
 # n finished images in the gallery and no preview among them
@@ -120,3 +123,21 @@ def test_bad_value_shows_a_message_and_the_app_keeps_serving(page):
     set_value(page, "batch_count", 1)
     page.click("#generate")
     page.wait_for_selector("#gallery .caption-label:text-is('seed 1')")
+
+
+def test_text_and_image_tab_previews_then_stop_mid_draw(page):
+    page.get_by_role("tab", name="Text and image").click()
+    page.locator("#mm_num input[type=number]").fill("2")
+    page.locator("#mm_num input[type=number]").press("Tab")
+    page.click("#draw")
+    page.wait_for_selector("#mm_gallery .caption-label:has-text('· step')")       # partial images, patch by patch
+    page.click("#mm_stop")
+    page.wait_for_selector("#mm_info:has-text('stopped')")
+    shown = [c.inner_text() for c in page.locator("#mm_gallery .caption-label").all()]
+    step = int(shown[0].split("step ")[1].split("/")[0])
+    assert len(shown) == 2 and all("step" in c for c in shown) and step < 16       # stopped before the end
+    page.click("#draw")                                                           # the next draw runs to the end
+    page.wait_for_selector("#mm_info:has-text('wall time')")
+    assert [c.inner_text() for c in page.locator("#mm_gallery .caption-label").all()] == \
+        ["seed 0 · 1/2", "seed 0 · 2/2"]
+    page.get_by_role("tab", name="Diffusion").click()
