@@ -26,14 +26,14 @@ TABS = ("diffusion", "text-and-image", "tokenizer", "png-info")
 def main(tabs=TABS, out: Path = ROOT / "docs") -> None:
     from playwright.sync_api import sync_playwright
 
-    from genkit.loading import load_mm_pipeline, load_pipeline, load_tokenizer
+    from genkit.loading import diffusion_folders, load_mm_pipeline, load_pipeline, load_tokenizer
     from genkit.ui import CSS, build_demo
 
     w = ROOT / "weights"
-    pipe = load_pipeline(str(w / "openmoji-32"))
+    models = {Path(d).name: load_pipeline(d) for d in diffusion_folders(str(w))}   # as app.py: the Model menu
     examples = sorted(str(p) for p in (w / "openmoji-vq" / "examples").glob("*.png"))
-    demo = build_demo(pipe, 16, load_tokenizer(str(w / "openmoji-vq")), examples,
-                      load_mm_pipeline(str(w / "openmoji-mm"), "cpu"), model_name="openmoji-32")
+    demo = build_demo(models, 16, load_tokenizer(str(w / "openmoji-vq")), examples,
+                      load_mm_pipeline(str(w / "openmoji-mm"), "cpu"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
