@@ -24,14 +24,14 @@ from pathlib import Path
 # pass the session and the selected item (so no `from __future__ import annotations` here).
 import gradio as gr
 
-from genkit.checks import check_float, check_text
+from genkit.checks import LIMITS, check_float, check_text
 from genkit.png_info import draw_settings, fingerprint, format_parameters, parse_parameters, png_bytes
 
 from .diffusion import as_int, to_pil
 from .options import MAX_SEED
 from .runner import Stops
 
-MAX_IMAGES = 16
+MAX_IMAGES = LIMITS["app_images"]  # 16
 MAX_GUIDANCE = 8.0
 MAX_TEMPERATURE = 1.5
 
