@@ -93,7 +93,7 @@ def make_text_to_image(mm, max_images: int = MAX_IMAGES, model_name: str | None 
 
         def info(i: int, note: str = "") -> str:
             wall = time.perf_counter() - t0
-            left = f" · ~{wall / i * (steps - i):.1f} s left" if 0 < i < steps else ""
+            left = f" · ~{wall / i * (steps - i):.1f} s left" if 0 < i < steps and not note else ""
             return f"**step {i}/{steps}** · {wall:.1f} s{left}{note}"
 
         previews, done, images = [], 0, None
