@@ -33,7 +33,13 @@ def page(tiny_pipe, tiny_mm):
     # previews and can press Stop mid-run
     hook = tiny_pipe.unet.register_forward_pre_hook(lambda *_: time.sleep(0.04))
     mm_hook = tiny_mm.model.transformer.register_forward_pre_hook(lambda *_: time.sleep(0.15))
-    demo = build_demo(tiny_pipe, max_batch_size=4, mm=tiny_mm)
+    from genkit.scheduler import GenkitScheduler
+    from helpers import CLASS_NAMES, tiny_unet
+    from pipelines.one_step import OneStepPipeline
+
+    sid = OneStepPipeline(tiny_unet(4), GenkitScheduler(image_size=8), class_names=CLASS_NAMES)
+    sid.set_progress_bar_config(disable=True)
+    demo = build_demo({"model": tiny_pipe, "model-sid": sid}, max_batch_size=4, mm=tiny_mm)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True, css=CSS)
     with sync_playwright() as p:
         browser = launch_chromium(p)
@@ -56,7 +62,7 @@ FINAL = ("document.querySelectorAll('#gallery .caption-label').length == {n} && 
 def set_value(page, elem_id, value):
     box = page.locator(f"#{elem_id} input").first
     box.fill(str(value))
-    box.press("Enter" if elem_id in ("class", "sampler", "grid") else "Tab")
+    box.press("Enter" if elem_id in ("class", "sampler", "grid", "model") else "Tab")
 
 
 def captions(page):
@@ -141,3 +147,16 @@ def test_text_and_image_tab_previews_then_stop_mid_draw(page):
     assert [c.inner_text() for c in page.locator("#mm_gallery .caption-label").all()] == \
         ["seed 0 · 1/2", "seed 0 · 2/2"]
     page.get_by_role("tab", name="Diffusion").click()
+
+
+def test_model_menu_one_step_form_shows_what_applies(page):
+    set_value(page, "model", "model-sid · 8x8 · one-step (SiD), 1 evaluation")      # the menu's labels
+    page.wait_for_selector("#steps", state="hidden")                              # no steps, sampler, grid
+    assert not page.locator("#sampler").is_visible() and not page.locator("#guidance").is_visible()
+    set_value(page, "seed", 40)
+    set_value(page, "batch_count", 1)
+    page.click("#generate")
+    page.wait_for_selector("#info:has-text('NFE per image: 1')")
+    page.wait_for_function(FINAL.format(n=4))
+    set_value(page, "model", "model · 8x8 · diffusion")                           # back to the teacher
+    page.wait_for_selector("#steps", state="visible")
