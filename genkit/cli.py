@@ -63,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "already in --out are skipped, so an interrupted job resumes.")
     s.add_argument("--model", required=True, metavar="DIR", help="a pipeline folder, e.g. weights/openmoji-32")
     s.add_argument("--num", type=_positive_int("num"), default=16, metavar="N", help="number of images (default 16)")
-    s.add_argument("--steps", type=_positive_int("steps"), default=20, metavar="S",
-                   help="solver steps (default 20); NFE is reported in manifest.json")
+    s.add_argument("--steps", type=_positive_int("steps"), default=None, metavar="S",
+                   help="solver steps (default 20; a one-step generator such as weights/openmoji-32-sid: 1); NFE "
+                        "is reported in manifest.json")
     s.add_argument("--solver", default=None, metavar="NAME",
                    help="euler, heun, dpm2, dpmpp_2m, dpmpp_3m, ipndm (default: the model's, dpmpp_2m)")
     s.add_argument("--grid", default=None, metavar="NAME", help="sigma grid: polynomial (default), logsnr, time")
@@ -206,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--samples", default=None, metavar="DIR", help="a folder of images, e.g. from genkit sample")
     f.add_argument("--model", default=None, metavar="DIR", help="a pipeline folder to sample and measure")
     f.add_argument("--num", type=_positive_int("num"), default=1000, metavar="N", help="with --model (default 1000)")
-    f.add_argument("--steps", type=_positive_int("steps"), default=20, metavar="S")
+    f.add_argument("--steps", type=_positive_int("steps"), default=None, metavar="S",
+                   help="solver steps (default 20; 1 for a one-step generator)")
     f.add_argument("--solver", default=None, metavar="NAME")
     f.add_argument("--grid", default=None, metavar="NAME")
     _add_class_guidance(f)

@@ -10,14 +10,20 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .common import (atomic_write_json, ensure_writable_dir, generate, image_grid, load_pipeline, pick_device,
-                     process_state, resolve_conditioning, save_png_atomic)
+from .common import (atomic_write_json, default_steps, ensure_writable_dir, generate, image_grid, is_one_step,
+                     load_pipeline, pick_device, process_state, resolve_conditioning, save_png_atomic)
 
 
 def check_solver_grid(pipe, solver: str | None, grid: str | None, steps: int, guidance: float) -> tuple[str, int]:
     """--solver / --grid with the CLI's flag names, before any work: (solver, NFE per image, CFG counted)."""
     from genkit.sampling import GRIDS, SOLVERS, nfe
 
+    if is_one_step(pipe):
+        if solver not in (None, "one_step") or grid is not None:
+            flag, value = ("--solver", solver) if solver not in (None, "one_step") else ("--grid", grid)
+            raise ValueError(f"{flag}={value!r} is not allowed: a one-step generator has no solver or grid "
+                             "(leave it out)")
+        return "one_step", 1
     if solver is not None and solver not in SOLVERS:
         raise ValueError(f"--solver={solver!r} is not allowed: one of {', '.join(SOLVERS)}")
     if grid is not None and grid not in GRIDS:
@@ -45,6 +51,7 @@ def _sample(args, state) -> None:
     device = pick_device(args.device) if state.num_processes == 1 else state.device
     out = ensure_writable_dir(args.out)
     pipe = load_pipeline(args.model, device)
+    args.steps = default_steps(pipe, args.steps)
     cls, args.guidance = resolve_conditioning(pipe, args.class_label, args.guidance)
     solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, args.guidance)
 
@@ -67,7 +74,7 @@ def _sample(args, state) -> None:
         save_png_atomic(image_grid(images), out / "grid.png")
         atomic_write_json(out / "manifest.json", {
             "model": str(Path(args.model)), "num": args.num, "seeds": [seeds[0], seeds[-1]],
-            "steps": args.steps, "solver": solver, "grid": args.grid or pipe.scheduler.config.get("grid"),
+            "steps": args.steps, "solver": solver, "grid": None if solver == "one_step" else (args.grid or pipe.scheduler.config.get("grid")),
             "class": cls, "guidance": args.guidance, "batch_size": args.batch_size,
             "nfe_per_image": nfe,
             "wall_time_s": round(time.time() - t0, 3), "device": str(device),
