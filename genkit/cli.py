@@ -4,77 +4,90 @@
     accelerate launch -m genkit.cli sample ...      # seeds split across processes, same images
     genkit bench overhead --model weights/openmoji-32 --out overhead.json
     genkit bench samplers --model weights/openmoji-32 --nfe 5,10,20,50 --out eval.json
+    genkit sample --model weights/openmoji-32 --size 64 --ug 1.0 --num 16 --out samples64/   # upsample guidance
+    genkit bench upsample --model weights/openmoji-32 --size 64 --num 1000 --out bench_upsample.json
     genkit eval fd --samples samples/                      # FD-OpenMoji vs the train reference
     genkit eval fd --model weights/openmoji-32 --num 1000 --solver dpmpp_2m --steps 20
     genkit eval ref --samples my_images/ --out my_ref.npz
+    genkit eval curve --run shifted=runs/s64-shifted --run cosine=runs/s64-cosine --num 1000 --out study64.json
     genkit classes --model weights/openmoji-32
     genkit draw --model weights/openmoji-mm --prompt "red apple" --num 8 --out apples/
     genkit caption --model weights/openmoji-mm apples/
 
 Bad input prints one line `genkit: error: ...` naming the parameter, the value and what is allowed, and
-exits with status 2.
+exits with status 2, before any model is loaded where the check does not need the model. NaN and inf are
+never accepted. Limits per request: {limits}.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from . import __version__
+from .checks import LIMITS, float_arg, int_arg, limits_text, seed_arg
 
 
-def _int_at_least(name: str, lo: int):
-    """argparse type: an int >= lo, else the one-line error naming the flag."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < lo:
-            raise argparse.ArgumentTypeError(f"--{name}={text!r} is not allowed: an int >= {lo}")
-        return value
-    return parse
+# upper bounds by flag name, from the one table in genkit/checks.py
+_UPPER = {"num": LIMITS["num_images"], "steps": LIMITS["steps"], "head-steps": LIMITS["steps"],
+          "batch-size": LIMITS["batch_size"], "ode-ref-steps": LIMITS["steps"]}
 
 
 def _positive_int(name):
-    return _int_at_least(name, 1)
+    """argparse type: an int in [1, limit] (the limit from LIMITS where the flag has one)."""
+    return int_arg(f"--{name}", 1, _UPPER.get(name))
 
 
 def _nonneg_int(name):
-    return _int_at_least(name, 0)
+    return seed_arg(f"--{name}") if name == "seed" else int_arg(f"--{name}", 0)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag prints one line (no usage block), like the errors raised by the commands."""
 
     def error(self, message):
+        # "argument --steps: --steps=0 is not allowed: ..." -> "--steps=0 is not allowed: ..." (one format)
+        message = re.sub(r"^argument [^:]+: (--[\w-]+=)", r"\1", message)
+        message = re.sub(r"^argument (--[\w-]+): expected one argument$",
+                         r"\1 is missing its value (write \1=VALUE for a value that starts with '-', e.g. \1=-1)",
+                         message)
         self.exit(2, f"genkit: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="genkit", description="genkit: pixel-space diffusion toolkit",
-                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.format(limits=limits_text()))
     p.add_argument("--version", action="version", version=f"genkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("sample", help="generate images to a folder (one PNG per seed, grid.png, manifest.json)",
                        description="Generate N images with seeds K..K+N-1. Image k depends only on its seed: "
                                    "the same files whatever --batch-size or the number of processes. Images "
-                                   "already in --out are skipped, so an interrupted job resumes.")
+                                   "already in --out are skipped, so an interrupted job resumes, when "
+                                   "manifest.json shows they were made with the same model and settings.")
     s.add_argument("--model", required=True, metavar="DIR", help="a pipeline folder, e.g. weights/openmoji-32")
     s.add_argument("--num", type=_positive_int("num"), default=16, metavar="N", help="number of images (default 16)")
     s.add_argument("--steps", type=_positive_int("steps"), default=None, metavar="S",
                    help="solver steps (default 20; a one-step generator such as weights/openmoji-32-sid: 1); NFE "
                         "is reported in manifest.json")
-    s.add_argument("--solver", default=None, metavar="NAME",
-                   help="euler, heun, dpm2, dpmpp_2m, dpmpp_3m, ipndm (default: the model's, dpmpp_2m)")
+    s.add_argument("--solver", default=None, metavar="NAME", help=_SOLVER_HELP)
     s.add_argument("--grid", default=None, metavar="NAME", help="sigma grid: polynomial (default), logsnr, time")
+    _add_methods(s)
     s.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K", help="first seed (default 0)")
     _add_class_guidance(s)
+    _add_size_ug(s)
     s.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B",
                    help="images per network call (default 16; at most 1024)")
+    s.add_argument("--no-batch-invariant", dest="batch_invariant", action="store_false",
+                   help="batch the network calls (about 2x faster on a CPU); images may then differ in the last "
+                        "bit of a pixel with --batch-size, since CPU kernels block by batch size. Default: one "
+                        "network call per image, so image k is byte-identical whatever --batch-size")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     s.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    s.add_argument("--restart", action="store_true",
+                   help="delete the images, grid and manifest already in --out first (a rerun otherwise resumes, "
+                        "and refuses when --out holds images made with other settings, naming them)")
 
     d = sub.add_parser("draw", help="text -> images with a multimodal model (e.g. weights/openmoji-mm)",
                        description="Draw --num images per prompt with a MultimodalARPipeline folder: one PNG per "
@@ -91,18 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--head-steps", type=_positive_int("head-steps"), default=20,
                    help="ODE steps of the per-patch diffusion head (default 20)")
     d.add_argument("--solver", default="dpmpp_2m", help="the diffusion head's solver (default dpmpp_2m)")
-    d.add_argument("--guidance", type=float, default=5.0, metavar="W",
+    d.add_argument("--guidance", type=float_arg("--guidance", 0, LIMITS["guidance"]), default=5.0, metavar="W",
                    help="classifier-free guidance on the caption (default 5; 1 = off)")
     d.add_argument("--negative-prompt", default=None, metavar="TEXT",
                    help='what guidance pushes away from instead of the unconditional model, e.g. "flag: France"')
     d.add_argument("--rerank", type=_positive_int("rerank"), default=1, metavar="K",
                    help="draw K candidates per image and keep the one the model itself finds most likely to be "
                         "named the prompt (log p(prompt | image)); default 1 = off")
-    d.add_argument("--temperature", type=float, default=0.7,
+    d.add_argument("--temperature", type=float_arg("--temperature", 0, LIMITS["temperature"]), default=0.7,
                    help="scale of the head's initial noise (default 0.7; 1 = the model's own distribution)")
     d.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
     d.add_argument("--device", default=None)
     d.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    d.add_argument("--restart", action="store_true",
+                   help="delete this run's images, grid and manifest already in --out first (a rerun otherwise "
+                        "resumes, and refuses when they were made with other settings, naming them)")
 
     cap = sub.add_parser("caption", help="images -> text with a multimodal model; prints one JSON line per image",
                          description="Caption image files (or every image in the given folders, except grid.png). "
@@ -128,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--device", default=None)
     o.add_argument("--out", default=None, metavar="FILE.json")
 
+    from .commands.bench_app_flags import add_app_parser, add_throughput_parser
+    add_throughput_parser(bsub, _positive_int)
+    add_app_parser(bsub, _positive_int)
+
     bs = bsub.add_parser("samplers", help="FD-OpenMoji, class accuracy and ODE error of every solver x grid and "
                                           "diffusers' schedulers at several NFE, same noise and seeds",
                          description="Every genkit solver on every sigma grid, plus diffusers' DDIM, DPM-Solver++ "
@@ -141,7 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the first M seeds also get the ODE error against a Heun reference (default 64)")
     bs.add_argument("--ode-ref-steps", type=_positive_int("ode-ref-steps"), default=256, metavar="S",
                     help="steps of that Heun reference on the polynomial grid (default 256 = 511 NFE)")
-    bs.add_argument("--solvers", default="euler,heun,dpm2,dpmpp_2m,dpmpp_3m,ipndm", metavar="LIST")
+    bs.add_argument("--solvers", default="euler,heun,dpm2,dpmpp_2m,dpmpp_3m,ipndm", metavar="LIST",
+                    help="registry names; AMED arms (amed, amed-<base>) run at the NFE budgets for which the model "
+                         "folder's amed/ has a predictor at this guidance")
+    bs.add_argument("--skip-rhos", default=None, metavar="LIST",
+                    help="also run every genkit arm with skip-tuning at each rho_bottom (e.g. 0.7,0.8,0.9)")
     bs.add_argument("--grids", default="polynomial,logsnr,time", metavar="LIST")
     bs.add_argument("--schedulers", default="ddim,dpmsolver,unipc", metavar="LIST",
                     help="diffusers schedulers: ddim, dpmsolver, unipc ('' for none)")
@@ -157,6 +181,64 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--device", default=None)
     bs.add_argument("--out", required=True, metavar="FILE.json")
 
+    bk = bsub.add_parser("skip", help="skip-tuning: rho_bottom sweep per solver and NFE; the best rho per "
+                                      "solver / NFE goes to MODEL/skip_tuning.json (skip_tuning=True uses it)",
+                         description="Runs `bench samplers` arms with skip-tuning at every --rhos value (1 = off) on "
+                                     "the model's grid, same seeds and noise; picks per solver and NFE the rho with "
+                                     "the lowest FD-OpenMoji to the train reference and writes the sweep and the "
+                                     "picks to MODEL/skip_tuning.json (atomically).")
+    bk.add_argument("--model", required=True, metavar="DIR")
+    bk.add_argument("--solvers", default="euler,dpmpp_2m,ipndm", metavar="LIST")
+    bk.add_argument("--nfe", default="5,9", metavar="LIST")
+    bk.add_argument("--rhos", default="0.6,0.7,0.8,0.9", metavar="LIST", help="rho_bottom values (1 is always run)")
+    bk.add_argument("--num", type=_positive_int("num"), default=1000, metavar="N")
+    bk.add_argument("--ode-num", type=_positive_int("ode-num"), default=128, metavar="M")
+    bk.add_argument("--ode-ref-steps", type=_positive_int("ode-ref-steps"), default=256, metavar="S")
+    _add_class_guidance(bk)
+    bk.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
+    bk.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B")
+    bk.add_argument("--features-model", default=None, metavar="DIR")
+    bk.add_argument("--ref", default=None, metavar="NAME|FILE")
+    bk.add_argument("--device", default=None)
+    bk.add_argument("--out", required=True, metavar="FILE.json")
+
+    bu = bsub.add_parser("upsample", help="a low-resolution model at m x its size: naive, bicubic, upsample guidance "
+                                          "(scales x windows, ablations), native models; FD with 95%% intervals",
+                         description="Arms side by side on the same seeds: naive (the model run at --size), bicubic "
+                                     "(sampled at its own size, upscaled), upsample guidance over --scales x "
+                                     "--windows, UG without the time / power adjustment, and --native models trained "
+                                     "at --size. Each arm: FD-OpenMoji at --size vs the train reference with a "
+                                     "bootstrap 95%% interval, class accuracy, NFE (full + low-res), wall time "
+                                     "relative to naive, a grid PNG in FILE.grids/. FILE.json is written after "
+                                     "every arm: a killed run resumes.")
+    bu.add_argument("--model", required=True, metavar="DIR", help="the low-resolution model, e.g. weights/openmoji-32")
+    bu.add_argument("--size", type=_positive_int("size"), default=64, metavar="PX",
+                    help="output side: m times the model's (default 64)")
+    bu.add_argument("--num", type=_positive_int("num"), default=1000, metavar="N", help="images per arm (default 1000)")
+    bu.add_argument("--steps", type=_positive_int("steps"), default=20, metavar="S")
+    bu.add_argument("--solver", default=None, metavar="NAME", help="default: the model's (dpmpp_2m)")
+    bu.add_argument("--scales", default="0.5,1.0,1.5", metavar="LIST",
+                    help="UG scales w, paper convention: 1 = the low frequencies come from the low-res pass "
+                         "(default 0.5,1.0,1.5)")
+    bu.add_argument("--windows", default="0-1,0.4-1", metavar="LIST",
+                    help="UG windows in model time (1 = pure noise), e.g. 0.4-1 = the paper's eta 0.6 "
+                         "(default 0-1,0.4-1)")
+    bu.add_argument("--ablation-scale", default="1.0", metavar="W",
+                    help="scale of the no-time / no-power ablation arms ('' for none; default 1.0)")
+    bu.add_argument("--native", action="append", default=[], metavar="NAME=DIR",
+                    help="repeatable: a model trained at --size, e.g. s64=weights/openmoji-64")
+    _add_class_guidance(bu)
+    bu.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
+    bu.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B")
+    bu.add_argument("--bootstrap", type=_positive_int("bootstrap"), default=1000, metavar="B",
+                    help="bootstrap resamples for the 95%% interval (default 1000)")
+    bu.add_argument("--grid-num", type=_positive_int("grid-num"), default=64, metavar="G",
+                    help="images in each arm's grid PNG (default 64)")
+    bu.add_argument("--features-model", default=None, metavar="DIR")
+    bu.add_argument("--ref", default=None, metavar="NAME|FILE", help="default openmoji-train-<size>")
+    bu.add_argument("--device", default=None)
+    bu.add_argument("--out", required=True, metavar="FILE.json")
+
     bv = bsub.add_parser("vq", help="quantizers (STE, rotation trick, SimVQ, FSQ; ours and vector-quantize-pytorch's) "
                                      "in one autoencoder at equal budget, ratios to VQ-STE",
                          description="Trains one small autoencoder per arm and codebook size on OpenMoji train and "
@@ -169,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="K values (default 256,1024,4096)")
     bv.add_argument("--steps", type=_positive_int("steps"), default=800, help="training steps per arm (default 800)")
     bv.add_argument("--batch-size", type=_positive_int("batch-size"), default=64)
-    bv.add_argument("--learning-rate", type=float, default=1e-3)
+    bv.add_argument("--learning-rate", type=float_arg("--learning-rate", 1e-12, 10.0), default=1e-3)
     bv.add_argument("--channels", default="16,32,64", help="autoencoder widths at 32, 16, 8 px (default 16,32,64)")
     bv.add_argument("--latent-dim", type=_positive_int("latent-dim"), default=32, help="code vector size")
     bv.add_argument("--seed", type=_nonneg_int("seed"), default=0)
@@ -188,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--steps", type=_positive_int("steps"), default=16, help="AR steps per image (default 16)")
     bm.add_argument("--head-steps", type=_positive_int("head-steps"), default=20, help="diffusion-head solver steps")
     bm.add_argument("--solver", default="dpmpp_2m")
-    bm.add_argument("--temperature", type=float, default=0.7, help="the head's noise scale (default 0.7)")
-    bm.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance (default 5)")
+    bm.add_argument("--temperature", type=float_arg("--temperature", 0, LIMITS["temperature"]), default=0.7, help="the head's noise scale (default 0.7)")
+    bm.add_argument("--guidance", type=float_arg("--guidance", 0, LIMITS["guidance"]), default=5.0, help="classifier-free guidance (default 5)")
     bm.add_argument("--rerank", type=_positive_int("rerank"), default=1, metavar="K",
                     help="text -> image: each image the best of K candidates by log p(name | image) (default 1)")
     bm.add_argument("--no-retrieval", dest="retrieval", action="store_false",
@@ -209,9 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--num", type=_positive_int("num"), default=1000, metavar="N", help="with --model (default 1000)")
     f.add_argument("--steps", type=_positive_int("steps"), default=None, metavar="S",
                    help="solver steps (default 20; 1 for a one-step generator)")
-    f.add_argument("--solver", default=None, metavar="NAME")
+    f.add_argument("--solver", default=None, metavar="NAME", help=_SOLVER_HELP)
     f.add_argument("--grid", default=None, metavar="NAME")
+    _add_methods(f)
     _add_class_guidance(f)
+    _add_size_ug(f)
     f.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
     _add_features(f)
     f.add_argument("--ref", default=None, metavar="NAME|FILE",
@@ -220,6 +304,29 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--device", default=None)
     f.add_argument("--out", default=None, metavar="FILE.json", help="also write the JSON line here")
     f.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+    cu = esub.add_parser("curve", help="FD-OpenMoji of every saved checkpoint of training runs: a curve per run "
+                                       "(JSON + PNG), FD ratios at equal steps with paired bootstrap intervals",
+                         description="For each --run (a train_diffusion.py output_dir) and each checkpoint-N/ in it: "
+                                     "load its EMA weights (read-only), sample the fixed seeds K..K+N-1 at the run's "
+                                     "resolution, FD-OpenMoji vs the train reference with a bootstrap 95%% interval "
+                                     "and class accuracy. Rerun as training goes on: measured checkpoints are "
+                                     "cached in FILE.json. FILE.png plots the curves.")
+    cu.add_argument("--run", action="append", default=[], metavar="NAME=DIR",
+                    help="repeatable; the first is the baseline of the ratios, e.g. --run shifted=runs/s64-shifted "
+                         "--run cosine=runs/s64-cosine")
+    cu.add_argument("--num", type=_positive_int("num"), default=1000, metavar="N",
+                    help="fixed seeds per checkpoint (default 1000; each is a full sample at the run's size)")
+    cu.add_argument("--steps", type=_positive_int("steps"), default=20, metavar="S")
+    cu.add_argument("--solver", default="dpmpp_2m", metavar="NAME")
+    _add_class_guidance(cu)
+    cu.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
+    cu.add_argument("--batch-size", type=_positive_int("batch-size"), default=32, metavar="B")
+    cu.add_argument("--bootstrap", type=_positive_int("bootstrap"), default=1000, metavar="B")
+    cu.add_argument("--features-model", default=None, metavar="DIR")
+    cu.add_argument("--ref", default=None, metavar="NAME|FILE", help="default openmoji-train-<resolution>")
+    cu.add_argument("--device", default=None)
+    cu.add_argument("--out", required=True, metavar="FILE.json")
 
     sa = esub.add_parser("sanity", help="FD-OpenMoji's checks: train vs train ~ 0, the val floor, monotone in blur "
                                         "and noise, repeatable (shipped network and references)")
@@ -235,16 +342,52 @@ def build_parser() -> argparse.ArgumentParser:
     _add_features(r)
     r.add_argument("--device", default=None)
     r.add_argument("--out", required=True, metavar="FILE.npz")
+
+    from .commands.bench_captions import add_parser as add_bench_captions
+    from .commands.bench_orders import add_parser as add_bench_orders
+    add_bench_orders(bsub)
+    add_bench_captions(bsub)
+
+    from .commands.docs import add_parser as add_docs  # light: json and re only
+    add_docs(sub)
     return p
+
+
+# The registry's names (genkit.sampling.solver_names(); tests/test_registry.py keeps this text in step with it:
+# importing the registry here would load torch and diffusers for every --help).
+_SOLVER_HELP = ("euler, heun, dpm2, dpmpp_2m, dpmpp_3m, ipndm; amed, amed-euler, amed-dpm2, amed-dpmpp_2m, "
+                "amed-ipndm (AMED: need a predictor trained for these steps and guidance, found in the model "
+                "folder's amed/ or given with --amed-predictor; steps 3, 4, 5, 6 = NFE 3, 5, 7, 9). Default: the "
+                "model's (dpmpp_2m)")
+
+
+def _add_methods(p):
+    p.add_argument("--amed-predictor", default=None, metavar="DIR",
+                   help="an AMED predictor folder (training/train_amed.py) for --solver amed / amed-<base>")
+    p.add_argument("--skip-tuning", default=None, metavar="RHO|best",
+                   help="skip-tuning: scale the UNet's skip connections by rho_bottom (innermost, in [0.1, 1]) "
+                        "rising to 1 (outermost); 'best': the rho `genkit bench skip` stored in the model folder")
+    p.add_argument("--skip-sigma-range", default=None, metavar="LO,HI",
+                   help="skip-tuning only at noise levels sigma in [LO, HI] (EDM sigma; default: all)")
 
 
 def _add_class_guidance(p):
     p.add_argument("--class", dest="class_label", default=None, metavar="NAME|ID|cycle|none",
                    help="class name (see `genkit classes`) or id; 'cycle' (the default for a class-conditional "
                         "model): image with seed s gets class s mod K; 'none': unconditional (the null class)")
-    p.add_argument("--guidance", type=float, default=None, metavar="W",
+    p.add_argument("--guidance", type=float_arg("--guidance", 0, LIMITS["guidance"]), default=None, metavar="W",
                    help="classifier-free guidance scale: 1 = off, >1 costs 2 NFE per step "
                         "(default 2.0 for a class-conditional model, else 1)")
+
+
+def _add_size_ug(p):
+    p.add_argument("--size", type=_positive_int("size"), default=None, metavar="PX",
+                   help="image side (default: the model's); any multiple of the UNet's downsampling factor")
+    p.add_argument("--ug", type=float, default=0.0, metavar="W",
+                   help="upsample guidance scale at --size = m x the model's size (0 = off, the default; 1 = the "
+                        "low frequencies come from a low-resolution pass, which costs ~1/m^2 NFE per step)")
+    p.add_argument("--ug-window", default="0-1", metavar="A-B",
+                   help="model time range where UG is on, 1 = pure noise (default 0-1; the paper's eta 0.6 = 0.4-1)")
 
 
 def _add_features(p):
@@ -280,9 +423,30 @@ def main(argv=None) -> int:
         elif args.command == "bench" and args.bench == "vq":
             from .commands.bench_vq import run_vq
             run_vq(args)
+        elif args.command == "bench" and args.bench in ("throughput", "app"):
+            from .commands import bench_app, bench_throughput
+            (bench_throughput.run_throughput if args.bench == "throughput" else bench_app.run_app)(args)
         elif args.command == "bench" and args.bench == "samplers":
             from .commands.bench_samplers import run_samplers
             run_samplers(args)
+        elif args.command == "bench" and args.bench == "skip":
+            from .commands.bench_skip import run_skip
+            run_skip(args)
+        elif args.command == "bench" and args.bench == "orders":
+            from .commands.bench_orders import run_orders
+            run_orders(args)
+        elif args.command == "bench" and args.bench == "captions":
+            from .commands.bench_captions import run_captions
+            run_captions(args)
+        elif args.command == "docs":
+            from .commands.docs import run as run_docs
+            return run_docs(args)
+        elif args.command == "bench" and args.bench == "upsample":
+            from .commands.bench_upsample import run_upsample
+            run_upsample(args)
+        elif args.command == "eval" and args.eval == "curve":
+            from .commands.study_curve import run_curve
+            run_curve(args)
         elif args.command == "eval":
             from .commands.evaluate import run_fd, run_ref, run_sanity
             {"fd": run_fd, "ref": run_ref, "sanity": run_sanity}[args.eval](args)

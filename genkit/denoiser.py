@@ -36,6 +36,7 @@ class Denoiser:
         if time_input == "discrete" and alphas_cumprod is None:
             raise ValueError("time_input='discrete' needs the model's alphas_cumprod table")
         self.unet, self.prediction_type, self.time_input = unet, prediction_type, time_input
+        self.per_sample = False  # see model_output
         if alphas_cumprod is not None:
             ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
             self.table_logsnr = torch.log(ac) - torch.log1p(-ac)  # (T,), decreasing in the index
@@ -72,11 +73,21 @@ class Denoiser:
         return (len(table) - 1 - pos_in_flipped).to(torch.float32)
 
     def model_output(self, x_vp: torch.Tensor, logsnr: torch.Tensor, class_labels=None) -> torch.Tensor:
-        """Raw network output at VP input x_vp (N, C, H, W) and log-SNR (N,)."""
+        """Raw network output at VP input x_vp (N, C, H, W) and log-SNR (N,).
+
+        per_sample: one network call per row. CPU conv / linear kernels pick their blocking by batch size, so a
+        row's result can differ in the last float bit with its batch; one row per call makes every image
+        independent of its neighbours (tests/test_reliability.py checks it on weights/openmoji-32)."""
         dtype = next(self.unet.parameters()).dtype  # also for a DDP-wrapped net (no .dtype attribute)
-        t = self.timestep(logsnr).to(x_vp.device)
-        out = self.unet(x_vp.to(dtype), t.to(torch.float32), class_labels=class_labels).sample
-        return out.float()
+        t = self.timestep(logsnr).to(x_vp.device).to(torch.float32)
+        x_vp = x_vp.to(dtype)
+        if not self.per_sample:
+            return self.unet(x_vp, t, class_labels=class_labels).sample.float()
+        labels = class_labels if torch.is_tensor(class_labels) and class_labels.ndim else None
+        rows = [self.unet(x_vp[i:i + 1], t[i:i + 1],
+                          class_labels=class_labels if labels is None else labels[i:i + 1]).sample
+                for i in range(len(x_vp))]
+        return torch.cat(rows).float()
 
     def __call__(self, x: torch.Tensor, sigma, class_labels=None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)

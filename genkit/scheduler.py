@@ -71,11 +71,13 @@ class GenkitScheduler(SchedulerMixin, ConfigMixin):
                    logsnr_min=schedule.logsnr_min, logsnr_max=schedule.logsnr_max, **kwargs)
 
     def sigma_grid(self, num_inference_steps: int, grid: str | None = None, sigma_min=None, sigma_max=None,
-                   rho: float | None = None) -> torch.Tensor:
-        """The EDM sigmas (num_inference_steps + 1,), descending, last 0."""
-        lo, hi = default_sigma_range(self.schedule)
+                   rho: float | None = None, image_size: float | None = None) -> torch.Tensor:
+        """The EDM sigmas (num_inference_steps + 1,), descending, last 0; image_size: for images of another
+        side than the model's, on the schedule shifted to it (Schedule.at_size)."""
+        schedule = self.schedule if image_size is None else self.schedule.at_size(image_size)
+        lo, hi = default_sigma_range(schedule)
         return make_grid(grid or self.config.grid, num_inference_steps, sigma_min or lo, sigma_max or hi,
-                         schedule=self.schedule, rho=rho or self.config.rho)
+                         schedule=schedule, rho=rho or self.config.rho)
 
     def set_timesteps(self, num_inference_steps: int, device=None, grid: str | None = None):
         self.num_inference_steps = num_inference_steps

@@ -15,7 +15,7 @@ pipeline folder round-trips it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -118,6 +118,12 @@ class Schedule:
         ac = self.alphas_cumprod(num_train_timesteps)
         prev = torch.cat([torch.ones(1, dtype=ac.dtype), ac[:-1]])
         return (1 - ac / prev).clamp(max=0.999)
+
+    def at_size(self, image_size: float) -> "Schedule":
+        """The same schedule for images of side `image_size` (a model sampled at another size than it was
+        trained at): the name and references are kept, so shifted_cosine becomes lambda + 2 log(base / size)
+        (simple diffusion's rule: m^2 times more pixels average the noise m^2 times better); cosine is unchanged."""
+        return replace(self, image_size=image_size)
 
     def to_dict(self) -> dict:
         return asdict(self)

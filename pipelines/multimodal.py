@@ -23,8 +23,11 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 import genkit.vq.tokenizer  # noqa: F401  (diffusers loads a discrete-arm folder's tokenizer only if imported)
+from genkit.checks import LIMITS, bad, check_choice, check_float
+from genkit.checks import check_int as _check_int
+from genkit.data.folder import on_white
 from genkit.mm import decode_text, encode_text
-from genkit.sampling import SOLVERS
+from genkit.sampling import solver_names
 
 MAX_IMAGES_PER_PROMPT = 64
 MAX_CANDIDATES = 256                       # num_images_per_prompt x rerank images drawn at once per prompt
@@ -38,11 +41,6 @@ OUTPUT_TYPES = ("pil", "np", "pt")
 @dataclass
 class MultimodalARPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
-
-
-def _check_int(name, value, lo, hi):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ValueError(f"{name}={value!r} is not allowed: an int in [{lo}, {hi}]")
 
 
 class MultimodalARPipeline(DiffusionPipeline):
@@ -76,9 +74,13 @@ class MultimodalARPipeline(DiffusionPipeline):
         """Images for each prompt. Classifier-free guidance pushes away from the unconditional model, or from
         `negative_prompt` where given (one for all prompts, or one per prompt): D = D_neg + w (D_prompt - D_neg).
         rerank=K > 1: each image is the best of K candidates by log p(prompt | image) under the same model."""
+        if not isinstance(prompt, (str, list, tuple)):  # None, bytes, a number: refused before any work
+            bad("prompt", prompt, "a string or a non-empty list of strings")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts:
-            raise ValueError("prompt=[] is not allowed: a string or a non-empty list of strings")
+        if not prompts or len(prompts) > LIMITS["prompts"]:
+            bad("prompt", prompt, f"a string or a list of 1 to {LIMITS['prompts']} strings")
+        if negative_prompt is not None and not isinstance(negative_prompt, (str, list, tuple)):
+            bad("negative_prompt", negative_prompt, "None, a string or a list of strings (one per prompt)")
         ids = [encode_text(p, self.model.config.max_text_bytes, "prompt") for p in prompts]
         negs = [negative_prompt] * len(prompts) if negative_prompt is None or isinstance(negative_prompt, str) \
             else list(negative_prompt)
@@ -89,14 +91,11 @@ class MultimodalARPipeline(DiffusionPipeline):
         _check_int("num_images_per_prompt", num_images_per_prompt, 1, MAX_IMAGES_PER_PROMPT)
         _check_int("rerank", rerank, 1, MAX_CANDIDATES // num_images_per_prompt)
         _check_int("num_inference_steps", num_inference_steps, 1, self.model.num_patches)
-        _check_int("head_steps", head_steps, 1, 1000)
-        if solver not in SOLVERS:
-            raise ValueError(f"solver={solver!r} is not allowed: one of {', '.join(SOLVERS)}")
-        for name, v in (("guidance_scale", guidance_scale), ("temperature", temperature)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"{name}={v!r} is not allowed: a number >= 0")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type={output_type!r} is not allowed: one of {OUTPUT_TYPES}")
+        _check_int("head_steps", head_steps, 1, LIMITS["steps"])
+        check_choice("solver", solver, solver_names(predictor=False))  # AMED needs a UNet bottleneck: not here
+        guidance_scale = check_float("guidance_scale", guidance_scale, 0, LIMITS["guidance"])  # NaN / inf refused
+        temperature = check_float("temperature", temperature, 0, LIMITS["temperature"])
+        check_choice("output_type", output_type, OUTPUT_TYPES)
         gens = generator if isinstance(generator, list) else [generator] * len(prompts)
         if len(gens) != len(prompts):
             raise ValueError(f"generator is a list of {len(gens)}: give one per prompt ({len(prompts)})")
@@ -139,8 +138,11 @@ class MultimodalARPipeline(DiffusionPipeline):
         if isinstance(images, PIL.Image.Image) or (isinstance(images, np.ndarray) and images.ndim == 3):
             images = [images]
         if isinstance(images, list):
-            arrs = [np.asarray(im.convert("RGB") if isinstance(im, PIL.Image.Image) else im) for im in images]
+            # transparent parts composited on white, as genkit caption and the app do (and as OpenMoji is drawn)
+            arrs = [np.asarray(on_white(im) if isinstance(im, PIL.Image.Image) else im) for im in images]
             images = np.stack(arrs) if arrs else np.zeros((0, s, s, 3), np.uint8)
+        if isinstance(images, np.ndarray) and images.ndim == 4 and images.shape[-1] == 4 and images.dtype == np.uint8:
+            images = np.stack([np.asarray(on_white(PIL.Image.fromarray(a, "RGBA"))) for a in images])  # RGBA arrays
         if isinstance(images, np.ndarray):
             if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
                 raise ValueError(f"images of shape {images.shape} and dtype {images.dtype} are not allowed: "
@@ -149,4 +151,6 @@ class MultimodalARPipeline(DiffusionPipeline):
         if not torch.is_tensor(images) or images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s) or not len(images):
             shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
             raise ValueError(f"images of shape {shape} are not allowed: {s}x{s} RGB images (N, 3, {s}, {s})")
+        if not torch.isfinite(images).all():
+            bad("images", f"<{int((~torch.isfinite(images)).sum())} NaN/inf values>", "finite values in [-1, 1]")
         return images.to(self.model.device)

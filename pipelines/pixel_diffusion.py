@@ -10,6 +10,19 @@
   folder's DDPMScheduler): `solver=None` runs that scheduler's own step() loop; a solver name runs the genkit
   solver on the same network, reading prediction type and time table from the scheduler.
 A list of generators gives one per image, so image k depends only on its own generator (seed).
+
+Resolution: `height` / `width` (default the UNet's sample_size) may be any multiple of the UNet's downsampling
+factor 2^(levels - 1). A genkit model sampled at another size samples on its schedule moved to that size,
+Schedule.at_size(sqrt(height * width)): shifted_cosine keeps its base, so its log-SNR moves by
+2 log(trained / new) (simple diffusion's rule); cosine is unchanged. With the polynomial and logsnr grids the
+sigma range is EDM's [0.002, 80] either way, so the shift moves only the `time` grid's steps.
+
+Upsample guidance (genkit.guidance.upsample_guidance): `upsample_guidance_scale` w > 0 at m times the trained
+size adds a low-resolution pass of the same network per step (m = height / sample_size, an int >= 2);
+`upsample_guidance_window` = (t_lo, t_hi), the part of the model's time t in [0, 1] (1 = pure noise) where it
+is on (the paper's eta = 0.6 is (0.4, 1.0)); `upsample_guidance_adjust` drops "power" or "time" for the
+paper's ablations. The output's `nfe` counts full-resolution evaluations,
+`nfe_low_res` the extra low-resolution ones (each ~1 / m^2 of a full one).
 """
 
 from __future__ import annotations
@@ -23,31 +36,30 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from genkit.checks import LIMITS, bad, check_choice, check_float, check_int, check_sigmas
 from genkit.denoiser import Denoiser
-from genkit.guidance import classifier_free_guidance
-from genkit.sampling import SOLVERS, default_sigma_range, get_solver, make_grid, nfe
+from genkit.guidance import cfg_combine, classifier_free_guidance, upsample_guidance
+from genkit.sampling import default_sigma_range, make_grid, solver_entry, solver_names
+from genkit.sampling.amed import AMEDPredictor, BottleneckTap, find_predictor, unet_fingerprint
 from genkit.scheduler import GenkitScheduler
+from genkit.skip_tuning import SkipTuning, best_rho
 
-MAX_BATCH_SIZE = 1024
+MAX_BATCH_SIZE = LIMITS["batch_size"]
+UG_ADJUSTMENTS = ("power", "time")  # upsample guidance's two adjustments; drop one for the paper's ablations
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")  # latent: the raw sample x, unclamped, in [-1, 1] scale
 
 
 @dataclass
 class PixelDiffusionPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
-    nfe: int  # network evaluations per image (CFG counts 2 per call)
+    nfe: int  # full-resolution network evaluations per image (CFG counts 2 per call)
+    nfe_low_res: int = 0  # extra low-resolution evaluations per image of upsample guidance (CFG counts 2)
+    low_res_cost: float = 0.0  # nfe_low_res in full-resolution units: nfe_low_res / m^2
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """Samples (N, C, H, W) in [-1, 1] -> uint8, the exact values the PNGs hold (PIL output is the same)."""
     return ((x / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def _check_int(name, value, lo, hi=None):
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= lo
-    if not ok or (hi is not None and value > hi):
-        allowed = f"an int >= {lo}" if hi is None else f"an int in [{lo}, {hi}]"
-        raise ValueError(f"{name}={value!r} is not allowed: {allowed}")
 
 
 class PixelDiffusionPipeline(DiffusionPipeline):
@@ -86,11 +98,60 @@ class PixelDiffusionPipeline(DiffusionPipeline):
                     raise ValueError(f"class={c!r} is not a known class: one of {len(names)} names such as "
                                      f"{', '.join(names[:4])}, ... or an id 0..{self.num_classes - 1}")
                 c = names.index(c)
-            c = int(c)
-            if not 0 <= c < self.num_classes:
-                raise ValueError(f"class={c!r} is out of range: ids 0..{self.num_classes - 1}")
-            ids.append(c)
+            c = int(c) if isinstance(c, str) else c
+            ids.append(check_int("class", c, 0, self.num_classes - 1))  # 3.7 is refused, not truncated
         return torch.tensor(ids, dtype=torch.long)
+
+    @property
+    def trained_size(self) -> int:
+        size = self.unet.config.sample_size
+        return size if isinstance(size, int) else size[0]
+
+    @property
+    def downsampling_factor(self) -> int:
+        """Height and width must be multiples of this: the UNet halves the image at each level but the last."""
+        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def check_size(self, height, width) -> tuple[int, int]:
+        """height / width (None: the trained size) -> ints, else a ValueError naming the size."""
+        f, size = self.downsampling_factor, self.trained_size
+        out = []
+        for name, v in (("height", height), ("width", width)):
+            v = size if v is None else check_int(name, v, f, LIMITS["image_size"])
+            if v % f:
+                bad(name, v, f"a multiple of {f} (this UNet downsamples {f}x), e.g. {v - v % f} or {v - v % f + f}")
+            out.append(v)
+        return tuple(out)
+
+    def upsample_factor(self, height: int, width: int) -> int:
+        """m for upsample guidance: height = m * the trained size, m an int >= 2, width divisible by m."""
+        size = self.trained_size
+        m = height // size
+        if height % size or m < 2:
+            bad("height", height, f"upsample guidance needs m * {size} px (the trained size), m an int >= 2")
+        if width % (m * self.downsampling_factor):
+            bad("width", width, f"a multiple of {m * self.downsampling_factor} (m = {m} times the downsampling "
+                                f"factor {self.downsampling_factor}) for upsample guidance")
+        return m
+
+    def ug_sigma_window(self, window, genkit_model: bool, image_size: float) -> tuple[float, float]:
+        """upsample_guidance_window (t_lo, t_hi) in the model's time -> (sigma_lo, sigma_hi)."""
+        if not (isinstance(window, (tuple, list)) and len(window) == 2):
+            bad("upsample_guidance_window", window, "(t_lo, t_hi) with 0 <= t_lo < t_hi <= 1")
+        t_lo = check_float("upsample_guidance_window[0]", window[0], 0.0, 1.0)
+        t_hi = check_float("upsample_guidance_window[1]", window[1], 0.0, 1.0)
+        if t_lo >= t_hi:
+            bad("upsample_guidance_window", window, "(t_lo, t_hi) with 0 <= t_lo < t_hi <= 1")
+        if t_lo == 0.0 and t_hi == 1.0:
+            return 0.0, float("inf")
+        if genkit_model:
+            logsnr = self.scheduler.schedule.at_size(image_size).logsnr(torch.tensor([t_lo, t_hi], dtype=torch.float64))
+        else:  # a discrete table: t = index / (T - 1)
+            table = self.denoiser().table_logsnr
+            idx = torch.tensor([t_lo, t_hi], dtype=torch.float64) * (len(table) - 1)
+            logsnr = table[idx.round().long()]
+        sig = torch.exp(-0.5 * logsnr)
+        return (0.0 if t_lo == 0.0 else float(sig[0])), (float("inf") if t_hi == 1.0 else float(sig[1]))
 
     def denoiser(self) -> Denoiser:
         return Denoiser.from_scheduler(self.unet, self.scheduler)
@@ -115,29 +176,52 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         class_labels=None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         sigmas: torch.Tensor | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        upsample_guidance_scale: float = 0.0,
+        upsample_guidance_window: tuple[float, float] = (0.0, 1.0),
+        upsample_guidance_adjust: tuple[str, ...] = UG_ADJUSTMENTS,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        batch_invariant: bool = False,
+        amed_predictor: str | AMEDPredictor | None = None,
+        skip_tuning: float | bool | None = None,
+        skip_sigma_range: tuple[float, float] | None = None,
     ):
-        # 1. Check inputs
-        _check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
-        _check_int("num_inference_steps", num_inference_steps, 1)
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type={output_type!r} is not allowed: one of {OUTPUT_TYPES}")
-        if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
-            raise ValueError(f"guidance_scale={guidance_scale!r} is not allowed: a number >= 0")
+        """batch_invariant=True: one network call per image (about 2x slower on a CPU), so that every image is
+        byte-identical whatever batch it is drawn in (genkit sample's default; see Denoiser.model_output).
+        solver: a name from genkit.sampling.solver_names() (AMED ones need a predictor: found in the model
+        folder's amed/ for this solver, num_inference_steps and guidance_scale, or given as `amed_predictor`,
+        a folder or an AMEDPredictor), or "scheduler" for a diffusers scheduler's own loop.
+        skip_tuning: rho_bottom of skip-tuning (None / False = off; True = the best rho that `genkit bench
+        skip` stored in the model folder for this solver and steps); skip_sigma_range: apply it only there."""
+        # 1. Check inputs (genkit/checks.py: one message format; NaN / inf never pass)
+        check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+        check_int("num_inference_steps", num_inference_steps, 1, LIMITS["steps"])
+        check_choice("output_type", output_type, OUTPUT_TYPES)
+        guidance_scale = check_float("guidance_scale", guidance_scale, 0, LIMITS["guidance"])
+        if sigmas is not None:
+            sigmas = check_sigmas("sigmas", sigmas)
         genkit_model = isinstance(self.scheduler, GenkitScheduler)
         solver = solver or (self.scheduler.config.solver if genkit_model else "scheduler")
-        allowed = tuple(SOLVERS) + (() if genkit_model else ("scheduler",))
+        allowed = solver_names() + ([] if genkit_model else ["scheduler"])
         if solver not in allowed:
             raise ValueError(f"solver={solver!r} is not allowed: one of {', '.join(allowed)}")
+        entry = solver_entry(solver) if solver != "scheduler" else None
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"generator is a list of {len(generator)}: give one per image ({batch_size})")
         for name in callback_on_step_end_tensor_inputs:
             if name not in self._callback_tensor_inputs:
                 raise ValueError(f"callback_on_step_end_tensor_inputs has {name!r}: "
                                  f"allowed {self._callback_tensor_inputs}")
+        height, width = self.check_size(height, width)
+        ug_scale = check_float("upsample_guidance_scale", upsample_guidance_scale, 0.0, LIMITS["guidance"])
+        if isinstance(upsample_guidance_adjust, str):
+            bad("upsample_guidance_adjust", upsample_guidance_adjust, f"a tuple of {UG_ADJUSTMENTS} entries")
+        for a in upsample_guidance_adjust:
+            check_choice("upsample_guidance_adjust", a, UG_ADJUSTMENTS)
         labels = self.class_ids(class_labels, batch_size)
         if guidance_scale != 1.0 and labels is None:
             raise ValueError(f"guidance_scale={guidance_scale} needs a class-conditional model (use 1.0)")
@@ -145,38 +229,94 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         labels = labels.to(device) if labels is not None else None
         cfg_factor = 2 if guidance_scale != 1.0 else 1
 
+        ug_factor = self.upsample_factor(height, width) if ug_scale > 0 else 1
+        if ug_scale > 0 and solver == "scheduler":
+            bad("solver", solver, "upsample guidance runs with a genkit solver: one of " + ", ".join(solver_names()))
+        image_size = (height * width) ** 0.5
+        ug_window = self.ug_sigma_window(upsample_guidance_window, genkit_model, image_size) if ug_scale > 0 \
+            else None
+
         # 2. Initial noise, one generator per image when a list is given
-        size = self.unet.config.sample_size
-        shape = (batch_size, self.unet.config.in_channels, size, size)
+        shape = (batch_size, self.unet.config.in_channels, height, width)
         noise = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
 
-        # 3. Sample
+        # 3. Sample (skip-tuning: hooks on the UNet for this call only; rho = 1 leaves it bit-identical)
+        rho = self._skip_rho(skip_tuning, solver, num_inference_steps, guidance_scale)
+        with SkipTuning(self.unet, rho if rho is not None else 1.0, skip_sigma_range) as tuner:
+            x, total_nfe, low_res = self._sample(
+                noise, solver, entry, num_inference_steps, grid, sigmas, labels, guidance_scale, cfg_factor,
+                genkit_model, image_size, ug_scale, ug_factor, ug_window, upsample_guidance_adjust, tuner,
+                amed_predictor, callback_on_step_end, callback_on_step_end_tensor_inputs, batch_invariant)
+
+        images = self._postprocess(x, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return PixelDiffusionPipelineOutput(images=images, nfe=total_nfe, nfe_low_res=low_res,
+                                            low_res_cost=low_res / ug_factor ** 2)
+
+    def _skip_rho(self, skip_tuning, solver, num_steps, guidance_scale) -> float | None:
+        if skip_tuning is None or skip_tuning is False:
+            return None
+        if skip_tuning is True:
+            return best_rho(self.config._name_or_path, solver, num_steps, guidance_scale)
+        return skip_tuning  # checked by SkipTuning
+
+    def amed_predictor(self, solver: str, sigmas, guidance_scale: float, given=None) -> AMEDPredictor:
+        """The AMED predictor for this run (given, or found in the model folder), checked against it."""
+        if given is None:
+            given = find_predictor(self.config._name_or_path, solver, len(sigmas) - 1, guidance_scale)
+        pred = given if isinstance(given, AMEDPredictor) else AMEDPredictor.load(given)
+        pred.check(solver=solver, sigmas=[float(v) for v in sigmas[:-1]], guidance_scale=float(guidance_scale),
+                   teacher=unet_fingerprint(self.unet))
+        return pred.to(self._execution_device)
+
+    def _sample(self, noise, solver, entry, num_inference_steps, grid, sigmas, labels, guidance_scale, cfg_factor,
+                genkit_model, image_size, ug_scale, ug_factor, ug_window, upsample_guidance_adjust, tuner,
+                amed_predictor, callback_on_step_end, callback_on_step_end_tensor_inputs, batch_invariant):
+        """-> (x, network evaluations per image, low-resolution evaluations per image); CFG counted."""
+        device = noise.device
+        low_res = 0  # low-resolution evaluations per image (upsample guidance)
         if solver == "scheduler":
             x, steps = self._sample_with_scheduler(noise, num_inference_steps, labels, guidance_scale,
-                                                   callback_on_step_end, callback_on_step_end_tensor_inputs)
+                                                   callback_on_step_end, callback_on_step_end_tensor_inputs,
+                                                   batch_invariant)
             total_nfe = steps * cfg_factor
         else:
             den = self.denoiser()
+            den.per_sample = bool(batch_invariant)
             null = self.num_classes
             denoise = classifier_free_guidance(den, labels, null, guidance_scale) if labels is not None \
                 else (lambda x, s: den(x, s))
+            if ug_scale > 0:  # outside CFG: the low-resolution pass batches cond + uncond too
+                denoise = upsample_guidance(denoise, ug_scale, ug_factor, ug_window,
+                                            time_adjustment="time" in upsample_guidance_adjust,
+                                            power_adjustment="power" in upsample_guidance_adjust,
+                                            table_logsnr=den.table_logsnr if den.time_input == "discrete" else None)
             if sigmas is None:
                 if genkit_model:
-                    sigmas = self.scheduler.sigma_grid(num_inference_steps, grid)
+                    sigmas = self.scheduler.sigma_grid(num_inference_steps, grid,
+                                                       image_size=None if image_size == self.trained_size else image_size)
                 else:
                     lo, hi = default_sigma_range(None, den.sigma_range)
                     sigmas = make_grid(grid or "polynomial", num_inference_steps, lo, hi)
             sigmas = torch.as_tensor(sigmas, dtype=torch.float32).to(device)
             num_steps = len(sigmas) - 1
             callback = self._solver_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, num_steps)
-            x = get_solver(solver)(denoise, noise * sigmas[0], sigmas, callback=callback)
-            total_nfe = nfe(solver, num_steps) * cfg_factor
-
-        images = self._postprocess(x, output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images,)
-        return PixelDiffusionPipelineOutput(images=images, nfe=total_nfe)
+            tuned = tuner.wrap(denoise)
+            if not entry.needs_predictor:
+                x = entry.fn(tuned, noise * sigmas[0], sigmas, callback=callback)
+                total_nfe = entry.nfe(num_steps) * cfg_factor
+            else:
+                if num_steps < entry.min_steps:
+                    bad("num_inference_steps", num_steps, f"an int >= {entry.min_steps} for solver={solver!r}")
+                pred = self.amed_predictor(solver, sigmas, guidance_scale, amed_predictor)
+                with BottleneckTap(self.unet) as tap:  # the predictor reads the UNet's mid_block output
+                    x = entry.fn(tuned, noise * sigmas[0], sigmas, callback=callback,
+                                 predictor=pred.step_predictor(tap), afs=pred.config.afs)
+                total_nfe = entry.nfe(num_steps, pred.config.afs) * cfg_factor
+            low_res = getattr(denoise, "low_res_calls", 0) * cfg_factor
+        return x, total_nfe, low_res
 
     def _solver_callback(self, callback_on_step_end, tensor_inputs, num_steps):
         bar = self.progress_bar(total=num_steps)
@@ -193,9 +333,11 @@ class PixelDiffusionPipeline(DiffusionPipeline):
 
         return callback
 
-    def _sample_with_scheduler(self, noise, num_inference_steps, labels, guidance_scale, cb, cb_inputs):
+    def _sample_with_scheduler(self, noise, num_inference_steps, labels, guidance_scale, cb, cb_inputs,
+                               batch_invariant=False):
         """diffusers' own loop: scheduler.step over the network's raw output (eps / v / x0)."""
         den = self.denoiser()
+        den.per_sample = bool(batch_invariant)
         sched = self.scheduler
         sched.set_timesteps(num_inference_steps, device=noise.device)
         ac = sched.alphas_cumprod.to(noise.device, torch.float64)
@@ -206,8 +348,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             if guidance_scale != 1.0:
                 null = torch.full_like(labels, self.num_classes)
                 out = den.model_output(torch.cat([model_in] * 2), torch.cat([logsnr] * 2), torch.cat([labels, null]))
-                cond, uncond = out.chunk(2)
-                out = uncond + guidance_scale * (cond - uncond)
+                out = cfg_combine(*out.chunk(2), guidance_scale)
             else:
                 out = den.model_output(model_in, logsnr, labels)
             latents = sched.step(out, t, latents).prev_sample

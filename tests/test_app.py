@@ -1,7 +1,8 @@
-"""app.py: the Gradio app served for real (tiny random model) and called with gradio_client; startup errors."""
+"""app.py and genkit/ui served for real (tiny random models) and called with gradio_client: files keep their
+PNG parameters, bad values are named and the app keeps serving, 20 concurrent calls are all served, a full queue
+says so; startup errors."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,110 +11,80 @@ import numpy as np
 import pytest
 import torch
 
-from genkit.scheduler import GenkitScheduler
-from pipelines.pixel_diffusion import PixelDiffusionPipeline
-from helpers import CLASS_NAMES, tiny_unet
+from genkit.png_info import read_parameters
+from genkit.ui import build_demo
+from genkit.ui.tokenizer import make_tokenize
+from ui_helpers import free_port, gradio_env, tiny_pipe  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
+FORM = ("a", 0, 2, "dpmpp_2m", "polynomial", 2.0, 3, 1, 8, 0.0, False, 1.0, 0)  # /generate: the form, preview_every
 
 
-@pytest.fixture(scope="module", autouse=True)
-def gradio_env(tmp_path_factory):
-    old = {k: os.environ.get(k) for k in ("GRADIO_ANALYTICS_ENABLED", "GRADIO_TEMP_DIR")}
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
-    yield
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+class served:
+    """with served(demo) as client: the demo on a free port and a gradio_client for it, both closed after."""
+
+    def __init__(self, demo):
+        self.demo = demo
+
+    def __enter__(self):
+        from gradio_client import Client
+
+        _, url, _ = self.demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
+        self.url = url
+        self.client = Client(url, verbose=False)
+        return self.client
+
+    def __exit__(self, *exc):
+        self.client.close()
+        self.demo.close()
 
 
-@pytest.fixture(scope="module")
-def app():
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    import app as app_module
-    return app_module
-
-
-@pytest.fixture(scope="module")
-def tiny_pipe():
-    pipe = PixelDiffusionPipeline(tiny_unet(4), GenkitScheduler(image_size=8), class_names=CLASS_NAMES)
-    pipe.set_progress_bar_config(disable=True)
-    # One intra-op thread: this tiny net gains nothing from more, and on a busy 2-core box (a training job
-    # beside the tests) two spinning threads make each call ~100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield pipe
-    torch.set_num_threads(threads)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_handler_matches_per_seed_pipeline_calls(app, tiny_pipe):
-    generate = app.make_generate(tiny_pipe, max_batch_size=4)
-    items, info = generate("b", 5, 3, "heun", 2.0, 3)
-    assert [c for _, c in items] == ["seed 5", "seed 6", "seed 7"]
-    assert "NFE per image:** 10" in info  # heun: 2*3-1 = 5 evaluations, x2 for guidance
-    for k, (img, _) in enumerate(items):  # image k == a batch-of-one call with seed 5+k (as `genkit sample`)
-        ref = tiny_pipe(num_inference_steps=3, solver="heun", guidance_scale=2.0, class_labels="b",
-                        generator=[torch.Generator().manual_seed(5 + k)]).images[0]
-        assert img.size == (8, 8) and np.array_equal(np.asarray(img), np.asarray(ref))
-    calls = []
-    items, info = generate(app.UNCONDITIONAL, 0, 2, "euler", 2.0, 1,  # guidance skipped: no doubled NFE
-                           progress=lambda p, **kw: calls.append(p))
-    assert len(items) == 1 and "NFE per image:** 2" in info and calls == [(1, 2), (2, 2)]
-
-
-@pytest.mark.parametrize("args, name", [
-    (("a", 0, 0, "euler", 1.0, 1), "steps=0"),
-    (("a", 0, 2.5, "euler", 1.0, 1), "steps=2.5"),
-    (("a", 0, 2, "nope", 1.0, 1), "solver='nope'"),
-    (("zzz", 0, 2, "euler", 1.0, 1), "class='zzz'"),
-    (("a", 0, 2, "euler", 1.0, 5), "batch_size=5"),
-    (("a", 0, 2, "euler", -1.0, 1), "guidance=-1.0"),
-    (("a", -3, 2, "euler", 1.0, 1), "seed=-3"),
-    (("a", None, 2, "euler", 1.0, 1), "seed=None"),
-])
-def test_handler_rejects_bad_input_with_named_parameter(app, tiny_pipe, args, name):
-    import gradio as gr
-
-    with pytest.raises(gr.Error, match="is not allowed") as err:
-        app.make_generate(tiny_pipe, max_batch_size=4)(*args)
-    assert name in str(err.value)
-
-
-def test_served_app_generates_rejects_and_keeps_serving(app, tiny_pipe):
-    from gradio_client import Client
+def test_served_app_files_keep_parameters_bad_values_named_keeps_serving(tiny_pipe):
+    from gradio_client import handle_file
     from PIL import Image
 
-    demo = app.build_demo(tiny_pipe, max_batch_size=4)
-    _, local_url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
-    client = None
-    try:
-        client = Client(local_url, verbose=False)
-        gallery, info = client.predict("a", 0, 2, "dpmpp_2m", 2.0, 3, api_name="/generate")
-        assert len(gallery) == 3 and "NFE per image" in info and "device" in info
+    with served(build_demo(tiny_pipe, max_batch_size=4)) as client:
+        gallery, info, archive = client.predict(*FORM, api_name="/generate")
+        assert len(gallery) == 3 and "NFE per image" in info and "device" in info and archive.endswith(".zip")
         for k, item in enumerate(gallery):
             assert item["caption"] == f"seed {k}"
             with Image.open(item["image"]) as im:
                 assert im.size == (8, 8)
-        for bad, name in [(("a", 0, 2, "nope", 2.0, 1), "solver"), (("a", 0, 0, "euler", 2.0, 1), "steps"),
-                          (("a", 0, 2, "euler", 2.0, 9), "batch_size")]:
+            assert f"Seed: {k}," in read_parameters(item["image"])    # what the browser downloads has the chunk
+        # PNG info: the file's settings come back as the form's values
+        out = client.predict(handle_file(gallery[1]["image"]), api_name="/png_info")
+        text, form = out[0], list(out[-12:])            # (the selected tab is not an API value)
+        assert form == ["a", 0, 2, "dpmpp_2m", "polynomial", 2.0, 3, 1, 8, 0.0, False, 1.0] and "Seed: 1" in text
+        for bad, name in [(("a", 0, 2, "nope", "polynomial", 2.0, 1, 1, 8, 0.0, False, 1.0, 0), "sampler"),
+                          (("a", 0, 0, "euler", "polynomial", 2.0, 1, 1, 8, 0.0, False, 1.0, 0), "steps"),
+                          (("a", 0, 2, "euler", "polynomial", 2.0, 9, 1, 8, 0.0, False, 1.0, 0), "batch_size"),
+                          (("a", 0, 2, "euler", "polynomial", 1e6, 1, 1, 8, 0.0, False, 1.0, 0), "guidance")]:
             with pytest.raises(Exception, match=f"{name}=.*is not allowed"):
                 client.predict(*bad, api_name="/generate")
-        gallery, _ = client.predict("c", 7, 1, "euler", 1.0, 1, api_name="/generate")  # still serving
-        assert len(gallery) == 1 and gallery[0]["caption"] == "seed 7"
-    finally:
-        if client is not None:
-            client.close()
-        demo.close()
+        gallery, _, _ = client.predict("c", 7, 1, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 1.0, 0,
+                                       api_name="/generate")
+        assert len(gallery) == 1 and gallery[0]["caption"] == "seed 7"          # still serving
+
+
+def test_twenty_concurrent_calls_are_all_served_and_a_full_queue_says_so(tiny_pipe):
+    with served(build_demo(tiny_pipe, max_batch_size=4)) as client:
+        jobs = [client.submit("a", k, 2, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 1.0, 0,
+                              api_name="/generate")
+                for k in range(20)]
+        results = [j.result(timeout=120) for j in jobs]
+        assert [r[0][0]["caption"] for r in results] == [f"seed {k}" for k in range(20)]
+    with served(build_demo(tiny_pipe, max_batch_size=4, queue_size=1)) as client:
+        jobs = [client.submit("a", k, 60, "heun", "polynomial", 2.0, 2, 2, 8, 0.0, False, 1.0, 0,
+                              api_name="/generate")
+                for k in range(6)]
+        errors = []
+        for j in jobs:
+            try:
+                j.result(timeout=300)
+            except Exception as e:  # noqa: BLE001
+                errors.append(str(e))
+        assert errors and all("queue is full" in e.lower() for e in errors), errors
+        assert len(errors) < len(jobs)                                          # the others were served
 
 
 def run_app(*args):
@@ -145,10 +116,10 @@ def tiny_tokenizer():
     return VQTokenizer(channels=(8, 8, 8), latent_dim=4, codebook_size=16).eval()
 
 
-def test_tokenize_handler_crops_encodes_and_decodes(app, tiny_tokenizer):
+def test_tokenize_handler_crops_encodes_and_decodes(tiny_tokenizer):
     import gradio as gr
 
-    tokenize = app.make_tokenize(tiny_tokenizer)
+    tokenize = make_tokenize(tiny_tokenizer)
     rgba = np.zeros((40, 60, 4), np.uint8)                     # transparent, not square: white, center-cropped
     original, rec, grid, info = tokenize(rgba)
     assert original.shape == rec.shape == (256, 256, 3) and (original == 255).all()
@@ -162,12 +133,12 @@ def test_tokenize_handler_crops_encodes_and_decodes(app, tiny_tokenizer):
         tokenize(np.zeros((4, 4), np.float32))
 
 
-def test_served_tokenizer_tab(app, tiny_pipe, tiny_tokenizer, tmp_path):
+def test_served_tokenizer_tab(tiny_pipe, tiny_tokenizer, tmp_path):
     from gradio_client import Client, handle_file
     from PIL import Image
 
     Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
-    demo = app.build_demo(tiny_pipe, max_batch_size=4, tokenizer=tiny_tokenizer, examples=[str(tmp_path / "red.png")])
+    demo = build_demo(tiny_pipe, max_batch_size=4, tokenizer=tiny_tokenizer, examples=[str(tmp_path / "red.png")])
     _, local_url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
     client = None
     try:
@@ -176,7 +147,8 @@ def test_served_tokenizer_tab(app, tiny_pipe, tiny_tokenizer, tmp_path):
         with Image.open(original) as im:
             assert im.size == (256, 256)
         assert len(codes["data"]) == 8 and len(codes["data"][0]) == 8 and "codes" in info
-        gallery, _ = client.predict("a", 0, 1, "euler", 1.0, 1, api_name="/generate")   # both tabs serve
+        gallery, _, _ = client.predict("a", 0, 1, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 1.0, 0,
+                                       api_name="/generate")   # both tabs serve
         assert len(gallery) == 1
     finally:
         if client is not None:
@@ -184,72 +156,3 @@ def test_served_tokenizer_tab(app, tiny_pipe, tiny_tokenizer, tmp_path):
         demo.close()
 
 
-@pytest.fixture(scope="module")
-def tiny_mm():
-    from genkit.mm import MultimodalAR
-    from pipelines.multimodal import MultimodalARPipeline
-
-    torch.manual_seed(0)
-    model = MultimodalAR(d_model=32, n_layers=1, n_heads=2, head_width=32, head_depth=1, max_text_bytes=16)
-    return MultimodalARPipeline(model=model.eval())
-
-
-def test_multimodal_defaults_agree_everywhere(app):
-    """The app, `genkit draw` and `genkit bench mm` sample with the pipeline's measured defaults."""
-    from genkit.cli import build_parser
-    from pipelines.multimodal import DEFAULT_GUIDANCE, DEFAULT_TEMPERATURE
-
-    assert (app.MM_GUIDANCE, app.MM_TEMPERATURE) == (DEFAULT_GUIDANCE, DEFAULT_TEMPERATURE)
-    parser = build_parser()
-    draw = parser.parse_args(["draw", "--model", "m", "--prompt", "a", "--out", "o"])
-    bench = parser.parse_args(["bench", "mm", "--arm", "a=b", "--out", "o.json"])
-    for ns in (draw, bench):
-        assert (ns.guidance, ns.temperature) == (DEFAULT_GUIDANCE, DEFAULT_TEMPERATURE)
-
-
-def test_text_and_image_handlers(app, tiny_mm):
-    import gradio as gr
-
-    items, info = app.make_text_to_image(tiny_mm, max_images=4)("red apple", 3, 2, 2.0)
-    assert [c for _, c in items] == ["seed 3", "seed 4"] and "wall time" in info
-    one = tiny_mm(prompt="red apple", guidance_scale=2.0, generator=torch.Generator().manual_seed(4)).images[0]
-    assert np.array_equal(np.asarray(items[1][0]), np.asarray(one))            # image k == seed + k alone
-    cool, _ = app.make_text_to_image(tiny_mm, max_images=4)("red apple", 3, 2, 2.0, 0.5)
-    colder = tiny_mm(prompt="red apple", guidance_scale=2.0, temperature=0.5,
-                     generator=torch.Generator().manual_seed(4)).images[0]
-    assert np.array_equal(np.asarray(cool[1][0]), np.asarray(colder))          # the temperature reaches the model
-    for args, name in [(("", 0, 1, 2.0), "prompt=''"), (("a", 0, 5, 2.0), "num_images=5"),
-                       (("a", -1, 1, 2.0), "seed=-1"), (("a", 0, 1, -2.0), "guidance_scale=-2.0"),
-                       (("a", 0, 1, 2.0, -1.0), "temperature=-1.0"),
-                       (("a", 0, 1, 2.0, 0.7, "y" * 300), "negative_prompt has 300 UTF-8 bytes")]:
-        with pytest.raises(gr.Error, match=name):
-            app.make_text_to_image(tiny_mm, max_images=4)(*args)
-    text = app.make_caption(tiny_mm)(np.zeros((48, 40, 4), np.uint8))
-    assert isinstance(text, str)
-    with pytest.raises(gr.Error, match="image is missing"):
-        app.make_caption(tiny_mm)(None)
-
-
-def test_served_text_and_image_tab(app, tiny_pipe, tiny_mm, tmp_path):
-    from gradio_client import Client, handle_file
-    from PIL import Image
-
-    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
-    demo = app.build_demo(tiny_pipe, max_batch_size=4, mm=tiny_mm)
-    _, local_url, _ = demo.launch(prevent_thread_lock=True, server_port=free_port(), quiet=True)
-    client = None
-    try:
-        client = Client(local_url, verbose=False)
-        gallery, info = client.predict("red apple", 0, 2, 2.0, 0.5, api_name="/text_to_image")
-        assert len(gallery) == 2 and gallery[1]["caption"] == "seed 1"
-        gallery, _ = client.predict("red apple", 0, 1, 2.0, 0.5, "green apple", api_name="/text_to_image")
-        assert len(gallery) == 1
-        assert isinstance(client.predict(handle_file(str(tmp_path / "red.png")), api_name="/caption"), str)
-        with pytest.raises(Exception, match="prompt=''"):
-            client.predict("", 0, 1, 2.0, 1.0, api_name="/text_to_image")
-        gallery, _ = client.predict("a", 0, 1, "euler", 1.0, 1, api_name="/generate")     # still serving
-        assert len(gallery) == 1
-    finally:
-        if client is not None:
-            client.close()
-        demo.close()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -17,7 +18,8 @@ from helpers import run_cli as cli, save_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST_KEYS = {"model", "num", "seeds", "steps", "solver", "grid", "class", "guidance", "batch_size",
-                 "nfe_per_image", "wall_time_s", "device", "num_processes", "torch", "genkit"}
+                 "nfe_per_image", "wall_time_s", "device", "num_processes", "torch", "genkit", "model_sha256",
+                 "batch_invariant", "complete", "grid_png"}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,17 @@ def test_sample_files_manifest_and_bit_identical_across_batch_sizes(model, tmp_p
     # seed K..K+N-1: image k depends only on its seed
     sample(capsys, model, tmp_path / "from3", "--seed", 3, "--batch-size", 2, num=2)
     assert pngs(tmp_path / "from3") == {n: files[n] for n in ("000003.png", "000004.png")}
+    # and "its seed" is torch.Generator().manual_seed(k), what the Python API uses: 000003.png is that image
+    from genkit.commands.common import class_ids_for
+    from pipelines.pixel_diffusion import to_uint8
+
+    pipe = PixelDiffusionPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    x = pipe(batch_size=1, num_inference_steps=3, solver="euler", guidance_scale=2.0,
+             class_labels=class_ids_for(pipe, "cycle", [3]), generator=[torch.Generator().manual_seed(3)],
+             output_type="latent").images
+    with Image.open(tmp_path / "b4" / "000003.png") as im:
+        assert np.array_equal(np.asarray(im), to_uint8(x)[0].permute(1, 2, 0).numpy())
 
 
 def test_rerun_into_the_same_folder_regenerates_only_missing_images(model, tmp_path, capsys, monkeypatch):
@@ -170,7 +183,12 @@ def test_bench_overhead_writes_json(model, tmp_path, capsys):
     assert rc == 0, err
     r = json.loads(f.read_text())
     assert r["nfe"] == 3 and r["batch_size"] == 2 and r["repeats"] == 2
-    assert r["ratio_pipeline_over_bare"] > 0 and len(r["all_s"]["pipeline"]) == len(r["all_s"]["bare"]) == 2
+    assert len(r["all_s"]["pipeline"]) == len(r["all_s"]["bare"]) == 2 and min(r["all_s"]["bare"]) > 0
+    import statistics
+    med = {k: statistics.median(v) for k, v in r["all_s"].items()}        # the ratio is of the medians it lists
+    assert r["median_s"] == pytest.approx(med, abs=1.5e-4)                  # all_s is rounded to 1e-4 s
+    assert r["ratio_pipeline_over_bare"] == pytest.approx(r["median_s"]["pipeline"] / r["median_s"]["bare"],
+                                                          rel=5e-3)
     assert "pipeline / bare UNet" in out
 
 

@@ -14,9 +14,11 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from genkit.sampling import (GRIDS, SOLVERS, default_sigma_range, get_solver, grid_polynomial, grid_time,
+from genkit.sampling import (GRIDS, solver_names, default_sigma_range, get_solver, grid_polynomial, grid_time,
                              make_grid, nfe, steps_for_nfe)
 from genkit.schedules import Schedule
+
+SOLVERS = solver_names(predictor=False)  # the training-free solvers (AMED: tests/test_amed.py)
 
 MU1, MU2, S = -0.6, 0.5, 0.3
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
@@ -65,6 +67,7 @@ def test_global_convergence_order(name, grid, order, x_start, reference):
         errs.append((out - reference).abs().mean().item())
     orders = [math.log2(errs[i] / errs[i + 1]) for i in range(len(errs) - 1)]
     assert min(orders[1:]) > order - 0.3, (name, orders, errs)  # 16 -> 32 is still pre-asymptotic
+    assert max(orders[1:]) < order + 0.5, (name, orders, errs)  # and not a higher order: the test measures it
     assert errs[-1] < 0.02 / 10 ** (order - 1), (name, errs)
 
 
@@ -98,7 +101,8 @@ def test_local_order(name, grid, order):
             sig = torch.exp(torch.linspace(math.log(2.0), math.log(0.5), n + 1, dtype=torch.float64))
         errs.append(local_error(name, sig, x0 * float(sig[0])))  # no step to 0: all interior
     measured = math.log2(errs[0] / errs[1])
-    assert measured > order + 0.5, (name, errs, measured)
+    # measured (OMP_NUM_THREADS=1): euler 1.99, heun 2.98, dpm2 3.00, dpmpp_2m 2.88, dpmpp_3m 3.97, ipndm 4.63
+    assert order + 0.5 < measured < order + 1.5, (name, errs, measured)
 
 
 def test_dpmpp_3m_is_exact_for_quadratic_data_prediction():
@@ -125,8 +129,14 @@ def test_dpmpp_3m_is_exact_for_quadratic_data_prediction():
     assert errors[0] > 1e-4 and errors[-1] > 1e-4  # 1st order at the start, 2nd before the step to 0
 
 
+# Global order of each solver on the polynomial grid (iPNDM: 2 on non-uniform grids, see MEASURED above).
+GAUSSIAN_ORDER = {"euler": 1, "heun": 2, "dpm2": 2, "dpmpp_2m": 2, "dpmpp_3m": 3, "ipndm": 2}
+
+
 def test_exact_gaussian_ode_solution():
-    """On Gaussian data every solver converges to the closed-form PF-ODE solution."""
+    """On Gaussian data every solver converges to the closed-form PF-ODE solution, at its order: 4x the steps
+    cuts the error by about 4^order (measured 3.9, 19.7, 19.4, 21.1, 126.5, 21.9 in GAUSSIAN_ORDER's order),
+    so a second-order solver that degraded to first order (ratio ~4) fails."""
     mu = torch.linspace(-0.5, 0.5, 48, dtype=torch.float64)
     s = 0.5
     x_t = mu + torch.randn(48, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * SIGMA_MAX
@@ -134,10 +144,13 @@ def test_exact_gaussian_ode_solution():
     for name in SOLVERS:
         err = [(get_solver(name)(gaussian_denoiser(mu, s), x_t, grid_polynomial(n, SIGMA_MIN, SIGMA_MAX)) - exact)
                .abs().max() for n in (16, 64)]
-        assert err[1] < (0.1 if name == "euler" else 0.01) and err[1] < err[0] / 3.5, (name, err)
+        ratio = err[0] / err[1]
+        assert err[1] < (0.1 if name == "euler" else 0.01) and ratio > 3.5, (name, err)
+        if name in GAUSSIAN_ORDER:
+            assert 0.6 * 4 ** GAUSSIAN_ORDER[name] < ratio < 3 * 4 ** GAUSSIAN_ORDER[name], (name, err, ratio)
 
 
-@pytest.mark.parametrize("name", list(SOLVERS))
+@pytest.mark.parametrize("name", SOLVERS)
 def test_float32_matches_float64(name):
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * SIGMA_MAX  # (N, C, H, W)
     grid = make_grid("polynomial", 12, SIGMA_MIN, SIGMA_MAX)
@@ -147,7 +160,7 @@ def test_float32_matches_float64(name):
     assert (out32.double() - out64).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("name", list(SOLVERS))
+@pytest.mark.parametrize("name", SOLVERS)
 def test_nfe_is_counted_exactly(name):
     calls = []
 
@@ -166,7 +179,7 @@ def test_nfe_is_counted_exactly(name):
         assert budget == 1 or nfe(name, k + 1) > budget  # the largest that fits
 
 
-@pytest.mark.parametrize("name", list(SOLVERS))
+@pytest.mark.parametrize("name", SOLVERS)
 def test_callback_sees_every_step_and_can_replace_x(name):
     seen = []
 

@@ -43,7 +43,7 @@ from genkit.schedules import SCHEDULES, Schedule
 from genkit.training import (LOSS_WEIGHTINGS, JsonlLog, diffusion_loss, load_checkpoint, make_accelerator,
                              minutes_before, resolve_checkpoint, save_checkpoint)
 from pipelines.pixel_diffusion import PixelDiffusionPipeline
-from training.utils import bad_flag, require_positive, run_script
+from training.utils import bad_flag, require_common, require_positive, run_script
 
 logger = get_logger(__name__)
 
@@ -104,8 +104,10 @@ def parse_args(argv=None):
 
 def check_args(args):
     bad = bad_flag
+    require_common(args)  # NaN / inf floats, seed, learning rate, clip, log interval
     require_positive(args, "resolution", "train_batch_size", "max_train_steps", "checkpointing_steps",
                      "gradient_accumulation_steps", "layers_per_block", "checkpoints_total_limit")
+    require_positive(args, "attention_head_dim")
     if args.resolution % 8:
         bad("resolution", args.resolution, "a multiple of 8")
     if not 0 <= args.cond_drop < 1:
@@ -124,6 +126,8 @@ def check_args(args):
         bad("channels", args.channels, "multiples of 32 (GroupNorm with 32 groups)")
     if any(not 0 <= lv < len(args.channels) for lv in args.attention_levels):
         bad("attention_levels", args.attention_levels, f"levels in 0..{len(args.channels) - 1}")
+    if any(args.channels[lv] % args.attention_head_dim for lv in args.attention_levels):
+        bad("attention_head_dim", args.attention_head_dim, "a divisor of the --channels at the attention levels")
     if args.dataset != "openmoji" and not Path(args.dataset).is_dir():
         bad("dataset", args.dataset, "'openmoji' or an existing folder of images")
     if args.init_from and not (Path(args.init_from) / "model_index.json").is_file():

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from genkit.data import OpenMojiDataset
 from genkit.metrics.features import OpenMojiFeatureNet, to_unit_range
-from training.utils import require_positive, resolve_checkpoint, run_script, save_checkpoint, save_model_folder
+from training.utils import require_common, require_positive, resolve_checkpoint, run_script, save_checkpoint, save_model_folder
 
 
 def parse_args(argv=None):
@@ -47,6 +47,7 @@ def parse_args(argv=None):
     a("--seed", type=int, default=0)
     a("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-E folder")
     args = p.parse_args(argv)
+    require_common(args)  # NaN / inf floats, seed, learning rate
     require_positive(args, "epochs", "train_batch_size", "feature_dim")
     if args.learning_rate <= 0:
         raise ValueError(f"--learning_rate={args.learning_rate!r} is not allowed: a number > 0")

@@ -33,8 +33,8 @@ from genkit.mm import IMAGE_HEADS, MASK_SCHEDULES, ORDERS, SCHEMES, MultimodalAR
 from genkit.mm.evaluate import make_examples, val_losses
 from genkit.vq.fit import batch_indices
 from pipelines.multimodal import MultimodalARPipeline
-from training.utils import (JsonlLog, bad_flag, load_checkpoint, minutes_before, require_positive, resolve_checkpoint,
-                            run_script, save_checkpoint)
+from training.utils import (JsonlLog, bad_flag, load_checkpoint, minutes_before, require_common, require_positive,
+                            resolve_checkpoint, run_script, save_checkpoint)
 
 
 def parse_args(argv=None):
@@ -84,6 +84,7 @@ def parse_args(argv=None):
     a("--max_minutes", type=float, default=None, help="stop after a checkpoint once this much time passed")
     a("--limit_train", type=int, default=None, help="use only the first N train images (tests, quick runs)")
     args = p.parse_args(argv)
+    require_common(args)  # NaN / inf floats, seed, learning rate, clip, log interval
     require_positive(args, "d_model", "n_layers", "n_heads", "train_batch_size", "max_train_steps",
                      "eval_every", "checkpointing_steps", "diffusion_repeats")
     if args.learning_rate <= 0:

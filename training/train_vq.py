@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from genkit.vq import VQTokenizer
 from genkit.vq.fit import batch_indices, evaluate_tokenizer, to_float
 from genkit.vq.tokenizer import tokenizer_loss
-from training.utils import (JsonlLog, bad_flag, load_checkpoint, minutes_before, require_positive, resolve_checkpoint,
-                            run_script, save_checkpoint, save_model_folder)
+from training.utils import (JsonlLog, bad_flag, load_checkpoint, minutes_before, require_common, require_positive,
+                            resolve_checkpoint, run_script, save_checkpoint, save_model_folder)
 
 
 def parse_args(argv=None):
@@ -66,6 +66,7 @@ def parse_args(argv=None):
 
 def check_args(args):
     bad = bad_flag
+    require_common(args)  # NaN / inf floats, seed, learning rate, clip, log interval
     require_positive(args, "train_batch_size", "max_train_steps", "eval_every", "checkpointing_steps", "latent_dim")
     if args.resolution < 8 or args.resolution % 4:
         bad("resolution", args.resolution, "a multiple of 4, at least 8")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from genkit.checks import bad, check_float, check_int, check_seed
 from genkit.io import replace_folder_contents
 from genkit.training.checkpoint import (checkpoint_dirs, discard, load_checkpoint,  # noqa: F401
                                        resolve_checkpoint, save_checkpoint)
@@ -13,13 +14,30 @@ from genkit.training.log import JsonlLog, minutes_before  # noqa: F401
 
 
 def bad_flag(name: str, value, allowed: str):
-    raise ValueError(f"--{name}={value!r} is not allowed: {allowed}")
+    bad(f"--{name}", value, allowed)
 
 
 def require_positive(args, *names: str) -> None:
     for name in names:
-        if getattr(args, name) < 1:
-            bad_flag(name, getattr(args, name), "an int >= 1")
+        check_int(f"--{name}", getattr(args, name), 1)
+
+
+def require_common(args) -> None:
+    """What every training script's flags share (genkit/checks.py): no float flag is NaN or inf, the seed fits
+    torch's generator, the learning rate and gradient clip are positive, the log interval is >= 1."""
+    for name, value in vars(args).items():
+        if isinstance(value, float):
+            check_float(f"--{name}", value)
+    if hasattr(args, "seed"):
+        check_seed("--seed", args.seed)
+    if hasattr(args, "learning_rate"):
+        check_float("--learning_rate", args.learning_rate, 1e-12, 10.0)
+    if getattr(args, "max_grad_norm", None) is not None:
+        check_float("--max_grad_norm", args.max_grad_norm, 1e-12)
+    if hasattr(args, "log_every"):
+        check_int("--log_every", args.log_every, 1)
+    if getattr(args, "max_minutes", None) is not None:
+        check_float("--max_minutes", args.max_minutes, 0)
 
 
 def save_model_folder(model, out_dir: Path, metrics: dict) -> None:

@@ -48,8 +48,13 @@ def parse_list(flag: str, text: str, allowed=None, cast=str) -> list:
     return items
 
 
-def arm_list(solvers, grids, schedulers) -> list[dict]:
-    arms = [{"arm": f"{s}/{g}", "solver": s, "grid": g} for s in solvers for g in grids]
+def arm_list(solvers, grids, schedulers, skip_rhos=()) -> list[dict]:
+    """genkit solver x grid (each also with skip-tuning at every rho in skip_rhos), then diffusers' schedulers."""
+    arms = []
+    for s in solvers:
+        for g in grids:
+            arms.append({"arm": f"{s}/{g}", "solver": s, "grid": g})
+            arms += [{"arm": f"{s}/{g}+skip{r:g}", "solver": s, "grid": g, "skip_tuning": r} for r in skip_rhos]
     return arms + [{"arm": f"diffusers:{name}", "scheduler": SCHEDULERS[name]} for name in schedulers]
 
 
@@ -57,14 +62,19 @@ def run_samplers(args) -> dict:
     import diffusers
 
     from genkit.metrics import REFERENCE_SOLVER, FrechetDistance, ode_error
-    from genkit.sampling import GRIDS, SOLVERS, steps_for_nfe
+    from genkit.checks import check_float
+    from genkit.sampling import GRIDS, solver_entry, solver_names, steps_for_nfe
+    from genkit.sampling.amed import list_predictors
+    from genkit.skip_tuning import RHO_RANGE
     from genkit.sampling import nfe as count_nfe
     from pipelines.pixel_diffusion import to_uint8
 
     nfes = parse_list("nfe", args.nfe, cast=int)
-    solvers = parse_list("solvers", args.solvers, SOLVERS)
+    solvers = parse_list("solvers", args.solvers, solver_names())
     grids = parse_list("grids", args.grids, GRIDS)
     schedulers = parse_list("schedulers", args.schedulers, SCHEDULERS) if args.schedulers else []
+    skip_rhos = [check_float("--skip-rhos", r, *RHO_RANGE) for r in parse_list("skip-rhos", args.skip_rhos, cast=float)] \
+        if getattr(args, "skip_rhos", None) else []
     if args.num < 4:
         raise ValueError(f"--num={args.num} is not allowed: at least 4 images (FD on each half needs 2)")
     if args.dtype not in ("float32", "bfloat16"):
@@ -123,8 +133,11 @@ def run_samplers(args) -> dict:
         pipe.unet.to(torch.bfloat16)
 
     # 2. Every arm at every NFE budget: same seeds, same noise
-    todo = [(arm, n) for n in nfes for arm in arm_list(solvers, grids, schedulers)
-            if f"{arm['arm']}@{n}" not in result["rows"]]
+    have = {(p["solver"], p["nfe"], p["guidance_scale"]) for p in list_predictors(args.model)}
+    todo = [(arm, n) for n in nfes for arm in arm_list(solvers, grids, schedulers, skip_rhos)
+            if f"{arm['arm']}@{n}" not in result["rows"]
+            and ("solver" not in arm or not solver_entry(arm["solver"]).needs_predictor  # AMED: a predictor
+                 or (arm["solver"], n, guidance) in have)]                           # for this NFE, guidance
     bar = tqdm(todo, desc="bench samplers")
     for arm, n in bar:
         bar.set_postfix(arm=f"{arm['arm']}@{n}")
@@ -134,7 +147,8 @@ def run_samplers(args) -> dict:
         else:
             pipe.scheduler = genkit_scheduler
             steps = steps_for_nfe(arm["solver"], n)
-            call = dict(solver=arm["solver"], grid=arm["grid"], num_inference_steps=steps)
+            call = dict(solver=arm["solver"], grid=arm["grid"], num_inference_steps=steps,
+                        skip_tuning=arm.get("skip_tuning"))
         fds = {k: FrechetDistance(net, fid, resolution=res) for k in ("all", "even", "odd")}
         for f in fds.values():
             f.set_reference(ref)
@@ -200,7 +214,7 @@ def _command(args) -> str:
              f"--ode-num {args.ode_num}", f"--ode-ref-steps {args.ode_ref_steps}", f"--solvers {args.solvers}",
              f"--grids {args.grids}",
              f"--schedulers {args.schedulers}", f"--seed {args.seed}", f"--batch-size {args.batch_size}",
-             f"--dtype {args.dtype}"]
+             f"--dtype {args.dtype}"] + ([f"--skip-rhos {args.skip_rhos}"] if getattr(args, "skip_rhos", None) else [])
     if args.guidance is not None:
         parts.append(f"--guidance {args.guidance}")
     if args.class_label is not None:

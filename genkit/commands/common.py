@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -12,63 +13,20 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_write_bytes  # noqa: F401  (re-exported for the commands)
+from ..loading import load_folder, load_pipeline, pick_device, pipeline_class  # noqa: F401  (moved there; re-exported)
 
 
-def pick_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+@contextlib.contextmanager
+def remove_if_created(path: str, main: bool = True):
+    """A job that fails leaves no --out folder it created and left empty (a rejected run leaves nothing)."""
+    existed = Path(path).exists()
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device={name!r} is not allowed: cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device={name!r} is not available: no CUDA device here (use cpu)")
-    return device
-
-
-def pipeline_class(path: Path) -> str | None:
-    """The _class_name in a pipeline folder's model_index.json (None if unreadable: loading then says why)."""
-    try:
-        return json.loads((Path(path) / "model_index.json").read_text()).get("_class_name")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def load_folder(cls, model: str, contents: str, example: str):
-    """cls.from_pretrained(model) offline (a diffusers pipeline class), with a ValueError for a missing or corrupt
-    folder, or for a multimodal folder given where a diffusion one is wanted and vice versa."""
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.disable_progress_bar()  # "Loading pipeline components": noise on a CLI's stderr
-    path = Path(model)
-    if not (path / "model_index.json").is_file():
-        raise ValueError(f"--model={model!r} is not a pipeline folder: it needs model_index.json, {contents} "
-                         f"(e.g. {example})")
-    kind = pipeline_class(path)
-    multimodal = kind == "MultimodalARPipeline"
-    if kind is not None and multimodal != (cls.__name__ == "MultimodalARPipeline"):
-        raise ValueError(f"--model={model!r} holds a {kind}: " + (
-            "draw with it by `genkit draw`, caption with `genkit caption`" if multimodal else
-            "a diffusion model, for genkit sample / eval (genkit draw and caption need a MultimodalARPipeline)"))
-    try:
-        return cls.from_pretrained(str(path), local_files_only=True)
-    except Exception as e:  # safetensors / json / config errors: the folder is damaged
-        raise ValueError(f"--model={model!r} could not be loaded ({type(e).__name__}: {e}); "
-                         f"the folder is incomplete or corrupt") from e
-
-
-def load_pipeline(model: str, device="cpu", dtype=None):
-    """PixelDiffusionPipeline.from_pretrained(model) offline (a OneStepPipeline for a one-step generator's folder),
-    with a ValueError for a missing/corrupt folder."""
-    from pipelines.one_step import OneStepPipeline
-    from pipelines.pixel_diffusion import PixelDiffusionPipeline
-
-    cls = OneStepPipeline if pipeline_class(Path(model)) == "OneStepPipeline" else PixelDiffusionPipeline
-    pipe = load_folder(cls, model, "unet/ and scheduler/", "weights/openmoji-32").to(device)
-    if dtype is not None:
-        pipe.unet.to(dtype)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+        yield
+    except BaseException:
+        p = Path(path)
+        if main and not existed and p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
+        raise
 
 
 def ensure_writable_dir(path: str, name: str = "out") -> Path:
@@ -95,12 +53,11 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(Path(path), (json.dumps(obj, indent=2) + "\n").encode())
 
 
-def save_png_atomic(image, path: Path) -> None:
-    import io
+def save_png_atomic(image, path: Path, parameters: str | None = None) -> None:
+    """Write a PNG atomically, with the `parameters` text chunk when given (see genkit/png_info.py)."""
+    from ..png_info import png_bytes
 
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, png_bytes(image, parameters))
 
 
 def image_grid(images, cols: int | None = None):
@@ -193,18 +150,20 @@ def class_ids_for(pipe, cls: str, seeds) -> list[int] | None:
     return pipe.class_ids(cls, len(seeds)).tolist()
 
 
-def generate(pipe, seeds, batch_size: int, cls: str, device, **call_kwargs):
+def generate(pipe, seeds, batch_size: int, cls: str, device, info: dict | None = None, **call_kwargs):
     """Yield (seeds, x) batch by batch: x the raw samples (B, C, H, W) in [-1, 1] (output_type='latent').
 
     One generator per seed, so every image is the same whatever the batch size or the process that makes it.
-    call_kwargs go to the pipeline (num_inference_steps, solver, grid, guidance_scale, ...).
+    call_kwargs go to the pipeline (num_inference_steps, solver, grid, guidance_scale, ...); `info`, when given,
+    gets the last call's NFE counts (nfe, nfe_low_res).
     """
-    seeds = list(seeds)
-    for i in range(0, len(seeds), batch_size):
-        batch = seeds[i:i + batch_size]
+    seeds = iter(seeds)  # streamed: a list of a billion seeds is never built
+    while batch := list(itertools.islice(seeds, batch_size)):
         gens = [torch.Generator(device).manual_seed(s) for s in batch]
         out = pipe(batch_size=len(batch), class_labels=class_ids_for(pipe, cls, batch), generator=gens,
                    output_type="latent", **call_kwargs)
+        if info is not None:
+            info.update(nfe=out.nfe, nfe_low_res=getattr(out, "nfe_low_res", 0))
         yield batch, out.images
 
 

@@ -29,13 +29,26 @@ def square_rgb(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(center_crop_resize(on_white(img), size), dtype=np.uint8)
 
 
+def read_image(path: str | Path, convert) -> np.ndarray:
+    """convert(PIL image) of an image file, or a ValueError naming the file: unreadable, or a decompression bomb
+    (more than PIL's Image.MAX_IMAGE_PIXELS pixels: refused before its pixels are decoded)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # over the limit: refuse, not warn
+            with Image.open(path) as img:
+                return convert(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"image file {str(path)!r} is not allowed: at most Image.MAX_IMAGE_PIXELS="
+                         f"{Image.MAX_IMAGE_PIXELS} pixels ({e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"image file {str(path)!r} is unreadable ({e}): remove it or replace it") from None
+
+
 def load_image_file(path: str | Path, size: int) -> np.ndarray:
     """square_rgb of an image file; a ValueError naming the file if it is not a readable image."""
-    try:
-        with Image.open(path) as img:
-            return square_rgb(img, size)
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"image file {str(path)!r} is unreadable ({e}): remove it or replace it") from e
+    return read_image(path, lambda img: square_rgb(img, size))
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
@@ -83,11 +96,7 @@ def read_images_as_is(root: str | Path, exclude: tuple[str, ...] = ("grid.png",)
         raise ValueError(f"--{name}={str(root)!r} holds no images: allowed types {sorted(EXTENSIONS)}")
     arrays, size = [], None
     for path in files:
-        try:
-            with Image.open(path) as img:
-                a = np.asarray(on_white(img), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"image file {str(path)!r} is unreadable ({e}): remove it or replace it") from e
+        a = read_image(path, lambda img: np.asarray(on_white(img), dtype=np.uint8))
         if a.shape[0] != a.shape[1] or (size is not None and a.shape[0] != size):
             raise ValueError(f"--{name}={str(root)!r} mixes image sizes: {path.name} is {a.shape[1]}x{a.shape[0]}, "
                              f"expected {size or a.shape[1]}x{size or a.shape[1]} like {files[0].name} (square, "

@@ -17,6 +17,7 @@ from diffusers.models.embeddings import Timesteps
 from torch import nn
 
 from ..denoiser import logsnr_to_c_noise
+from ..guidance import guided_pair
 from ..sampling import default_sigma_range, get_solver, make_grid
 from ..schedules import Schedule, alpha_sigma
 
@@ -104,9 +105,8 @@ def sample_patches(head, z: torch.Tensor, steps: int = 20, solver: str = "dpmpp_
     """
     patch_dim = patch_dim or head.out.out_features
     den = head_denoiser(head, z)
-    if z_uncond is not None and guidance_scale != 1.0:
-        cond, uncond = den, head_denoiser(head, z_uncond)
-        den = lambda x, s: uncond(x, s) + guidance_scale * (cond(x, s) - uncond(x, s))  # noqa: E731
+    if z_uncond is not None and guidance_scale != 1.0:  # [cond; uncond] as one batch: 2 evaluations per call
+        den = guided_pair(head_denoiser(head, torch.cat([z, z_uncond])), guidance_scale)
     lo, hi = default_sigma_range(PATCH_SCHEDULE)
     sigmas = make_grid("polynomial", steps, lo, hi).to(z.device)
     noise = torch.randn(len(z), patch_dim, device="cpu", generator=generator).to(z.device)

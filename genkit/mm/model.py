@@ -30,6 +30,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from ..guidance import cfg_combine
 from .diffusion_head import DiffusionHead, patch_diffusion_loss, sample_patches
 from .positions import SCHEMES, layout_positions, rotary_angles
 from .tokens import BOI, BOS, EOI, EOS, PAD, VOCAB_SIZE, patchify, unpatchify
@@ -337,7 +338,7 @@ class MultimodalAR(ModelMixin, ConfigMixin):
             logits = self.code_head(z).float()
             if len(zs) > 1:
                 uncond = self.code_head(zs[1]).float()
-                logits = uncond + guidance_scale * (logits - uncond)
+                logits = cfg_combine(logits, uncond, guidance_scale)
             if temperature == 0:
                 return logits.argmax(-1)
             probs = F.softmax(logits / temperature, -1).cpu()

@@ -165,25 +165,3 @@ def ipndm(denoise, x, sigmas, callback=None, disable=True):
         x = x + d * (s_next - s)
         x = _report(callback, i, x, s, s_next, denoised)
     return x
-
-
-SOLVERS = {"euler": euler, "heun": heun, "dpm2": dpm2, "dpmpp_2m": dpmpp_2m, "dpmpp_3m": dpmpp_3m, "ipndm": ipndm}
-TWO_EVAL = ("heun", "dpm2")  # two network calls per step except the last (to sigma = 0)
-
-
-def get_solver(name: str):
-    if name not in SOLVERS:
-        raise ValueError(f"solver={name!r} is not allowed: one of {', '.join(SOLVERS)}")
-    return SOLVERS[name]
-
-
-def nfe(name: str, num_steps: int) -> int:
-    """Exact denoiser calls of `name` on a grid of num_steps steps ending at sigma = 0."""
-    get_solver(name)
-    return 2 * num_steps - 1 if name in TWO_EVAL else num_steps
-
-
-def steps_for_nfe(name: str, budget: int) -> int:
-    """The most steps whose NFE fits the budget (at least 1)."""
-    get_solver(name)
-    return max(1, (budget + 1) // 2 if name in TWO_EVAL else budget)

@@ -1,0 +1,308 @@
+"""`genkit docs tables`: the measurement tables of README.md and the model cards, made from the committed JSON.
+
+A generated table sits between two markers in a markdown file:
+
+    <!-- table:NAME -->
+    ...whatever TABLES[NAME](root) returns...
+    <!-- /table:NAME -->
+
+To add one: write a renderer `def NAME(root: Path) -> str` that reads only committed files (JSON next to the
+model it measures), register it in TABLES, put the two markers where it goes, run `genkit docs tables`.
+`genkit docs tables --check` writes nothing and exits 1 naming every stale table; tests/test_docs_tables.py runs
+it, so a hand-edited figure (or a JSON rerun without regenerating) fails the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+
+from genkit.io import atomic_write_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ("README.md", "weights/*/README.md")  # the files scanned for markers (globs, relative to the repo root)
+MARKER = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S)
+
+
+def _json(root: Path, rel: str) -> dict:
+    return json.loads((root / rel).read_text())
+
+
+def _pct(v, p=1):
+    return "-" if v is None else f"{100 * v:.{p}f}%"
+
+
+def _f(v, p=3):
+    return "-" if v is None else f"{v:.{p}f}"
+
+
+# -- renderers: root -> markdown (no trailing newline needed; one is added) ---------------------------------
+
+def samplers(root: Path) -> str:
+    from genkit.commands.bench_samplers import markdown_table
+
+    return markdown_table(_json(root, "weights/openmoji-32/eval.json"))
+
+
+def vq(root: Path) -> str:
+    from genkit.commands.bench_vq import markdown_table
+
+    return markdown_table(_json(root, "weights/openmoji-vq/bench_vq.json"))
+
+
+ABLATION_LABELS = {  # arm -> the one flag it changes (README wording)
+    "base": "base (RoPE-Tie-v2, diffusion head, random order, MAR masking, pixels)",
+    "rope1d": "`--positions rope1d`", "tie_v1": "`--positions tie_v1`", "mse": "`--image_head mse`",
+    "raster": "`--order raster`", "cosine": "`--mask_schedule cosine`",
+    "discrete": "`--vq_tokenizer weights/openmoji-vq` (discrete)",
+}
+
+
+def mm_ablations(root: Path) -> str:
+    res = _json(root, "weights/openmoji-mm/ablations/bench_mm.json")
+    lines = ["| arm (one flag vs base) | val text NLL | val image loss | FD | class acc. | group acc. | diversity | "
+             "top-1 | top-5 | s / image | FD ratio | diversity ratio | text NLL ratio |", "|---" * 13 + "|"]
+    order = [a for a in ABLATION_LABELS if a in res["rows"]] + [a for a in res["rows"] if a not in ABLATION_LABELS]
+    for arm in order:
+        r, q = res["rows"][arm], res["rows"][arm]["ratio_to_first"]
+        codes = r.get("config", {}).get("image_tokens") == "codes"
+        lines.append(f"| {ABLATION_LABELS.get(arm, arm)} | {_f(r['val_text_loss'])} | "
+                     f"{_f(r['val_image_loss'])}{' (CE)' if codes else ''} | {_f(r['fd'], 1)} | "
+                     f"{_f(r['class_accuracy'])} | {_f(r['group_accuracy'])} | {_f(r['diversity'])} | "
+                     f"{_f(r['retrieval_top1'])} | {_f(r['retrieval_top5'])} | {_f(r['generate_cached_s'], 2)} | "
+                     f"{_f(q['fd'], 2)} | {_f(q['diversity'], 2)} | {_f(q['val_text_loss'])} |")
+    cap = [r["caption_speedup"] for r in res["rows"].values()]
+    gen = [r["generate_speedup"] for r in res["rows"].values()]
+    cs = [r["caption_cached_s"] for r in res["rows"].values()]
+    cu = [r["caption_uncached_s"] for r in res["rows"].values()]
+    lines += ["", f"KV cache, across the arms: captioning {min(cs):.3f}-{max(cs):.3f} s vs {min(cu):.2f}-{max(cu):.2f} s "
+                  f"without it ({min(cap):.2f}-{max(cap):.2f}x); text -> image {min(gen):.3f}-{max(gen):.3f}x.",
+              "", f"Command: `{res['command']}`"]
+    return "\n".join(lines)
+
+
+MM_STEPS = (("shipped (step 24,800)", "bench_mm.json"), ("step 22,000", "bench_mm_step22000.json"),
+            ("step 16,000", "bench_mm_step16000.json"), ("step 11,000", "bench_mm_step11000.json"),
+            ("step 8,000", "bench_mm_step8000.json"))
+
+
+def mm_history(root: Path) -> str:
+    """The shipped multimodal model and the checkpoints before each fine-tune, one column each."""
+    rows = [next(iter(_json(root, f"weights/openmoji-mm/{f}")["rows"].values())) for _, f in MM_STEPS]
+    real = _json(root, "weights/openmoji-mm/bench_mm.json")["real_val_images"]
+    floor = _json(root, "weights/openmoji-features/sanity.json")
+
+    def known(r):
+        k = r.get("image_loss_by_known")
+        return "-" if not k else f"{k['0']:.3f} / {k['0.9']:.3f}"
+
+    def names(r):
+        c = r.get("image_loss_by_caption")
+        return "-" if not c else f"{c['own']:.3f} / {c['sibling']:.3f} / {c['empty']:.3f}"
+
+    head = " | ".join(label for label, _ in MM_STEPS)
+    cells = lambda fn: " | ".join(fn(r) for r in rows)  # noqa: E731
+    fd_floor = _fd_floor(floor, 32)
+    return "\n".join([
+        f"| text -> image (one image per val name) | {head} | the classifier on the 400 real val images |",
+        "|---" * 7 + "|",
+        f"| FD-OpenMoji vs the val reference | {cells(lambda r: _f(r['fd'], 1))} | floor: FD(val vs train) "
+        f"{fd_floor:.1f} |",
+        f"| class accuracy (98 subgroups) | {cells(lambda r: _pct(r['class_accuracy']))} | "
+        f"{_pct(real['class_accuracy'])} (chance ~1%) |",
+        f"| group accuracy (9 groups) | {cells(lambda r: _pct(r['group_accuracy']))} | {_pct(real['group_accuracy'])} |",
+        f"| diversity (RMS distance among 4 images of a name, 50 names) | {cells(lambda r: _f(r['diversity']))} | |",
+        f"| image loss with 0% / 90% of the patches known | {cells(known)} | |",
+        f"| image loss with the own / a sibling's / no name (\"What it reads\") | {cells(names)} | |",
+        "",
+        f"| image -> text (val images) | {head.replace('shipped (step 24,800)', 'shipped')} | chance |",
+        "|---" * 7 + "|",
+        f"| greedy caption = the exact name | {cells(lambda r: _pct(r['caption_exact_match'], 2))} | |",
+        f"| retrieval top-1 among the 400 val names (log p(name \\| image)) | "
+        f"{cells(lambda r: _pct(r['retrieval_top1']))} | 0.25% |",
+        f"| retrieval top-5 | {cells(lambda r: _pct(r['retrieval_top5']))} | 1.25% |",
+        f"| val text NLL (nats per byte) | {cells(lambda r: _f(r['val_text_loss']))} | |",
+        "",
+        "| KV cache (2 threads) | " + head + " |",
+        "|---" * 6 + "|",
+        "| caption 16 images (32 new bytes): with / without cache | "
+        + cells(lambda r: f"{r['caption_cached_s']:.3f} / {r['caption_uncached_s']:.3f} s = {r['caption_speedup']:.2f}x")
+        + " |",
+        "| one text -> image call (16 AR steps, CFG): with / without | "
+        + cells(lambda r: f"{r['generate_cached_s']:.3f} / {r['generate_uncached_s']:.3f} s = "
+                          f"{r['generate_speedup']:.3f}x") + " |",
+        "",
+        "Commands (as recorded in each JSON): "
+        + "; ".join(f"{label}: `{_json(root, f'weights/openmoji-mm/{f}')['command']}`" for label, f in MM_STEPS[:2])
+        + "; the older ones the same as step 22,000's.",
+    ])
+
+
+def _fd_floor(sanity: dict, res: int) -> float:
+    s = sanity[str(res)] if str(res) in sanity else sanity
+    return s["fd_val_vs_train"]
+
+
+def _span(curve: dict) -> str:
+    """{strength: FD} -> 'first -> last strength: first -> last FD'."""
+    (k0, v0), (k1, v1) = list(curve.items())[0], list(curve.items())[-1]
+    return f"{float(k0):g} -> {float(k1):g}: {v0:.2f} -> {v1:.0f}"
+
+
+def _cap(rows, model, split, subgroup_of) -> str:
+    (r,) = [r for r in rows if r["model"] == model and r["split"] == split and r["subgroup_of"] == subgroup_of]
+    return f"{r['own']:.3f} / {r['sibling']:.3f} / {r['empty']:.3f} (n = {r['n']})"
+
+
+def _phase_minutes(rows) -> float:
+    """Training minutes of a phase whose time-boxed runs each restart their clock: sum of each run's last value."""
+    total, last = 0.0, 0.0
+    for r in rows:
+        if r["minutes"] < last:
+            total += last
+        last = r["minutes"]
+    return total + last
+
+
+def measured(root: Path) -> str:
+    """README "Measured": one row per figure, each from the JSON its row links."""
+    oh = _json(root, "weights/openmoji-32/bench_overhead.json")
+    loss = [json.loads(x) for x in (root / "weights/openmoji-32/loss.jsonl").read_text().splitlines() if x]
+    p1 = [r for r in loss if r["phase"] == 1]
+    p1_min = _phase_minutes(p1)
+    p1_steps = p1[-1]["step"]
+    orders = _json(root, "docs/solver_orders.json")
+    san = _json(root, "weights/openmoji-features/sanity.json")
+    feat = _json(root, "weights/openmoji-features/metrics.json")
+    mm = _json(root, "weights/openmoji-mm/bench_mm.json")
+    r = mm["rows"]["openmoji-mm"]
+    hist = {f: next(iter(_json(root, f"weights/openmoji-mm/{f}")["rows"].values()))["fd"] for _, f in MM_STEPS}
+    caps = _json(root, "weights/openmoji-mm/train_captions.json")
+    ctl = _json(root, "weights/openmoji-mm/bench_mm_control.json")["rows"]
+    vqm = _json(root, "weights/openmoji-vq/metrics.json")
+    a = oh["all_s"]
+    fl = _json(root, "weights/openmoji-32/eval.json")["floor"]
+    byc = _json(root, "weights/openmoji-mm/by_caption.json")["rows"]
+    s32 = san["32"] if "32" in san else san
+    glob = ", ".join(f"{k} {v['global']:.2f}" for k, v in orders["solvers"].items())
+    loc = ", ".join(f"{k} {v['local']:.2f}" for k, v in orders["solvers"].items())
+    rows = [
+        ("pipeline overhead at 20 NFE, batch 16",
+         f"{oh['ratio_pipeline_over_bare']:.3f}x of 20 bare UNet forwards (medians of {oh['repeats']}; pipeline "
+         f"{min(a['pipeline']):.2f}-{max(a['pipeline']):.2f} s, bare {min(a['bare']):.2f}-{max(a['bare']):.2f} s: "
+         f"the ratio is inside the run-to-run spread, i.e. no measurable overhead)",
+         f"`{oh['command']}` ([json](weights/openmoji-32/bench_overhead.json))",
+         f"{oh['device']}, a training job beside it"),
+        ("teacher training throughput (phase 1)",
+         f"{p1_steps / (60 * p1_min):.1f} steps/s at batch 256, bf16 ({p1_steps:,} steps in {p1_min:.1f} min of "
+         f"time-boxed runs)", "[loss.jsonl](weights/openmoji-32/loss.jsonl) `minutes`; recipe in "
+         "[the model card](weights/openmoji-32/README.md)", "1x H100 80GB (as the card records; loss.jsonl has no "
+         "device field)"),
+        ("solver convergence orders on a closed-form toy (Gaussian mixture)",
+         f"global ({orders['global_grid_note']}): {glob}; local (one step, order + 1 expected): {loc}",
+         f"`{orders['command']}` ([json](docs/solver_orders.json))", orders["device"]),
+        ("FD-OpenMoji sanity (32 px)",
+         f"FD(train vs train) = {s32['fd_train_vs_train']:.2g}; floor FD(val vs train) = {s32['fd_val_vs_train']:.2f} "
+         f"(n = {s32['n_val']}; {fl['fd_val_subsets_at_n']:.1f} on average at n = {fl['n']}, range "
+         f"{fl['subsets_min']:.1f}-{fl['subsets_max']:.1f} over 5 subsets); "
+         f"{'the same number twice' if s32['fd_val_vs_train_again'] == s32['fd_val_vs_train'] else 'NOT REPEATABLE'}; "
+         f"FD of blurred / noised train images rises with strength (Gaussian blur std {_span(s32['fd_blurred_train'])}"
+         f"; noise std {_span(s32['fd_noisy_train'])} in 0..255 units)",
+         "`genkit eval sanity --resolutions 32,64` ([json](weights/openmoji-features/sanity.json))", "CPU"),
+        ("FD-OpenMoji classifier",
+         f"{_pct(feat['val_acc_32'])} / {_pct(feat['val_acc_64'])} val accuracy (98 subgroups) at 32 / 64 px",
+         "[model card](weights/openmoji-features/README.md) ([json](weights/openmoji-features/metrics.json))", "CPU"),
+        ("shipped multimodal model, text -> image on the 400 val names",
+         f"FD-OpenMoji {r['fd']:.1f} (step 8,000: {hist['bench_mm_step8000.json']:.1f}; 11,000: "
+         f"{hist['bench_mm_step11000.json']:.1f}; 16,000: {hist['bench_mm_step16000.json']:.1f}; 22,000: "
+         f"{hist['bench_mm_step22000.json']:.1f}); class accuracy {_pct(r['class_accuracy'])} (classifier on real "
+         f"val: {_pct(mm['real_val_images']['class_accuracy'])}), group accuracy {_pct(r['group_accuracy'])} "
+         f"({_pct(mm['real_val_images']['group_accuracy'])}); diversity {r['diversity']:.2f}",
+         f"`{mm['command']}` ([json](weights/openmoji-mm/bench_mm.json))", f"{mm['device']} (2-core box)"),
+        ("shipped multimodal model, image -> text",
+         f"val: exact name {_pct(r['caption_exact_match'], 2)}; retrieval top-1 {_pct(r['retrieval_top1'])}, "
+         f"top-5 {_pct(r['retrieval_top5'])} among 400 names (chance 0.25% / 1.25%); train images: "
+         f"{_pct(caps['exact'] / caps['n'], 0)} exact ({caps['exact']} of {caps['n']})",
+         f"same command; the train figure: `{caps['command']}` ([json](weights/openmoji-mm/train_captions.json))",
+         caps["device"]),
+        ("cosine-masking fine-tune vs its equal-budget control (3,000 more MAR-masked steps from step 8,000)",
+         f"FD-OpenMoji {ctl['openmoji-mm']['fd']:.1f} vs {ctl['mar-control']['fd']:.1f}; class accuracy "
+         f"{_pct(ctl['openmoji-mm']['class_accuracy'])} vs {_pct(ctl['mar-control']['class_accuracy'])}; image loss "
+         f"with 90% known {ctl['openmoji-mm']['image_loss_by_known']['0.9']:.3f} vs "
+         f"{ctl['mar-control']['image_loss_by_known']['0.9']:.3f}",
+         "`genkit bench mm --arm openmoji-mm=weights/openmoji-mm --arm mar-control=runs/openmoji-mm-mar-control` "
+         "([json](weights/openmoji-mm/bench_mm_control.json))", "2-core CPU"),
+        ("does the multimodal model read the name or only its kind?",
+         f"image loss with the own name / a sibling's / none: {_cap(byc, 'shipped (step 24,800)', 'train', 'flag: Japan')} "
+         f"on the train flags (step 11,000: {_cap(byc, 'step 11,000', 'train', 'flag: Japan')}, it read \"flag\", "
+         f"not which country); {_cap(byc, 'shipped (step 24,800)', 'train', None)} on all train images; on val names "
+         f"it never saw the own name is worse than none ({_cap(byc, 'shipped (step 24,800)', 'val', None)})",
+         "`genkit.mm.evaluate.image_loss_by_caption` ([model card](weights/openmoji-mm/README.md), \"What it reads\"; "
+         "[json](weights/openmoji-mm/by_caption.json))", "2-core CPU"),
+        ("KV cache (shipped multimodal model)",
+         f"captioning {r['caption_speedup']:.2f}x faster ({r['caption_cached_s']:.3f} vs {r['caption_uncached_s']:.3f} s "
+         f"for 16 images), text -> image {r['generate_speedup']:.3f}x ({r['generate_cached_s']:.3f} vs "
+         f"{r['generate_uncached_s']:.3f} s)", "same command as text -> image", f"{mm['device']} (2-core box)"),
+        ("shipped VQ tokenizer (FSQ 8,5,5,5, K = 1000)",
+         f"val MSE {vqm['val_mse']:.4f}, usage {_pct(vqm['val_usage'])}, perplexity/K {_pct(vqm['val_perplexity_ratio'])}",
+         "[model card](weights/openmoji-vq/README.md) ([json](weights/openmoji-vq/metrics.json))", "2-core CPU"),
+    ]
+    out = ["| what | result | command | hardware |", "|---|---|---|---|"]
+    out += [f"| {w} | {res} | {cmd} | {hw} |" for w, res, cmd, hw in rows]
+    return "\n".join(out)
+
+
+TABLES = {"samplers": samplers, "vq": vq, "mm-ablations": mm_ablations, "mm-history": mm_history,
+          "measured": measured}
+
+
+# -- the command ---------------------------------------------------------------------------------------------
+
+def render_file(text: str, root: Path) -> str:
+    """text with every marked table replaced by its renderer's output; an unknown NAME is an error."""
+    def sub(m):
+        name = m.group("name")
+        if name not in TABLES:
+            raise ValueError(f"table={name!r} is not allowed: one of {', '.join(TABLES)}")
+        return m.group(1) + TABLES[name](root).rstrip("\n") + "\n" + m.group(4)
+
+    return MARKER.sub(sub, text)
+
+
+def doc_files(root: Path) -> list[Path]:
+    return [p for pattern in DOCS for p in sorted(root.glob(pattern))]
+
+
+def stale_tables(root: Path = ROOT) -> dict[Path, str]:
+    """{file: what `genkit docs tables` would write} for every file whose marked tables are out of date."""
+    out = {}
+    for path in doc_files(root):
+        text = path.read_text()
+        new = render_file(text, root)
+        if new != text:
+            out[path] = new
+    return out
+
+
+def add_parser(sub):
+    p = sub.add_parser("docs", help="regenerate the measurement tables in README.md and the model cards",
+                       description="Regenerate every `<!-- table:NAME -->` block in README.md and weights/*/README.md "
+                                   "from the committed JSON (see genkit/commands/docs.py to add a table).")
+    p.add_argument("what", choices=["tables"], help="tables: every marked measurement table")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 and name the files whose tables "
+                                                        "differ from what the JSON gives")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    stale = stale_tables(ROOT)
+    names = ", ".join(str(p.relative_to(ROOT)) for p in stale)
+    if args.check:
+        print(f"stale tables in: {names}" if stale else "all tables match their JSON")
+        return 1 if stale else 0
+    for path, text in stale.items():
+        atomic_write_bytes(path, text.encode())
+    print(f"rewrote: {names}" if stale else "all tables match their JSON")
+    return 0

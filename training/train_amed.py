@@ -1,0 +1,320 @@
+"""Train an AMED predictor (genkit.sampling.amed.AMEDPredictor) on a frozen teacher: a pipeline folder.
+
+    python training/train_amed.py --model weights/openmoji-32 --nfe 5                  # AMED-Solver, guidance 2
+    python training/train_amed.py --model weights/openmoji-32 --nfe 5 --solver amed-ipndm
+    accelerate launch training/train_amed.py ...            # several processes: each its own seeds
+    ... --resume_from_checkpoint latest --max_minutes 20   # continue an interrupted run exactly
+
+Per batch (Zhou et al. 2024, Alg. 1):
+  1. noise x_T = sigma_max n from seed (seed, step, rank), class labels drawn the same way;
+  2. a teacher trajectory from that noise on the student's grid with M points inserted per interval
+     (interpolated in the grid's own parametrization), kept at the student's sigmas; teacher = Heun (M = 1)
+     for AMED-Solver and the single-step plugins, the student's own solver (M = 2) for multistep plugins;
+  3. the student steps interval by interval, L2 loss to the teacher point and one Adam step per interval;
+     single-step students restart every interval from the teacher point (teacher forcing), multistep ones
+     continue from their own output with their own history. Gradients reach the predictor through the one
+     network evaluation at s_mid; the network is frozen.
+The predictor folder (config + safetensors + metrics.json) is rewritten atomically at every checkpoint; by
+default it goes to <model>/amed/<solver>-nfe<N>-g<guidance>/ where the pipeline finds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from genkit.checks import check_choice, check_float, check_int
+from genkit.sampling import get_solver, solver_entry, solver_names, steps_for_nfe
+from genkit.sampling.amed import (MULTISTEP, AMEDPredictor, AMEDState, BottleneckTap, amed_interval,
+                                  unet_fingerprint)
+from training.utils import minutes_before, resolve_checkpoint, run_script, save_checkpoint, save_model_folder
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--model", required=True, help="teacher: a pipeline folder (genkit, or a plain diffusers DDPM folder)")
+    a("--solver", default="amed", help="amed (AMED-Solver) or amed-<base>: " + ", ".join(solver_names(True)))
+    a("--nfe", type=int, default=5, help="network evaluations per sample (with AFS: 3, 5, 7, 9 ...; CFG not counted)")
+    a("--grid", default=None, help="sigma grid (default: the model's; polynomial for a diffusers folder)")
+    a("--guidance", type=float, default=None, help="CFG scale (default 2 for a class-conditional model, else 1)")
+    a("--no_afs", dest="afs", action="store_false", help="no analytical first step (then NFE is even)")
+    a("--teacher", default=None, help="teacher solver (default: heun, or the base solver for multistep plugins)")
+    a("--M", type=int, default=None, help="teacher points inserted per interval (default 1 for heun/dpm2, else 2)")
+    a("--scale_dir", type=float, default=0.01, help="c in [1 - s, 1 + s] (0: off)")
+    a("--scale_time", type=float, default=None, help="a in [1 - s, 1 + s] (default 0 for amed, 0.2 for plugins)")
+    a("--num_trajectories", type=int, default=10000, help="teacher trajectories in all (the paper: 10k)")
+    a("--teacher_pool", type=int, default=None,
+      help="reuse a pool of this many teacher trajectories (cached in output_dir/teacher-pool.pt, resumable) "
+           "instead of a fresh one per student trajectory: the teacher is the costly part on a CPU")
+    a("--batch_size", type=int, default=32)
+    a("--learning_rate", type=float, default=5e-3)
+    a("--seed", type=int, default=0)
+    a("--output_dir", default=None, help="default <model>/amed/<solver>-nfe<N>-g<guidance>")
+    a("--checkpointing_steps", type=int, default=20)
+    a("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-N folder")
+    a("--max_minutes", type=float, default=None, help="stop after a checkpoint once this much time passed")
+    a("--eval_num", type=int, default=64, help="held-out seeds for the before/after error to the teacher")
+    a("--device", default=None)
+    args = p.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args):
+    args.solver = check_choice("--solver", args.solver, solver_names(predictor=True))
+    check_int("--nfe", args.nfe, 1, 99)
+    check_int("--num_trajectories", args.num_trajectories, 1)
+    check_int("--batch_size", args.batch_size, 1, 1024)
+    check_int("--checkpointing_steps", args.checkpointing_steps, 1)
+    check_int("--eval_num", args.eval_num, 1, 4096)
+    check_float("--learning_rate", args.learning_rate, 1e-8, 1.0)
+    check_float("--scale_dir", args.scale_dir, 0.0, 0.99)
+    if args.scale_time is not None:
+        check_float("--scale_time", args.scale_time, 0.0, 0.99)
+    if args.guidance is not None:
+        check_float("--guidance", args.guidance, 0.0, 50.0)
+    if args.M is not None:
+        check_int("--M", args.M, 0, 16)
+    if args.teacher is not None:
+        check_choice("--teacher", args.teacher, solver_names(predictor=False))
+    if args.max_minutes is not None:
+        check_float("--max_minutes", args.max_minutes, 0.0)
+    if args.teacher_pool is not None:
+        check_int("--teacher_pool", args.teacher_pool, args.batch_size)
+
+
+# -- the pieces (tests call them on toy denoisers) ----------------------------------------------------------
+
+def refine_grid(sigmas: torch.Tensor, M: int, grid: str = "polynomial", rho: float = 7.0) -> torch.Tensor:
+    """Insert M points in every interval of a decreasing grid (no 0), evenly in the grid's own coordinate:
+    sigma^(1/rho) for polynomial, log sigma otherwise (eq. 13). (N,) -> ((N - 1)(M + 1) + 1,)."""
+    s = sigmas.double()
+    u = s ** (1 / rho) if grid == "polynomial" else s.log()
+    w = torch.linspace(0, 1, M + 2, dtype=torch.float64)[:-1]
+    fine = torch.cat([u[i] + w * (u[i + 1] - u[i]) for i in range(len(u) - 1)] + [u[-1:]])
+    return fine ** rho if grid == "polynomial" else fine.exp()
+
+
+@torch.no_grad()
+def teacher_points(denoise, x_start, sigmas, teacher: str, M: int, grid: str, rho: float = 7.0) -> list:
+    """The teacher's x at each student sigma (sigmas: the student's grid without its final 0), from x_start."""
+    fine = refine_grid(sigmas, M, grid, rho).to(x_start.device)
+    keep = {k * (M + 1) for k in range(len(sigmas))}
+    points = [x_start]
+
+    def record(info):
+        if info["i"] + 1 in keep:
+            points.append(info["x"])
+
+    get_solver(teacher)(denoise, x_start, fine, callback=record)
+    return points
+
+
+def train_batch(denoise, predict, optimizer, sigmas, points, base: str, afs: bool) -> list[float]:
+    """One trajectory batch: per interval, the student's step from the teacher point (single-step bases) or its
+    own last output (multistep), L2 to the next teacher point, one optimizer step. -> loss per interval."""
+    state, x, losses = AMEDState(), points[0], []
+    for n in range(len(sigmas) - 1):
+        x_in = points[n] if base not in MULTISTEP else x
+        with torch.enable_grad():
+            x_next, *_ = amed_interval(denoise, x_in, float(sigmas[n]), float(sigmas[n + 1]), predict, base, state,
+                                       use_afs=afs and n == 0)
+            loss = (x_next - points[n + 1]).square().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        x = x_next.detach()
+    return losses
+
+
+@torch.no_grad()
+def student_error(denoise, predict, sigmas, points, base: str, afs: bool) -> float:
+    """RMS distance of the student's final sample (stops at sigma_min) to the teacher's, per image, averaged."""
+    state, x = AMEDState(), points[0]
+    for n in range(len(sigmas) - 1):
+        x, *_ = amed_interval(denoise, x, float(sigmas[n]), float(sigmas[n + 1]), predict, base, state,
+                              use_afs=afs and n == 0)
+    return float((x - points[-1]).flatten(1).square().mean(1).sqrt().mean())
+
+
+def predict_with(module, tap: BottleneckTap):
+    """predict(x, s, s_next, use_afs) through `module` (the accelerate-wrapped predictor: synced gradients)."""
+    def predict(x, s, s_next, use_afs):
+        n = len(x)
+        feature = None if use_afs else tap.feature[:n]
+        full = lambda v: torch.full((n,), float(v), device=x.device)  # noqa: E731
+        return module(feature, full(s), full(s_next))
+    return predict
+
+
+def teacher_pool(out_dir, args, pipe, denoiser_for, sigmas, teacher, M, grid, rho, num_classes, device) -> dict:
+    """{"points": [(K, C, H, W) per student sigma], "labels"}: built in chunks of --batch_size, each chunk
+    saved atomically to out_dir/teacher-pool.pt, so an interrupted build resumes."""
+    from genkit.io import atomic_write_bytes
+    import io
+
+    path = out_dir / "teacher-pool.pt"
+    pool = torch.load(path) if path.is_file() else {"points": None, "labels": None, "n": 0}
+    bar = tqdm(total=args.teacher_pool, initial=pool["n"], desc=f"teacher pool ({teacher}, M={M})")
+    while pool["n"] < args.teacher_pool:
+        n = min(args.batch_size, args.teacher_pool - pool["n"])
+        noise, labels = draw(pipe, 10 ** 8 + args.seed * 10 ** 6 + pool["n"], n, num_classes, device)
+        pts = [p.cpu() for p in teacher_points(denoiser_for(labels), noise * sigmas[0], sigmas, teacher, M, grid, rho)]
+        pool["points"] = pts if pool["points"] is None else [torch.cat([a, b]) for a, b in zip(pool["points"], pts)]
+        if labels is not None:
+            pool["labels"] = labels.cpu() if pool["labels"] is None else torch.cat([pool["labels"], labels.cpu()])
+        pool["n"] += n
+        buf = io.BytesIO()
+        torch.save(pool, buf)
+        atomic_write_bytes(path, buf.getvalue())
+        bar.update(n)
+    bar.close()
+    return {"points": [p.to(device) for p in pool["points"]],
+            "labels": None if pool["labels"] is None else pool["labels"].to(device)}
+
+
+# -- the job ------------------------------------------------------------------------------------------------
+
+def setup(args, device):
+    """-> (pipe, denoise builder, student sigmas (with final 0), grid name, rho, guidance, class count)."""
+    from genkit.commands.common import load_pipeline
+    from genkit.guidance import classifier_free_guidance
+    from genkit.sampling import default_sigma_range, make_grid
+    from genkit.scheduler import GenkitScheduler
+
+    pipe = load_pipeline(args.model, device)
+    pipe.unet.requires_grad_(False).eval()
+    entry = solver_entry(args.solver)
+    num_steps = steps_for_nfe(args.solver, args.nfe, args.afs)
+    if entry.nfe(num_steps, args.afs) != args.nfe:
+        raise ValueError(f"--nfe={args.nfe} is not allowed: {args.solver} with{'out' if not args.afs else ''} AFS "
+                         f"costs 2 (N - 1){' - 1' if args.afs else ''} for N grid steps (e.g. "
+                         f"{entry.nfe(num_steps, args.afs)})")
+    genkit_model = isinstance(pipe.scheduler, GenkitScheduler)
+    grid = args.grid or (pipe.scheduler.config.grid if genkit_model else "polynomial")
+    den = pipe.denoiser()
+    if genkit_model:
+        sigmas = pipe.scheduler.sigma_grid(num_steps, grid)
+        rho = float(pipe.scheduler.config.get("rho", 7.0))
+    else:
+        lo, hi = default_sigma_range(None, den.sigma_range)
+        sigmas, rho = make_grid(grid, num_steps, lo, hi), 7.0
+    num_classes = pipe.num_classes
+    guidance = args.guidance if args.guidance is not None else (2.0 if num_classes else 1.0)
+    if guidance != 1.0 and not num_classes:
+        raise ValueError(f"--guidance={guidance} is not allowed: the model is unconditional (use 1)")
+
+    def denoiser_for(labels):
+        if labels is None:
+            return lambda x, s: den(x, s)
+        return classifier_free_guidance(den, labels, num_classes, guidance)
+
+    return pipe, denoiser_for, torch.as_tensor(sigmas, dtype=torch.float32), grid, rho, guidance, num_classes
+
+
+def draw(pipe, seed: int, n: int, num_classes: int, device):
+    """Noise (n, C, H, W) and class labels (or None) from one seed."""
+    g = torch.Generator().manual_seed(seed)
+    size, ch = pipe.unet.config.sample_size, pipe.unet.config.in_channels
+    noise = torch.randn(n, ch, size, size, generator=g)
+    labels = torch.randint(0, num_classes, (n,), generator=g) if num_classes else None
+    return noise.to(device), None if labels is None else labels.to(device)
+
+
+def main(args):
+    accelerator = Accelerator(cpu=args.device == "cpu")
+    device = accelerator.device
+    pipe, denoiser_for, sigmas_full, grid, rho, guidance, num_classes = setup(args, device)
+    base = args.solver.removeprefix("amed-")
+    teacher = args.teacher or ("heun" if base not in MULTISTEP else base)
+    M = args.M if args.M is not None else (1 if teacher in ("heun", "dpm2") else 2)
+    scale_time = args.scale_time if args.scale_time is not None else (0.0 if base == "amed" else 0.2)
+    sigmas = sigmas_full[:-1]                                         # the student stops at sigma_min
+    out_dir = Path(args.output_dir or Path(args.model) / "amed" / f"{args.solver}-nfe{args.nfe}-g{guidance:g}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(args.seed)
+    predictor = AMEDPredictor(solver=args.solver, num_steps=len(sigmas_full) - 1, grid=grid,
+                              sigmas=[float(s) for s in sigmas], guidance_scale=float(guidance), afs=args.afs,
+                              teacher=unet_fingerprint(pipe.unet), scale_dir=args.scale_dir, scale_time=scale_time)
+    opt = torch.optim.Adam(predictor.parameters(), lr=args.learning_rate, betas=(0.9, 0.999))
+    wrapped, opt = accelerator.prepare(predictor, opt)
+    model = accelerator.unwrap_model(wrapped)
+    path, step = resolve_checkpoint(out_dir, args.resume_from_checkpoint)
+    if path is not None:
+        accelerator.load_state(str(path))
+
+    total = -(-args.num_trajectories // (args.batch_size * accelerator.num_processes))
+    tap = BottleneckTap(pipe.unet).__enter__()
+    predict = predict_with(wrapped, tap)
+
+    # held-out seeds (seed 10^9 + --seed: apart from the training seeds) for the error before / after training
+    eval_noise, eval_labels = draw(pipe, 10 ** 9 + args.seed, args.eval_num, num_classes, device)
+    eval_den = denoiser_for(eval_labels)
+    eval_points = teacher_points(eval_den, eval_noise * sigmas[0], sigmas, teacher, M, grid, rho)
+    fixed = lambda x, s, sn, afs: (0.5, 1.0, 1.0)  # noqa: E731  (the untrained predictor: DPM-Solver-2)
+    err_before = student_error(eval_den, fixed, sigmas, eval_points, base, args.afs)
+
+    def checkpoint(row):
+        save_checkpoint(accelerator, out_dir, step, keep=1)
+        if accelerator.is_main_process:
+            save_model_folder(model, out_dir, {**row, "args": {k: str(v) for k, v in vars(args).items()}})
+
+    t0, spent, row = time.time(), minutes_before(out_dir, step), {}
+    bar = tqdm(total=total, initial=step, desc=f"train {args.solver} nfe {args.nfe}",
+               disable=not accelerator.is_local_main_process)
+    wrapped.train()
+    pool = None
+    if args.teacher_pool:
+        pool = teacher_pool(out_dir, args, pipe, denoiser_for, sigmas, teacher, M, grid, rho, num_classes, device)
+    while step < total:
+        seed = args.seed * 10 ** 6 + step * accelerator.num_processes + accelerator.process_index
+        if pool is None:
+            noise, labels = draw(pipe, seed, args.batch_size, num_classes, device)
+            den = denoiser_for(labels)
+            points = teacher_points(den, noise * sigmas[0], sigmas, teacher, M, grid, rho)
+        else:                                                          # a seeded draw from the pool
+            idx = torch.randperm(args.teacher_pool, generator=torch.Generator().manual_seed(seed))[:args.batch_size]
+            labels = pool["labels"][idx] if pool["labels"] is not None else None
+            den = denoiser_for(labels)
+            points = [p[idx] for p in pool["points"]]
+        losses = train_batch(den, predict, opt, sigmas, points, base, args.afs)
+        if not all(math.isfinite(v) for v in losses):
+            raise RuntimeError(f"loss is {losses} at step {step}: lower --learning_rate")
+        step += 1
+        bar.update()
+        bar.set_postfix(loss=f"{sum(losses):.4g}")
+        out_of_time = args.max_minutes is not None and (time.time() - t0) / 60 > args.max_minutes
+        if step % args.checkpointing_steps == 0 or step == total or out_of_time:
+            row = {"step": step, "trajectories": step * args.batch_size * accelerator.num_processes,
+                   "loss_per_interval": losses, "minutes": round(spent + (time.time() - t0) / 60, 3)}
+            if step == total or out_of_time:
+                model.eval()
+                row.update(error_to_teacher_dpm2=err_before,
+                           error_to_teacher_amed=student_error(eval_den, predict_with(model, tap), sigmas,
+                                                               eval_points, base, args.afs))
+                model.train()
+            if accelerator.is_main_process:
+                with open(out_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                tqdm.write(json.dumps(row))
+            checkpoint(row)
+        if out_of_time:
+            break
+    bar.close()
+    tap.__exit__(None, None, None)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    run_script(main, parse_args)
