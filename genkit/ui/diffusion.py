@@ -26,13 +26,11 @@ from pathlib import Path
 import gradio as gr
 
 from genkit.checks import bad, check_choice, check_float, check_int
-from genkit.skip_tuning import RHO_RANGE
 from genkit.png_info import diffusion_settings, fingerprint, format_parameters, parse_parameters, png_bytes
+from genkit.skip_tuning import RHO_RANGE
 
 from . import options as opt
 from .runner import Stops
-
-
 
 
 def as_int(name: str, value, lo: int, hi: int) -> int:
