@@ -56,11 +56,14 @@ def load_pipeline(model: str, device="cpu", dtype=None, attention: str = "auto")
     """PixelDiffusionPipeline.from_pretrained(model) offline, with a ValueError for a missing/corrupt folder.
     attention="auto": xformers' memory-efficient attention on CUDA when xformers is importable (the [gpu] extra),
     else PyTorch SDPA (diffusers' default processor); "sdpa" always SDPA."""
+    from pipelines.one_step import OneStepPipeline
     from pipelines.pixel_diffusion import PixelDiffusionPipeline
 
     if attention not in ("auto", "sdpa"):
         raise ValueError(f"attention={attention!r} is not allowed: one of auto, sdpa")
-    pipe = load_folder(PixelDiffusionPipeline, model, "unet/ and scheduler/", "weights/openmoji-32").to(device)
+    # a one-step generator's folder (SiD) loads as its own class: one network evaluation, no solver
+    cls = OneStepPipeline if pipeline_class(Path(model)) == "OneStepPipeline" else PixelDiffusionPipeline
+    pipe = load_folder(cls, model, "unet/ and scheduler/", "weights/openmoji-32").to(device)
     if dtype is not None:
         pipe.unet.to(dtype)
     if attention == "auto" and torch.device(device).type == "cuda" and xformers_available():
