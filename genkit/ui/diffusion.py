@@ -60,7 +60,7 @@ def validate(pipe, class_name, seed, steps, sampler, grid, guidance, batch_size,
     batch_count = as_int("batch_count", batch_count, 1, opt.MAX_BATCH_COUNT)
     seed = as_int("seed", seed, opt.RANDOM_SEED, opt.MAX_SEED - batch_size * batch_count + 1)
     steps = as_int("steps", steps, 1, opt.MAX_STEPS)
-    sampler = check_choice("sampler", sampler, opt.sampler_choices(pipe.config._name_or_path))
+    sampler = check_choice("sampler", sampler, opt.sampler_choices(pipe.config.get("_name_or_path")))
     grid = check_choice("grid", grid, opt.grid_names())
     guidance = check_float("guidance", guidance, 0, opt.MAX_GUIDANCE)
     if seed == opt.RANDOM_SEED:
@@ -241,7 +241,7 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
                                  label="Seed (-1 = random; image k uses seed + k)", elem_id="seed")
                 reuse = gr.Button("♻ Reuse", scale=1, min_width=60, elem_id="reuse_seed")
             steps = gr.Slider(1, opt.MAX_STEPS, value=20, step=1, label="Steps", elem_id="steps")
-            sampler = gr.Dropdown(opt.sampler_choices(pipe.config._name_or_path), value=pipe.scheduler.config.get("solver", "dpmpp_2m"),
+            sampler = gr.Dropdown(opt.sampler_choices(pipe.config.get("_name_or_path")), value=pipe.scheduler.config.get("solver", "dpmpp_2m"),
                                   label="Sampler (genkit solvers; diffusers' schedulers)", elem_id="sampler")
             grid = gr.Dropdown(opt.grid_names(), value=pipe.scheduler.config.get("grid", opt.grid_names()[0]),
                                label="Sigma grid (genkit solvers)", elem_id="grid")
