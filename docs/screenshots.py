@@ -1,6 +1,7 @@
 """Screenshots of each tab of the app with the shipped models, into docs/ (the README shows docs/app-diffusion.png).
 
-    python docs/screenshots.py            # needs Debian's chromium and `pip install playwright`; ~2 min on a CPU
+    python docs/screenshots.py                      # all four; needs Debian's chromium and `pip install playwright`
+    python docs/screenshots.py tokenizer png-info   # only these
 
 The app is served in this process on a free port; Chromium runs headless with no network access of its own.
 """
@@ -8,6 +9,7 @@ The app is served in this process on a free port; Chromium runs headless with no
 import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +20,10 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def main(out: Path = ROOT / "docs") -> None:
+TABS = ("diffusion", "text-and-image", "tokenizer", "png-info")
+
+
+def main(tabs=TABS, out: Path = ROOT / "docs") -> None:
     from playwright.sync_api import sync_playwright
 
     from genkit.loading import load_mm_pipeline, load_pipeline, load_tokenizer
@@ -39,36 +44,42 @@ def main(out: Path = ROOT / "docs") -> None:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(300_000)
             page.goto(url)
-            # Diffusion: 8 images of one class, seed 0
+            # Diffusion: 8 images of one class, seed 0 (also the PNG for the PNG info tab)
             page.locator("#seed input").fill("0")
-            page.locator("#batch_size input[type=number]").fill("8")
+            page.locator("#batch_size input[type=number]").fill("8" if "diffusion" in tabs else "1")
             page.locator("#batch_size input[type=number]").press("Tab")
             page.click("#generate")
             page.wait_for_selector("#info:has-text('NFE per image')")
             page.wait_for_selector("#zip a, #zip .file-preview")
-            page.screenshot(path=str(out / "app-diffusion.png"), full_page=True)
+            if "diffusion" in tabs:
+                page.screenshot(path=str(out / "app-diffusion.png"), full_page=True)
+            first = page.locator("#gallery img").first.get_attribute("src")
+            example_png = Path(tempfile.mkdtemp()) / "0.png"
+            example_png.write_bytes(page.request.get(first).body())
             # Text and image: draw, then caption the first image
-            page.get_by_role("tab", name="Text and image").click()
-            page.click("#draw")
-            page.wait_for_selector("#mm_info:has-text('wall time')")
-            page.click("#send_to_caption")
-            page.wait_for_function("document.querySelector('#caption_out textarea').value.length > 0")
-            page.screenshot(path=str(out / "app-text-and-image.png"), full_page=True)
-            # Tokenizer: the first example
-            page.get_by_role("tab", name="Tokenizer").click()
-            page.locator("#tok_input").locator("xpath=ancestor::div[contains(@class,'column')]") \
-                .locator(".gallery-item, button.gallery").first.click()
-            page.click("#tokenize")
-            page.wait_for_selector("#tok_info:has-text('codes')")
-            page.screenshot(path=str(out / "app-tokenizer.png"), full_page=True)
-            # PNG info: one of the Diffusion tab's PNGs
-            first = next((Path(os.environ.get("GRADIO_TEMP_DIR", "/tmp")) / "genkit-images").rglob("0.png"))
-            page.get_by_role("tab", name="PNG info").click()
-            page.locator("#png_upload input[type=file]").set_input_files(str(first))
-            page.wait_for_timeout(1500)
-            page.get_by_role("tab", name="PNG info").click()
-            page.wait_for_function("document.querySelector('#png_parameters textarea').value.includes('Seed')")
-            page.screenshot(path=str(out / "app-png-info.png"), full_page=True)
+            if "text-and-image" in tabs:
+                page.get_by_role("tab", name="Text and image").click()
+                page.click("#draw")
+                page.wait_for_selector("#mm_info:has-text('wall time')")
+                page.click("#send_to_caption")
+                page.wait_for_function("document.querySelector('#caption_out textarea').value.length > 0")
+                page.screenshot(path=str(out / "app-text-and-image.png"), full_page=True)
+            # Tokenizer: the first example image
+            if "tokenizer" in tabs:
+                page.get_by_role("tab", name="Tokenizer").click()
+                page.locator("#tok_input input[type=file]").set_input_files(examples[0])
+                page.wait_for_timeout(1000)
+                page.click("#tokenize")
+                page.wait_for_selector("#tok_info:has-text('codes')")
+                page.screenshot(path=str(out / "app-tokenizer.png"), full_page=True)
+            # PNG info: the Diffusion tab's first PNG (the upload fills the form and switches tabs: come back)
+            if "png-info" in tabs:
+                page.get_by_role("tab", name="PNG info").click()
+                page.locator("#png_upload input[type=file]").set_input_files(str(example_png))
+                page.wait_for_function("document.querySelector('#seed input').value == '0'")
+                page.get_by_role("tab", name="PNG info").click()
+                page.wait_for_function("document.querySelector('#png_parameters textarea').value.includes('Seed')")
+                page.screenshot(path=str(out / "app-png-info.png"), full_page=True)
             browser.close()
     finally:
         demo.close()
@@ -76,4 +87,8 @@ def main(out: Path = ROOT / "docs") -> None:
 
 
 if __name__ == "__main__":
-    main()
+    chosen = tuple(sys.argv[1:]) or TABS
+    unknown = set(chosen) - set(TABS)
+    if unknown:
+        sys.exit(f"screenshots.py: error: tab={sorted(unknown)[0]!r} is not allowed: one of {', '.join(TABS)}")
+    main(chosen)

@@ -4,9 +4,12 @@
     accelerate launch -m genkit.cli sample ...      # seeds split across processes, same images
     genkit bench overhead --model weights/openmoji-32 --out overhead.json
     genkit bench samplers --model weights/openmoji-32 --nfe 5,10,20,50 --out eval.json
+    genkit sample --model weights/openmoji-32 --size 64 --ug 1.0 --num 16 --out samples64/   # upsample guidance
+    genkit bench upsample --model weights/openmoji-32 --size 64 --num 1000 --out bench_upsample.json
     genkit eval fd --samples samples/                      # FD-OpenMoji vs the train reference
     genkit eval fd --model weights/openmoji-32 --num 1000 --solver dpmpp_2m --steps 20
     genkit eval ref --samples my_images/ --out my_ref.npz
+    genkit eval curve --run shifted=runs/s64-shifted --run cosine=runs/s64-cosine --num 1000 --out study64.json
     genkit classes --model weights/openmoji-32
     genkit draw --model weights/openmoji-mm --prompt "red apple" --num 8 --out apples/
     genkit caption --model weights/openmoji-mm apples/
@@ -46,6 +49,9 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         # "argument --steps: --steps=0 is not allowed: ..." -> "--steps=0 is not allowed: ..." (one format)
         message = re.sub(r"^argument [^:]+: (--[\w-]+=)", r"\1", message)
+        message = re.sub(r"^argument (--[\w-]+): expected one argument$",
+                         r"\1 is missing its value (write \1=VALUE for a value that starts with '-', e.g. \1=-1)",
+                         message)
         self.exit(2, f"genkit: error: {message}\n")
 
 
@@ -69,12 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_methods(s)
     s.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K", help="first seed (default 0)")
     _add_class_guidance(s)
+    _add_size_ug(s)
     s.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B",
                    help="images per network call (default 16; at most 1024)")
-    s.add_argument("--no-batch-invariant", dest="batch_invariant", action="store_false",
-                   help="batch the network calls (about 2x faster on a CPU); images may then differ in the last "
-                        "bit of a pixel with --batch-size, since CPU kernels block by batch size. Default: one "
-                        "network call per image, so image k is byte-identical whatever --batch-size")
+    s.add_argument("--batch-invariant", action="store_true",
+                   help="one network call per image: image k is then byte-identical whatever --batch-size (about "
+                        "2x slower on a CPU, far slower on a GPU). Default: batched calls, whose images may differ "
+                        "in the last bit of a pixel between batch sizes (CPU kernels block by batch size); batches "
+                        "are aligned to --seed, so a resume or another process count gives the same bytes")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     s.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     s.add_argument("--restart", action="store_true",
@@ -194,6 +202,43 @@ def build_parser() -> argparse.ArgumentParser:
     bk.add_argument("--device", default=None)
     bk.add_argument("--out", required=True, metavar="FILE.json")
 
+    bu = bsub.add_parser("upsample", help="a low-resolution model at m x its size: naive, bicubic, upsample guidance "
+                                          "(scales x windows, ablations), native models; FD with 95%% intervals",
+                         description="Arms side by side on the same seeds: naive (the model run at --size), bicubic "
+                                     "(sampled at its own size, upscaled), upsample guidance over --scales x "
+                                     "--windows, UG without the time / power adjustment, and --native models trained "
+                                     "at --size. Each arm: FD-OpenMoji at --size vs the train reference with a "
+                                     "bootstrap 95%% interval, class accuracy, NFE (full + low-res), wall time "
+                                     "relative to naive, a grid PNG in FILE.grids/. FILE.json is written after "
+                                     "every arm: a killed run resumes.")
+    bu.add_argument("--model", required=True, metavar="DIR", help="the low-resolution model, e.g. weights/openmoji-32")
+    bu.add_argument("--size", type=_positive_int("size"), default=64, metavar="PX",
+                    help="output side: m times the model's (default 64)")
+    bu.add_argument("--num", type=_positive_int("num"), default=1000, metavar="N", help="images per arm (default 1000)")
+    bu.add_argument("--steps", type=_positive_int("steps"), default=20, metavar="S")
+    bu.add_argument("--solver", default=None, metavar="NAME", help="default: the model's (dpmpp_2m)")
+    bu.add_argument("--scales", default="0.5,1.0,1.5", metavar="LIST",
+                    help="UG scales w, paper convention: 1 = the low frequencies come from the low-res pass "
+                         "(default 0.5,1.0,1.5)")
+    bu.add_argument("--windows", default="0-1,0.4-1", metavar="LIST",
+                    help="UG windows in model time (1 = pure noise), e.g. 0.4-1 = the paper's eta 0.6 "
+                         "(default 0-1,0.4-1)")
+    bu.add_argument("--ablation-scale", default="1.0", metavar="W",
+                    help="scale of the no-time / no-power ablation arms ('' for none; default 1.0)")
+    bu.add_argument("--native", action="append", default=[], metavar="NAME=DIR",
+                    help="repeatable: a model trained at --size, e.g. s64=weights/openmoji-64")
+    _add_class_guidance(bu)
+    bu.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
+    bu.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B")
+    bu.add_argument("--bootstrap", type=_positive_int("bootstrap"), default=1000, metavar="B",
+                    help="bootstrap resamples for the 95%% interval (default 1000)")
+    bu.add_argument("--grid-num", type=_positive_int("grid-num"), default=64, metavar="G",
+                    help="images in each arm's grid PNG (default 64)")
+    bu.add_argument("--features-model", default=None, metavar="DIR")
+    bu.add_argument("--ref", default=None, metavar="NAME|FILE", help="default openmoji-train-<size>")
+    bu.add_argument("--device", default=None)
+    bu.add_argument("--out", required=True, metavar="FILE.json")
+
     bv = bsub.add_parser("vq", help="quantizers (STE, rotation trick, SimVQ, FSQ; ours and vector-quantize-pytorch's) "
                                      "in one autoencoder at equal budget, ratios to VQ-STE",
                          description="Trains one small autoencoder per arm and codebook size on OpenMoji train and "
@@ -249,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--grid", default=None, metavar="NAME")
     _add_methods(f)
     _add_class_guidance(f)
+    _add_size_ug(f)
     f.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
     _add_features(f)
     f.add_argument("--ref", default=None, metavar="NAME|FILE",
@@ -257,6 +303,29 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--device", default=None)
     f.add_argument("--out", default=None, metavar="FILE.json", help="also write the JSON line here")
     f.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+    cu = esub.add_parser("curve", help="FD-OpenMoji of every saved checkpoint of training runs: a curve per run "
+                                       "(JSON + PNG), FD ratios at equal steps with paired bootstrap intervals",
+                         description="For each --run (a train_diffusion.py output_dir) and each checkpoint-N/ in it: "
+                                     "load its EMA weights (read-only), sample the fixed seeds K..K+N-1 at the run's "
+                                     "resolution, FD-OpenMoji vs the train reference with a bootstrap 95%% interval "
+                                     "and class accuracy. Rerun as training goes on: measured checkpoints are "
+                                     "cached in FILE.json. FILE.png plots the curves.")
+    cu.add_argument("--run", action="append", default=[], metavar="NAME=DIR",
+                    help="repeatable; the first is the baseline of the ratios, e.g. --run shifted=runs/s64-shifted "
+                         "--run cosine=runs/s64-cosine")
+    cu.add_argument("--num", type=_positive_int("num"), default=1000, metavar="N",
+                    help="fixed seeds per checkpoint (default 1000; each is a full sample at the run's size)")
+    cu.add_argument("--steps", type=_positive_int("steps"), default=20, metavar="S")
+    cu.add_argument("--solver", default="dpmpp_2m", metavar="NAME")
+    _add_class_guidance(cu)
+    cu.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
+    cu.add_argument("--batch-size", type=_positive_int("batch-size"), default=32, metavar="B")
+    cu.add_argument("--bootstrap", type=_positive_int("bootstrap"), default=1000, metavar="B")
+    cu.add_argument("--features-model", default=None, metavar="DIR")
+    cu.add_argument("--ref", default=None, metavar="NAME|FILE", help="default openmoji-train-<resolution>")
+    cu.add_argument("--device", default=None)
+    cu.add_argument("--out", required=True, metavar="FILE.json")
 
     sa = esub.add_parser("sanity", help="FD-OpenMoji's checks: train vs train ~ 0, the val floor, monotone in blur "
                                         "and noise, repeatable (shipped network and references)")
@@ -310,6 +379,16 @@ def _add_class_guidance(p):
                         "(default 2.0 for a class-conditional model, else 1)")
 
 
+def _add_size_ug(p):
+    p.add_argument("--size", type=_positive_int("size"), default=None, metavar="PX",
+                   help="image side (default: the model's); any multiple of the UNet's downsampling factor")
+    p.add_argument("--ug", type=float, default=0.0, metavar="W",
+                   help="upsample guidance scale at --size = m x the model's size (0 = off, the default; 1 = the "
+                        "low frequencies come from a low-resolution pass, which costs ~1/m^2 NFE per step)")
+    p.add_argument("--ug-window", default="0-1", metavar="A-B",
+                   help="model time range where UG is on, 1 = pure noise (default 0-1; the paper's eta 0.6 = 0.4-1)")
+
+
 def _add_features(p):
     p.add_argument("--features", default="openmoji", metavar="openmoji|inception",
                    help="FD-OpenMoji (the shipped classifier, default) or Inception FID (needs torch-fidelity, "
@@ -361,6 +440,12 @@ def main(argv=None) -> int:
         elif args.command == "docs":
             from .commands.docs import run as run_docs
             return run_docs(args)
+        elif args.command == "bench" and args.bench == "upsample":
+            from .commands.bench_upsample import run_upsample
+            run_upsample(args)
+        elif args.command == "eval" and args.eval == "curve":
+            from .commands.study_curve import run_curve
+            run_curve(args)
         elif args.command == "eval":
             from .commands.evaluate import run_fd, run_ref, run_sanity
             {"fd": run_fd, "ref": run_ref, "sanity": run_sanity}[args.eval](args)

@@ -2,7 +2,8 @@
 
     red apple                                                   <- line 1: the class name or the prompt
     Negative prompt: green apple                                <- optional
-    Steps: 20, Sampler: dpmpp_2m, Schedule type: polynomial, CFG scale: 2.0, Seed: 5, Size: 32x32, Model hash: 3f2a9c01b7e4, Model: openmoji-32, Version: genkit 0.1.0
+    Steps: 20, Sampler: dpmpp_2m, Schedule type: polynomial, CFG scale: 2.0, Seed: 5, Size: 32x32, ...  <- last line:
+        ... Model hash: 3f2a9c01b7e4, Model: openmoji-32, Batch size: 4, Batch pos: 1, Version: genkit 0.1.0
 
 A value holding ',', ':' or '"' is written as a JSON string (as A1111 does), so parse(format(...)) round-trips.
 The app writes this chunk on every image it shows, `genkit sample` / `genkit draw` on every PNG they save; the

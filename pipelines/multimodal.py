@@ -151,4 +151,6 @@ class MultimodalARPipeline(DiffusionPipeline):
         if not torch.is_tensor(images) or images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s) or not len(images):
             shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
             raise ValueError(f"images of shape {shape} are not allowed: {s}x{s} RGB images (N, 3, {s}, {s})")
+        if not torch.isfinite(images).all():
+            bad("images", f"<{int((~torch.isfinite(images)).sum())} NaN/inf values>", "finite values in [-1, 1]")
         return images.to(self.model.device)

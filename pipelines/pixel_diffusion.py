@@ -217,7 +217,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
                 raise ValueError(f"callback_on_step_end_tensor_inputs has {name!r}: "
                                  f"allowed {self._callback_tensor_inputs}")
         height, width = self.check_size(height, width)
-        ug_scale = check_float("upsample_guidance_scale", upsample_guidance_scale, 0.0)
+        ug_scale = check_float("upsample_guidance_scale", upsample_guidance_scale, 0.0, LIMITS["guidance"])
         if isinstance(upsample_guidance_adjust, str):
             bad("upsample_guidance_adjust", upsample_guidance_adjust, f"a tuple of {UG_ADJUSTMENTS} entries")
         for a in upsample_guidance_adjust:

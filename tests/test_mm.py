@@ -192,7 +192,7 @@ def test_generation_is_seeded_and_the_kv_cache_changes_nothing(tiny_mm):
     c = tiny_mm.generate(cap, generator=torch.Generator().manual_seed(4), **kw)
     assert a.shape == (2, 3, 32, 32) and a.min() >= -1 and a.max() <= 1
     torch.testing.assert_close(a, b)
-    assert (a - c).abs().max() > 0.1       # another seed draws other images
+    assert (a - c).abs().max() > 0.02      # another seed draws other images (0.08 measured; same seed: 0)
 
 
 def test_captioning_cache_matches_recompute_and_log_likelihood(tiny_mm):
@@ -385,6 +385,13 @@ def test_bench_mm_measures_arms_side_by_side(mm_pipe, tmp_path, capsys):
     for key in ("val_text_loss", "val_image_loss", "fd", "class_accuracy", "group_accuracy", "diversity",
                 "caption_exact_match", "retrieval_top1", "retrieval_top5", "caption_speedup", "generate_speedup"):
         assert a[key] is not None, key
+    # the same weights twice: every seeded figure repeats exactly, and its ratio to the first arm is 1
+    for key in ("val_text_loss", "val_image_loss", "fd", "class_accuracy", "group_accuracy", "diversity",
+                "caption_exact_match", "retrieval_top1", "retrieval_top5"):
+        assert a[key] == b[key] and b["ratio_to_first"][key] == (1.0 if a[key] else None), key
+    for k in ("caption", "generate"):                      # each speed-up is the ratio of the times it lists
+        assert a[f"{k}_speedup"] == pytest.approx(a[f"{k}_uncached_s"] / a[f"{k}_cached_s"], rel=2e-3)
+    assert 0 <= a["retrieval_top1"] <= a["retrieval_top5"] <= 1 and a["diversity"] > 0
     assert a["class_accuracy"] <= a["group_accuracy"] <= 1
     assert set(a["image_loss_by_known"]) == {"0", "0.5", "0.9"} and min(a["image_loss_by_known"].values()) > 0
     by_caption = a["image_loss_by_caption"]
@@ -504,7 +511,8 @@ def test_cli_draw_and_caption(mm_pipe, tmp_path, capsys):
 
 def test_shipped_model_names_the_emoji_it_was_trained_on():
     """weights/openmoji-mm is the trained model of its card: under 30 MB, and its greedy captions of 64 evenly
-    spaced train images are exact for most of them (86% measured; a random or untrained model scores 0)."""
+    spaced train images are exact for most of them (55 of 64 = 86%, weights/openmoji-mm/train_captions.json from `genkit bench captions`; greedy decoding is
+    deterministic, so 2 of slack for float rounding; a random or untrained model scores 0)."""
     from genkit.data import OpenMojiDataset
     from pipelines.multimodal import MultimodalARPipeline
 
@@ -515,7 +523,7 @@ def test_shipped_model_names_the_emoji_it_was_trained_on():
     idx = list(range(0, len(ds), len(ds) // 64))[:64]
     x = torch.from_numpy(ds.images[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
     got = pipe.caption(x)
-    assert sum(g == ds.captions[i] for g, i in zip(got, idx)) >= 40       # 55 of 64 measured (56 at step 22,000)
+    assert sum(g == ds.captions[i] for g, i in zip(got, idx)) >= 53       # 55 of 64 (train_captions.json)
 
 
 def test_shipped_model_uses_the_patches_it_has_drawn():

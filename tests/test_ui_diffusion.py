@@ -16,7 +16,7 @@ from ui_helpers import gradio_env, no_progress, tiny_pipe  # noqa: F401  (fixtur
 
 def run(pipe, *form, stops=None, preview_every=1, max_batch_size=4):
     gen = diffusion.make_generate(pipe, stops or Stops(), max_batch_size=max_batch_size)
-    return list(gen(*form, preview_every, progress=no_progress))
+    return list(gen(*form, preview_every=preview_every, progress=no_progress))
 
 
 def test_images_match_per_seed_pipeline_calls_across_batches(tiny_pipe):
@@ -24,10 +24,11 @@ def test_images_match_per_seed_pipeline_calls_across_batches(tiny_pipe):
     gallery, info, archive, history = outs[-1]
     assert [c for _, c in gallery] == ["seed 5", "seed 6", "seed 7", "seed 8"]
     assert "NFE per image:** 10" in info and "step 6/6" in info      # heun: 2*3-1 = 5, x2 for guidance
-    for k, (path, _) in zip(range(5, 9), gallery):   # image k == a batch-of-one call with seed k (as genkit sample)
-        ref = tiny_pipe(num_inference_steps=3, solver="heun", guidance_scale=2.0, class_labels="b",
-                        generator=[torch.Generator().manual_seed(k)]).images[0]
-        assert np.array_equal(np.asarray(Image.open(path)), np.asarray(ref))
+    for b, seeds in enumerate(([5, 6], [7, 8])):      # batch b == one pipeline call with those seeds
+        ref = tiny_pipe(batch_size=2, num_inference_steps=3, solver="heun", guidance_scale=2.0, class_labels="b",
+                        generator=[torch.Generator().manual_seed(k) for k in seeds]).images
+        for (path, _), im in zip(gallery[2 * b:2 * b + 2], ref):
+            assert np.array_equal(np.asarray(Image.open(path)), np.asarray(im))
     # previews: one per step (3 steps x 2 batches) and one after each batch, then the final result
     previews = [o for o in outs if any("step" in c for _, c in o[0])]
     assert len(previews) == 6 and len(outs) == 6 + 2 + 1
@@ -57,10 +58,36 @@ def test_random_seed_is_drawn_and_recorded(tiny_pipe):
 def test_png_info_round_trip_regenerates_identical_bytes(tiny_pipe):
     gallery, _, _, _ = run(tiny_pipe, "c", 11, 3, "dpmpp_2m", "logsnr", 1.5, 3, 1)[-1]
     original = open(gallery[2][0], "rb").read()
-    form = diffusion.form_values(read_parameters(original), tiny_pipe)
-    assert form == ["c", 13, 3, "dpmpp_2m", "logsnr", 1.5, 1, 1]
+    form = diffusion.form_values(read_parameters(original), tiny_pipe)   # its batch: batched calls may round
+    assert form == ["c", 11, 3, "dpmpp_2m", "logsnr", 1.5, 3, 1, 8, 0.0, False, 1.0]   # differently than alone
     again, _, _, _ = run(tiny_pipe, *form)[-1]
-    assert open(again[0][0], "rb").read() == original
+    assert open(again[2][0], "rb").read() == original
+    # batch-invariant: the image alone regenerates it
+    gallery, _, _, _ = run(tiny_pipe, "c", 11, 3, "dpmpp_2m", "logsnr", 1.5, 3, 1, 8, 0.0, True)[-1]
+    original = open(gallery[2][0], "rb").read()
+    form = diffusion.form_values(read_parameters(original), tiny_pipe)
+    assert form == ["c", 13, 3, "dpmpp_2m", "logsnr", 1.5, 1, 1, 8, 0.0, True, 1.0]
+    again, _, _, _ = run(tiny_pipe, *form)[-1]
+    assert len(again) == 1 and open(again[0][0], "rb").read() == original
+
+
+def test_skip_tuning_reaches_the_pipeline_and_the_png(tiny_pipe):
+    gallery, _, _, _ = run(tiny_pipe, "a", 0, 3, "euler", "polynomial", 1.0, 2, 1, 8, 0.0, False, 0.8)[-1]
+    ref = tiny_pipe(batch_size=2, num_inference_steps=3, solver="euler", class_labels="a", skip_tuning=0.8,
+                    generator=[torch.Generator().manual_seed(k) for k in (0, 1)]).images
+    plain = tiny_pipe(batch_size=2, num_inference_steps=3, solver="euler", class_labels="a",
+                      generator=[torch.Generator().manual_seed(k) for k in (0, 1)]).images
+    assert np.array_equal(np.asarray(Image.open(gallery[1][0])), np.asarray(ref[1]))
+    assert not np.array_equal(np.asarray(ref[1]), np.asarray(plain[1]))        # it changes the image
+    assert diffusion.form_values(read_parameters(gallery[1][0]), tiny_pipe)[-1] == 0.8
+
+
+def test_twice_the_size_with_upsample_guidance(tiny_pipe):
+    gallery, info, _, _ = run(tiny_pipe, "a", 0, 2, "euler", "polynomial", 1.0, 1, 1, 16, 0.5, False)[-1]
+    assert Image.open(gallery[0][0]).size == (16, 16) and "low resolution" in info
+    _, _, kv = parse_parameters(read_parameters(gallery[0][0]))
+    assert kv["Size"] == "16x16" and kv["Upsample guidance"] == "0.5"
+    assert diffusion.form_values(read_parameters(gallery[0][0]), tiny_pipe)[8:10] == [16, 0.5]
 
 
 def test_stop_ends_the_run_within_one_network_evaluation_and_keeps_finished_images(tiny_pipe):
@@ -112,6 +139,12 @@ def test_errors_in_the_work_reach_the_handler():
     (("a", 0, 2, "euler", "polynomial", 9.0, 1, 1), "guidance=9.0"),
     (("a", -3, 2, "euler", "polynomial", 1.0, 1, 1), "seed=-3"),
     (("a", None, 2, "euler", "polynomial", 1.0, 1, 1), "seed=None"),
+    (("a", 0, 2, "euler", "polynomial", 1.0, 1, 1, 24), "size=24"),
+    (("a", 0, 2, "euler", "polynomial", 1.0, 1, 1, 8, 0.5), "upsample_guidance=0.5"),
+    (("a", 0, 2, "euler", "polynomial", 1.0, 1, 1, 16, float("inf")), "upsample_guidance=inf"),
+    (("a", 0, 2, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, "yes"), "batch_invariant='yes'"),
+    (("a", 0, 2, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 0.05), "skip_tuning=0.05"),
+    (("a", 0, 2, "DDIM (diffusers)", "polynomial", 1.0, 1, 1, 8, 0.0, False, 0.8), "skip_tuning=0.8"),
 ])
 def test_bad_input_is_a_message_naming_the_parameter(tiny_pipe, form, name):
     import gradio as gr

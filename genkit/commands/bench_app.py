@@ -61,12 +61,12 @@ def run_app(args) -> dict:
     try:
         # 1. Diffusion tab: /generate (previews off) vs the same pipeline call in a script
         form = ("face-smiling" if "face-smiling" in (pipe.config.class_names or []) else "(unconditional)",
-                0, args.steps, "dpmpp_2m", "polynomial", 2.0, args.batch_size, 1)
-        s = validate(pipe, *form, max_batch_size=max(16, args.batch_size))
+                0, args.steps, "dpmpp_2m", "polynomial", 2.0, args.batch_size, 1, 0, 0.0, False, 1.0)
+        s = validate(pipe, *form, max_batch_size=max(16, args.batch_size))  # (size 0 = the trained size)
         sampler = Sampler(pipe)
         med = _median_pair(args.repeats, {
             "script": lambda: sampler(s, s.seeds(0)),
-            "app": lambda: client.predict(*form, 0, api_name="/generate")})
+            "app": lambda: client.predict(*form, 0, api_name="/generate")})   # 0: no previews
         result["diffusion"] = {"median_s": {k: round(v, 3) for k, v in med.items()},
                                "ratio_app_over_script": round(med["app"] / med["script"], 3)}
         print(f"diffusion: app {med['app']:.2f} s, script {med['script']:.2f} s: "
@@ -79,7 +79,8 @@ def run_app(args) -> dict:
                 for k in range(n):
                     mm(prompt=prompt, generator=torch.Generator().manual_seed(k))
             med = _median_pair(args.repeats, {
-                "script": lambda: mm(prompt=prompt, num_images_per_prompt=n, generator=torch.Generator().manual_seed(0)),
+                "script": lambda: mm(prompt=prompt, num_images_per_prompt=n,
+                                     generator=torch.Generator().manual_seed(0)),
                 "app": lambda: client.predict(prompt, 0, n, api_name="/text_to_image"),
                 "script_one_call_per_image": per_image})
             result["draw"] = {"median_s": {k: round(v, 3) for k, v in med.items()},

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-THROUGHPUT_DOC = """`genkit bench throughput`: images per second of the pipeline by precision, attention kernel and compilation, against
-diffusers' own DDIMPipeline on the same UNet, at several batch sizes and NFE.
+THROUGHPUT_DOC = """`genkit bench throughput`: images per second of the pipeline by precision, attention kernel and
+compilation, against diffusers' own DDIMPipeline on the same UNet, at several batch sizes and NFE.
 
     genkit bench throughput --model weights/openmoji-32 --batch-sizes 16,64 --nfe 1,5,20 --out tp.json   # CPU
     genkit bench throughput --model weights/openmoji-32 --batch-sizes 64,256,512 --out tp.json --device cuda

@@ -133,17 +133,20 @@ def class_ids_for(pipe, cls: str, seeds) -> list[int] | None:
     return pipe.class_ids(cls, len(seeds)).tolist()
 
 
-def generate(pipe, seeds, batch_size: int, cls: str, device, **call_kwargs):
+def generate(pipe, seeds, batch_size: int, cls: str, device, info: dict | None = None, **call_kwargs):
     """Yield (seeds, x) batch by batch: x the raw samples (B, C, H, W) in [-1, 1] (output_type='latent').
 
     One generator per seed, so every image is the same whatever the batch size or the process that makes it.
-    call_kwargs go to the pipeline (num_inference_steps, solver, grid, guidance_scale, ...).
+    call_kwargs go to the pipeline (num_inference_steps, solver, grid, guidance_scale, ...); `info`, when given,
+    gets the last call's NFE counts (nfe, nfe_low_res).
     """
     seeds = iter(seeds)  # streamed: a list of a billion seeds is never built
     while batch := list(itertools.islice(seeds, batch_size)):
         gens = [torch.Generator(device).manual_seed(s) for s in batch]
         out = pipe(batch_size=len(batch), class_labels=class_ids_for(pipe, cls, batch), generator=gens,
                    output_type="latent", **call_kwargs)
+        if info is not None:
+            info.update(nfe=out.nfe, nfe_low_res=getattr(out, "nfe_low_res", 0))
         yield batch, out.images
 
 

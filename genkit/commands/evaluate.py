@@ -156,6 +156,7 @@ def _fd_of_model(args, state) -> dict | None:
     from torchmetrics.classification import MulticlassAccuracy
 
     from genkit.metrics import FrechetDistance
+    from .resolution import resolution_fields, size_ug_kwargs
     from .sample import check_batch_size, check_solver_grid, method_kwargs
 
     check_batch_size(args.batch_size)
@@ -163,7 +164,9 @@ def _fd_of_model(args, state) -> dict | None:
     pipe = load_pipeline(args.model, device)
     cls, guidance = resolve_conditioning(pipe, args.class_label, args.guidance)
     solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, guidance)
-    res = pipe.unet.config.sample_size
+    size_kw = size_ug_kwargs(pipe, args)
+    res = size_kw.get("height", pipe.trained_size)
+    info = {"nfe_low_res": 0}
     net, fid = load_features(args.features, args.features_model, args.inception_weights, device)
     ref, ref_name = resolve_ref(args.ref, res, args.features, args.features_model)
     fd = FrechetDistance(net, fid, resolution=res)
@@ -177,8 +180,8 @@ def _fd_of_model(args, state) -> dict | None:
     with state.split_between_processes(seeds) as my_seeds:
         bar = tqdm(total=len(my_seeds), desc="sampling + features", unit="img",
                    disable=not (state.is_local_main_process and args.progress))
-        for batch, x in generate(pipe, my_seeds, args.batch_size, cls, device, num_inference_steps=args.steps,
-                                 solver=solver, grid=args.grid, guidance_scale=guidance,
+        for batch, x in generate(pipe, my_seeds, args.batch_size, cls, device, info, num_inference_steps=args.steps,
+                                 solver=solver, grid=args.grid, guidance_scale=guidance, **size_kw,
                                  **method_kwargs(args)):
             images = to_uint8(x)
             fd.update(images)
@@ -193,7 +196,8 @@ def _fd_of_model(args, state) -> dict | None:
     row = {"fd": round(value, 6), "n": args.num, "features": fid, "ref": ref_name, "ref_n": ref.n,
            "resolution": res, "model": args.model, "solver": solver, "steps": args.steps,
            "grid": args.grid or pipe.scheduler.config.get("grid"), "guidance": guidance, "class": cls,
-           "nfe_per_image": nfe, "seeds": [seeds[0], seeds[-1]], "num_processes": state.num_processes}
+           "nfe_per_image": nfe, "seeds": [seeds[0], seeds[-1]], "num_processes": state.num_processes,
+           **resolution_fields(pipe, args, size_kw, info)}
     if accuracy is not None:
         row["class_accuracy"] = round(accuracy, 6)
     _report(row, args.out)

@@ -25,7 +25,7 @@ from ..loading import load_mm_pipeline  # noqa: F401  (re-exported: the one load
 from ..png_info import fingerprint
 from .common import (atomic_write_json, ensure_writable_dir, labelled_grid, pick_device, remove_if_created,
                      save_png_atomic, weights_fingerprint)
-from .sample import sweep_temp_files
+from .sample import check_resume, sweep_temp_files
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -65,33 +65,6 @@ def read_prompts(prompts: list[str], prompts_file: str | None) -> list[str]:
     return out
 
 
-# what decides a prompt's images: a resume must match these
-DRAW_SETTINGS = ("model_sha256", "prompts", "num_per_prompt", "seed", "steps", "head_steps", "solver", "guidance",
-                 "negative_prompt", "rerank", "temperature")
-
-
-def check_draw_resume(out: Path, settings: dict, names, restart: bool) -> None:
-    """Refuse to keep images in --out that other settings made (or delete them first with restart)."""
-    manifest = out / "manifest.json"
-    ours = [f for row in names for f in row if f.exists()]
-    if restart:
-        for f in ours + [out / "grid.png", manifest]:
-            f.unlink(missing_ok=True)
-        return
-    if not ours:
-        return
-    try:
-        old = json.loads(manifest.read_text())
-    except (OSError, ValueError):
-        raise ValueError(f"--out={str(out)!r} holds {len(ours)} images (such as {ours[0].name}) but no readable "
-                         "manifest.json, so whether they match these settings is unknown: use --restart to delete "
-                         "them, or another --out") from None
-    differ = [f"{k} {old.get(k)!r} (now {v!r})" for k, v in settings.items() if old.get(k) != v]
-    if differ:
-        raise ValueError(f"--out={str(out)!r} holds {len(ours)} images made with other settings: {'; '.join(differ)}. "
-                         "Use --restart to delete them and start over, or another --out")
-
-
 def draw_parameters(args, model_hash: str, prompt: str, k: int) -> str:
     """The PNG `parameters` text of image k of a prompt (genkit/png_info.py): one generator seeded with --seed
     draws all --num images of a prompt, so image k needs Seed, Images and Index to be drawn again."""
@@ -104,11 +77,11 @@ def draw_parameters(args, model_hash: str, prompt: str, k: int) -> str:
 
 
 def run_draw(args) -> None:
-    from genkit.sampling import SOLVERS
+    from genkit.sampling import solver_names
     from pipelines.multimodal import MAX_CANDIDATES, MAX_IMAGES_PER_PROMPT
 
     prompts = read_prompts(args.prompt, args.prompts_file)  # checks that need no model: before the load
-    check_choice("--solver", args.solver, SOLVERS)
+    check_choice("--solver", args.solver, solver_names(predictor=False))  # as the pipeline allows
     if args.num > MAX_IMAGES_PER_PROMPT:
         bad("--num", args.num, f"an int in [1, {MAX_IMAGES_PER_PROMPT}]")
     if args.num * args.rerank > MAX_CANDIDATES:
@@ -133,7 +106,7 @@ def _draw(args, prompts) -> None:
                 "seed": args.seed, "steps": args.steps, "head_steps": args.head_steps, "solver": args.solver,
                 "guidance": args.guidance, "negative_prompt": args.negative_prompt, "rerank": args.rerank,
                 "temperature": args.temperature}
-    check_draw_resume(out, settings, names, args.restart)
+    check_resume(out, settings, args.restart, [f for row in names for f in row if f.exists()])
     sweep_temp_files(out)
     manifest = {"model": str(Path(args.model)), **settings, "files": [[f.name for f in row] for row in names],
                 "complete": False}

@@ -18,6 +18,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .. import __version__
+from .resolution import resolution_fields, size_ug_kwargs
 from ..checks import bad, check_choice
 from .common import (atomic_write_json, class_ids_for, ensure_writable_dir, generate, image_grid, load_pipeline,
                      pick_device, process_state, remove_if_created, resolve_conditioning, save_png_atomic,
@@ -26,9 +27,6 @@ from .common import (atomic_write_json, class_ids_for, ensure_writable_dir, gene
 GRID_MAX = 64                       # grid.png shows the first 64 images (a grid of 100,000 would not help anyone)
 PNG_NAME = re.compile(r"^\d{6,}\.png$")
 TMP_NAME = re.compile(r"^\..+\.tmp(\.\w+)?$")   # genkit.io.atomic_path's temp files, left by a killed run
-# what decides an image besides its seed: a resume must match these (a rerun may change --num, --seed,
-# --batch-size when batch-invariant, --device)
-SETTINGS = ("model_sha256", "steps", "solver", "grid", "class", "guidance", "batch_invariant")
 
 
 def check_solver_grid(pipe, solver: str | None, grid: str | None, steps: int, guidance: float) -> tuple[str, int]:
@@ -84,11 +82,14 @@ def check_batch_size(batch_size: int) -> None:
         bad("--batch-size", batch_size, f"an int in [1, {MAX_BATCH_SIZE}]")
 
 
-def my_share(first: int, num: int, rank: int, world: int) -> range:
-    """This process's contiguous block of seeds first..first+num-1 (accelerate's split, without a list)."""
-    per, extra = divmod(num, world)
-    start = first + rank * per + min(rank, extra)
-    return range(start, start + per + (rank < extra))
+def my_batches(first: int, num: int, batch_size: int, rank: int, world: int):
+    """This process's batches of the seeds first..first+num-1: blocks [first + k B, first + (k + 1) B), k = rank,
+    rank + world, ... Aligned to the run's first seed, a batch holds the same seeds whatever the process count
+    and on every resume, so batched images are the same bytes too (a batch's last bits depend on its
+    neighbours). Streamed: a range per batch, never a list of all seeds."""
+    end = first + num
+    for start in range(first + rank * batch_size, end, world * batch_size):
+        yield range(start, min(start + batch_size, end))
 
 
 def sweep_temp_files(out: Path) -> int:
@@ -99,43 +100,58 @@ def sweep_temp_files(out: Path) -> int:
     return len(stale)
 
 
-def check_resume(out: Path, settings: dict, restart: bool) -> None:
-    """Refuse to mix images made with other settings into --out (or, with restart, delete them first)."""
+def check_resume(out: Path, settings: dict, restart: bool, ours: list[Path] | None = None) -> None:
+    """Refuse to mix images made with other settings into --out (or, with restart, delete them first).
+
+    ours: this command's image files already in out (default: genkit sample's NNNNNN.png); their settings are
+    read from out/manifest.json, which the commands write before any image."""
     import json
 
-    old_pngs = [p for p in out.iterdir() if PNG_NAME.match(p.name)]
+    ours = [p for p in out.iterdir() if PNG_NAME.match(p.name)] if ours is None else ours
     manifest = out / "manifest.json"
     if restart:
-        for p in old_pngs + [out / "grid.png", manifest]:
+        for p in ours + [out / "grid.png", manifest]:
             p.unlink(missing_ok=True)
         return
-    if not old_pngs:
+    if not ours:
         return
     try:
         old = json.loads(manifest.read_text())
     except (OSError, ValueError):
-        raise ValueError(f"--out={str(out)!r} holds {len(old_pngs)} images (such as {old_pngs[0].name}) but no "
+        raise ValueError(f"--out={str(out)!r} holds {len(ours)} images (such as {ours[0].name}) but no "
                          "readable manifest.json, so whether they match these settings is unknown: use --restart "
                          "to delete them, or another --out") from None
     differ = [f"{k} {old.get(k)!r} (now {v!r})" for k, v in settings.items() if old.get(k) != v]
     if differ:
-        raise ValueError(f"--out={str(out)!r} holds {len(old_pngs)} images made with other settings: "
+        raise ValueError(f"--out={str(out)!r} holds {len(ours)} images made with other settings: "
                          f"{'; '.join(differ)}. Use --restart to delete them and start over, or another --out")
 
 
-def png_parameters(pipe, args, cls: str, solver: str):
+def png_parameters(pipe, args, cls: str, solver: str, size_kw: dict | None = None):
     """seed -> the PNG `parameters` text of that seed's image (genkit/png_info.py; the app reads it back)."""
     from genkit.png_info import diffusion_settings, fingerprint, format_parameters
 
     names = pipe.config.class_names or [str(i) for i in range(pipe.num_classes)]
     common = dict(steps=args.steps, solver=solver, grid=args.grid or pipe.scheduler.config.get("grid"),
-                  guidance=args.guidance, size=pipe.unet.config.sample_size, model_hash=fingerprint(pipe.unet),
-                  model=Path(args.model).name)
+                  guidance=args.guidance, size=(size_kw or {}).get("height", pipe.trained_size),
+                  model_hash=fingerprint(pipe.unet), model=Path(args.model).name)
+    if (size_kw or {}).get("upsample_guidance_scale"):
+        lo, hi = size_kw["upsample_guidance_window"]
+        common.update({"Upsample guidance": size_kw["upsample_guidance_scale"], "UG window": f"{lo:g}-{hi:g}"})
+    # batch-invariant images regenerate alone (the app's PNG info sets batch size 1); others need their batch
+    invariant = {"Batch invariant": True} if getattr(args, "batch_invariant", False) else {}
+    first, size = args.seed, args.batch_size
+
+    def batch_of(seed: int) -> dict:  # batched: the aligned batch (sample.my_batches) that drew this seed
+        if invariant:
+            return {}
+        start = first + (seed - first) // size * size
+        return {"Batch size": min(size, first + args.num - start), "Batch pos": seed - start}
 
     def text(seed: int) -> str:
         ids = class_ids_for(pipe, cls, [seed])
         return format_parameters("(unconditional)" if ids is None else names[ids[0]],
-                                 diffusion_settings(seed=seed, **common))
+                                 diffusion_settings(seed=seed, **common, **invariant, **batch_of(seed)))
 
     return text
 
@@ -156,33 +172,43 @@ def _sample(args, state) -> None:
     cls, args.guidance = resolve_conditioning(pipe, args.class_label, args.guidance)
     solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, args.guidance)
     invariant = args.batch_invariant
+    # what decides an image besides its seed: a resume must match these (a rerun may change --num, --seed,
+    # --device, and --batch-size when batch-invariant)
     settings = {"model_sha256": weights_fingerprint(args.model), "steps": args.steps, "solver": solver,
                 "grid": args.grid or pipe.scheduler.config.get("grid"), "class": cls, "guidance": args.guidance,
                 "batch_invariant": invariant, **{k: str(v) for k, v in method_kwargs(args).items()}}
     if not invariant:  # then the batch size decides the last bits of an image too
         settings["batch_size"] = args.batch_size
+    size_kw = size_ug_kwargs(pipe, args)
+    info = {"nfe_low_res": 0}
+    settings.update({k: v for k, v in resolution_fields(pipe, args, size_kw, info).items()
+                     if k != "nfe_low_res_per_image"})  # --size / --ug decide the images too (only when given)
     manifest = {"model": str(Path(args.model)), "num": args.num, "seeds": [args.seed, args.seed + args.num - 1],
                 **settings, "batch_size": args.batch_size, "nfe_per_image": nfe, "complete": False}
     if state.is_main_process:
-        check_resume(out, settings, args.restart)
+        # an older folder at another --size / --ug is refused too (absent keys: the defaults)
+        check_resume(out, {"size": None, "ug": None, "ug_window": None, **settings}, args.restart)
         sweep_temp_files(out)
         atomic_write_json(out / "manifest.json", manifest)  # first: a killed run's images are described
     state.wait_for_everyone()
 
     name = lambda s: out / f"{s:06d}.png"  # noqa: E731
     t0 = time.time()
-    mine = my_share(args.seed, args.num, state.process_index, state.num_processes)
-    todo = (s for s in mine if not name(s).exists())  # resume: skip what is already written; streamed
-    bar = tqdm(total=len(mine), desc=f"sampling (rank {state.process_index})", unit="img",
+    mine = lambda: my_batches(args.seed, args.num, args.batch_size, state.process_index,  # noqa: E731
+                              state.num_processes)
+    bar = tqdm(total=sum(map(len, mine())), desc=f"sampling (rank {state.process_index})", unit="img",
                disable=not state.is_local_main_process)
-    bar.update(sum(1 for s in mine if name(s).exists()))
-    text = png_parameters(pipe, args, cls, solver)
-    for batch, x in generate(pipe, todo, args.batch_size, cls, device, num_inference_steps=args.steps,
-                             solver=solver, grid=args.grid, guidance_scale=args.guidance,
-                             batch_invariant=invariant, **method_kwargs(args)):
-        for s, img in zip(batch, to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()):
-            save_png_atomic(Image.fromarray(img), name(s), text(s))
-        bar.update(len(batch))
+    text = png_parameters(pipe, args, cls, solver, size_kw)
+    for seeds in mine():
+        missing = [s for s in seeds if not name(s).exists()]  # resume: a batch is redrawn whole, its gaps written
+        if missing:
+            batch, x = next(generate(pipe, seeds, len(seeds), cls, device, info, num_inference_steps=args.steps,
+                                     solver=solver, grid=args.grid, guidance_scale=args.guidance,
+                                     batch_invariant=invariant, **size_kw, **method_kwargs(args)))
+            for s, img in zip(batch, to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()):
+                if s in missing:
+                    save_png_atomic(Image.fromarray(img), name(s), text(s))
+        bar.update(len(seeds))
     bar.close()
     state.wait_for_everyone()
     if state.is_main_process:
@@ -190,7 +216,8 @@ def _sample(args, state) -> None:
                                                                                 GRID_MAX)]
         save_png_atomic(image_grid(images), out / "grid.png")
         atomic_write_json(out / "manifest.json", {
-            **manifest, "complete": True, "grid_png": f"the first {len(images)} images",
+            **manifest, **resolution_fields(pipe, args, size_kw, info), "complete": True,
+            "grid_png": f"the first {len(images)} images",
             "wall_time_s": round(time.time() - t0, 3), "device": str(device),
             "num_processes": state.num_processes, "torch": torch.__version__, "genkit": __version__,
         })

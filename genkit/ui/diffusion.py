@@ -2,10 +2,12 @@
 grid, guidance, batch size and count -> images that stream in as they form, with Stop, PNG parameters, a zip of
 the batch and a history that restores its settings.
 
-API endpoint /generate (gradio_client), the form's values in order; it returns the final gallery, info, zip:
+API endpoint /generate (gradio_client), the form's values in order (class, seed, steps, sampler, grid, guidance,
+batch size, batch count, size, upsample guidance, batch-invariant, skip-tuning rho, preview every k steps); it
+returns the final gallery, info and zip:
 
-    gallery, info, zip_path = Client(url).predict("face-smiling", 0, 20, "dpmpp_2m", "polynomial", 2.0, 4, 1, 0,
-                                                  api_name="/generate")
+    gallery, info, zip_path = Client(url).predict("face-smiling", 0, 20, "dpmpp_2m", "polynomial", 2.0, 4, 1,
+                                                  32, 0.0, False, 1.0, 0, api_name="/generate")
 
 Image j of batch b has seed + b * batch_size + j, so it is the image `genkit sample --seed` gives for that seed.
 """
@@ -23,8 +25,9 @@ from pathlib import Path
 # pass the session and the selected item (so no `from __future__ import annotations` here).
 import gradio as gr
 
-from genkit.checks import check_choice, check_float, check_int
+from genkit.checks import bad, check_choice, check_float, check_int
 from genkit.png_info import diffusion_settings, fingerprint, format_parameters, parse_parameters, png_bytes
+from genkit.skip_tuning import RHO_RANGE
 
 from . import options as opt
 from .runner import Stops
@@ -47,27 +50,44 @@ class Settings:
     guidance: float      # the scale used: 1 for unconditional samples (guidance there changes nothing)
     batch_size: int
     batch_count: int
+    size: int = 0                # height = width; 0 = the UNet's own size
+    upsample_guidance: float = 0.0   # upsample guidance scale at sizes above the trained one (0 = off)
+    batch_invariant: bool = False    # each image alone through the net: the same bytes in any batch, ~2x slower
+    skip_tuning: float = 1.0         # rho_bottom of skip-tuning (1 = off): UNet skips scaled, for few steps
 
     def seeds(self, b: int) -> list[int]:
         return [self.seed + b * self.batch_size + j for j in range(self.batch_size)]
 
 
-def validate(pipe, class_name, seed, steps, sampler, grid, guidance, batch_size, batch_count,
-             max_batch_size: int = 16) -> Settings:
+def validate(pipe, class_name, seed, steps, sampler, grid, guidance, batch_size, batch_count, size=None,
+             upsample_guidance=0.0, batch_invariant=False, skip_tuning=1.0, max_batch_size: int = 16) -> Settings:
     """The form's raw values -> Settings, or a ValueError naming the parameter, its value and what is allowed."""
     class_name = check_choice("class", class_name, opt.class_choices(pipe))
     batch_size = as_int("batch_size", batch_size, 1, max_batch_size)
     batch_count = as_int("batch_count", batch_count, 1, opt.MAX_BATCH_COUNT)
     seed = as_int("seed", seed, opt.RANDOM_SEED, opt.MAX_SEED - batch_size * batch_count + 1)
     steps = as_int("steps", steps, 1, opt.MAX_STEPS)
-    sampler = check_choice("sampler", sampler, opt.sampler_choices(pipe.config.get("_name_or_path")))
+    sampler = check_choice("sampler", sampler, opt.sampler_choices(opt.model_dir(pipe)))
     grid = check_choice("grid", grid, opt.grid_names())
     guidance = check_float("guidance", guidance, 0, opt.MAX_GUIDANCE)
+    native = pipe.unet.config.sample_size
+    size = native if size in (None, 0, "") else check_choice("size", as_int("size", size, 1, 4096), opt.sizes(pipe))
+    upsample_guidance = check_float("upsample_guidance", upsample_guidance, 0, opt.MAX_UPSAMPLE_GUIDANCE)
+    if upsample_guidance and size == native:
+        bad("upsample_guidance", upsample_guidance, f"0 at the trained size {native}: it needs a larger size "
+            f"({', '.join(map(str, opt.sizes(pipe)[1:]))})")
+    batch_invariant = check_choice("batch_invariant", batch_invariant, (True, False))
+    skip_tuning = check_float("skip_tuning", skip_tuning, *RHO_RANGE)
+    if skip_tuning != 1.0 and sampler in opt.DIFFUSERS_SCHEDULERS:
+        bad("skip_tuning", skip_tuning, "1 (off) with diffusers' schedulers (a genkit solver applies it)")
     if seed == opt.RANDOM_SEED:
         seed = secrets.randbelow(2**32)
     conditional = class_name != opt.UNCONDITIONAL and pipe.num_classes > 0
+    if upsample_guidance and sampler in opt.DIFFUSERS_SCHEDULERS:
+        bad("upsample_guidance", upsample_guidance, "0 with diffusers' schedulers (a genkit solver applies it)")
     return Settings(class_name, seed, steps, sampler, None if sampler in opt.DIFFUSERS_SCHEDULERS else grid,
-                    guidance if conditional else 1.0, batch_size, batch_count)
+                    guidance if conditional else 1.0, batch_size, batch_count, size, upsample_guidance,
+                    batch_invariant, skip_tuning)
 
 
 class Sampler:
@@ -101,27 +121,39 @@ class Sampler:
         return pipe(batch_size=len(seeds), num_inference_steps=s.steps,
                     solver=None if diffusers_loop else s.sampler, grid=s.grid, guidance_scale=s.guidance,
                     class_labels=None if s.class_name == opt.UNCONDITIONAL else s.class_name, generator=gens,
+                    height=s.size, width=s.size, upsample_guidance_scale=s.upsample_guidance,
+                    batch_invariant=s.batch_invariant, skip_tuning=None if s.skip_tuning == 1.0 else s.skip_tuning,
                     callback_on_step_end=on_step,
                     callback_on_step_end_tensor_inputs=["latents"] if diffusers_loop else ["denoised"])
 
 
-def parameters_text(s: Settings, seed: int, size: int, model_hash: str, model: str) -> str:
+def parameters_text(s: Settings, seed: int, batch_pos: int, model_hash: str, model: str) -> str:
+    """The image's PNG parameters. Batched network calls may round differently from one image alone, so unless
+    the run was batch-invariant the batch (size, position) is recorded too: regenerating that batch gives the
+    same bytes at that position."""
+    batch = {"Batch invariant": True} if s.batch_invariant else {"Batch size": s.batch_size, "Batch pos": batch_pos}
     return format_parameters(s.class_name, diffusion_settings(
-        steps=s.steps, solver=s.sampler, grid=s.grid, guidance=s.guidance, seed=seed, size=size,
-        model_hash=model_hash, model=model))
+        steps=s.steps, solver=s.sampler, grid=s.grid, guidance=s.guidance, seed=seed, size=s.size,
+        model_hash=model_hash, model=model, **({"Upsample guidance": s.upsample_guidance}
+                                               if s.upsample_guidance else {}),
+        **({"Skip tuning": s.skip_tuning} if s.skip_tuning != 1.0 else {}), **batch))
 
 
 def form_values(text: str, pipe) -> list:
-    """A PNG's `parameters` text -> the form's values (class, seed, steps, sampler, grid, guidance, batch size,
-    batch count) that regenerate exactly that image; ValueError if it is not a diffusion image of this app."""
+    """A PNG's `parameters` text -> the form's values (FORM order) that regenerate exactly that image: its own
+    seed alone when it was drawn batch-invariant, else its whole batch; ValueError if it is not a diffusion image
+    this model can make."""
     prompt, _, kv = parse_parameters(text)
     if "Sampler" not in kv or "Seed" not in kv or "Temperature" in kv:
         raise ValueError(f"parameters={text[:60]!r} is not allowed: a Diffusion tab or `genkit sample` image")
     grid = kv.get("Schedule type")
-    values = [prompt, int(kv["Seed"]), int(kv["Steps"]), kv["Sampler"],
+    invariant = kv.get("Batch invariant") == "True"
+    pos, size = (0, 1) if invariant else (int(kv.get("Batch pos", 0)), int(kv.get("Batch size", 1)))
+    values = [prompt, int(kv["Seed"]) - pos, int(kv["Steps"]), kv["Sampler"],
               grid if grid in opt.grid_names() else pipe.scheduler.config.get("grid", opt.grid_names()[0]),
-              float(kv["CFG scale"]), 1, 1]
-    validate(pipe, *values, max_batch_size=max(1, values[6]))
+              float(kv["CFG scale"]), size, 1, int(kv.get("Size", "0x0").split("x")[0]),
+              float(kv.get("Upsample guidance", 0.0)), invariant, float(kv.get("Skip tuning", 1.0))]
+    validate(pipe, *values, max_batch_size=max(size, 1))
     return values
 
 
@@ -141,14 +173,14 @@ def make_generate(pipe, stops: Stops | None = None, max_batch_size: int = 16, mo
     sampler = Sampler(pipe)
     model_hash = fingerprint(pipe.unet)
     model_name = model_name or Path(getattr(pipe, "name_or_path", "") or "model").name
-    size = pipe.unet.config.sample_size
     root = Path(out_dir or os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()) / "genkit-images"
 
-    def generate(class_name, seed, steps, sampler_name, grid, guidance, batch_size, batch_count,
-                 preview_every=1, history=None, request: gr.Request = None, progress=gr.Progress()):
+    def generate(class_name, seed, steps, sampler_name, grid, guidance, batch_size, batch_count, size=None,
+                 upsample_guidance=0.0, batch_invariant=False, skip_tuning=1.0, preview_every=1, history=None,
+                 request: gr.Request = None, progress=gr.Progress()):
         try:
             s = validate(pipe, class_name, seed, steps, sampler_name, grid, guidance, batch_size, batch_count,
-                         max_batch_size)
+                         size, upsample_guidance, batch_invariant, skip_tuning, max_batch_size)
             preview_every = as_int("preview_every", preview_every, 0, opt.MAX_STEPS)
         except ValueError as e:
             raise gr.Error(str(e), print_exception=False) from None
@@ -171,7 +203,7 @@ def make_generate(pipe, stops: Stops | None = None, max_batch_size: int = 16, mo
                     return {}
                 seeds = s.seeds(b)
                 out = sampler(s, seeds, on_step)
-                report("batch", b, seeds, out.images, out.nfe)
+                report("batch", b, seeds, out.images, out.nfe, getattr(out, "nfe_low_res", 0))
 
         def info(done_steps: int, note: str = "", nfe: int | None = None) -> str:
             wall = time.perf_counter() - t0
@@ -179,11 +211,13 @@ def make_generate(pipe, stops: Stops | None = None, max_batch_size: int = 16, mo
             head = f"**step {done_steps}/{total}** · {wall:.1f} s" + (f" · ~{left:.1f} s left" if done_steps < total
                                                                        and done_steps else "")
             extra = f" · **NFE per image:** {nfe}" if nfe is not None else ""
+            if low_res[0]:
+                extra += f" + {low_res[0]} at low resolution (upsample guidance)"
             unused = " · guidance not used for unconditional samples" if s.guidance != guidance and \
                 s.class_name == opt.UNCONDITIONAL else ""
             return f"{head}{extra} · **seed** {s.seed} · **device:** {pipe.device}{unused}{note}"
 
-        previews, nfe, done = [], None, 0
+        previews, nfe, done, low_res = [], None, 0, [0]
         for kind, *payload in stops.run(session, work):
             if kind == "step":
                 b, i, x = payload
@@ -193,9 +227,9 @@ def make_generate(pipe, stops: Stops | None = None, max_batch_size: int = 16, mo
                     previews = [(im, f"seed {k} · step {i + 1}/{s.steps}") for im, k in zip(to_pil(x), s.seeds(b))]
                     yield finished + previews, info(done), None, history
             elif kind == "batch":
-                b, seeds, images, nfe = payload
-                for k, im in zip(seeds, images):
-                    text = parameters_text(s, k, size, model_hash, model_name)
+                b, seeds, images, nfe, low_res[0] = payload
+                for j, (k, im) in enumerate(zip(seeds, images)):
+                    text = parameters_text(s, k, j, model_hash, model_name)
                     path = run_dir / f"{k}.png"
                     path.write_bytes(png_bytes(im, text))
                     finished.append((str(path), f"seed {k}"))
@@ -241,8 +275,9 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
                                  label="Seed (-1 = random; image k uses seed + k)", elem_id="seed")
                 reuse = gr.Button("♻ Reuse", scale=1, min_width=60, elem_id="reuse_seed")
             steps = gr.Slider(1, opt.MAX_STEPS, value=20, step=1, label="Steps", elem_id="steps")
-            sampler = gr.Dropdown(opt.sampler_choices(pipe.config.get("_name_or_path")), value=pipe.scheduler.config.get("solver", "dpmpp_2m"),
-                                  label="Sampler (genkit solvers; diffusers' schedulers)", elem_id="sampler")
+            sampler = gr.Dropdown(opt.sampler_choices(opt.model_dir(pipe)),
+                                  value=pipe.scheduler.config.get("solver", "dpmpp_2m"), elem_id="sampler",
+                                  label="Sampler (genkit solvers, AMED arms with a predictor; diffusers' schedulers)")
             grid = gr.Dropdown(opt.grid_names(), value=pipe.scheduler.config.get("grid", opt.grid_names()[0]),
                                label="Sigma grid (genkit solvers)", elem_id="grid")
             guidance = gr.Slider(0, opt.MAX_GUIDANCE, value=2.0, step=0.1, label="Guidance (1 = off)",
@@ -252,6 +287,16 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
                                        elem_id="batch_size")
                 batch_count = gr.Slider(1, opt.MAX_BATCH_COUNT, value=1, step=1, label="Batch count",
                                         elem_id="batch_count")
+            skip = gr.Slider(RHO_RANGE[0], RHO_RANGE[1], value=1.0, step=0.01, elem_id="skip_tuning",
+                             label="Skip-tuning rho (1 = off; below 1 scales the UNet's skips: for few steps)")
+            with gr.Accordion("Size and batch invariance", open=False):
+                size = gr.Dropdown(opt.sizes(pipe), value=pipe.unet.config.sample_size, elem_id="size",
+                                   label="Size (2x the trained size: use upsample guidance)")
+                upsample = gr.Slider(0, opt.MAX_UPSAMPLE_GUIDANCE, value=0.0, step=0.05, elem_id="upsample_guidance",
+                                     label="Upsample guidance (0 = off; at 2x size, a low-res pass per step)")
+                invariant = gr.Checkbox(False, elem_id="batch_invariant",
+                                        label="Batch-invariant: each image alone through the network, the same "
+                                              "bytes in any batch (~2x slower on a CPU)")
             preview_every = gr.Slider(0, 20, value=1, step=1, label="Preview every k steps (0 = off)",
                                       elem_id="preview_every")
             with gr.Row():
@@ -264,7 +309,7 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
             download = gr.File(label="Download all (zip, PNGs with their parameters)", elem_id="zip")
     with gr.Accordion("History (this session; click an image to restore its settings)", open=False):
         history_gallery = gr.Gallery(columns=8, height="auto", elem_id="history", elem_classes="pixelated")
-    form = [cls, seed, steps, sampler, grid, guidance, batch_size, batch_count]
+    form = [cls, seed, steps, sampler, grid, guidance, batch_size, batch_count, size, upsample, invariant, skip]
 
     # preprocess=False: the handler gets the raw values and checks them itself, so a bad value sent through the
     # API is answered with the parameter's name rather than the components' anonymous range errors.

@@ -3,12 +3,15 @@ class names, and the bounds every slider and the API share (one number in one pl
 
 from __future__ import annotations
 
+from genkit.checks import LIMITS
+
 UNCONDITIONAL = "(unconditional)"
 DEFAULT_CLASS = "face-smiling"
-MAX_STEPS = 100
-MAX_GUIDANCE = 8.0
+MAX_STEPS = 100           # a request is interactive
+MAX_GUIDANCE = 8.0        # the guidance sliders (and the API: it takes the sliders' bounds)
+MAX_SEED = LIMITS["seed"]
 MAX_BATCH_COUNT = 16
-MAX_SEED = 2**63 - 1
+MAX_UPSAMPLE_GUIDANCE = 2.0  # the slider's end; the paper's useful range is well inside it
 RANDOM_SEED = -1          # A1111's convention: -1 draws a fresh seed, shown in the result
 QUEUE_SIZE = 64           # queue(max_size): beyond it a caller is told the queue is full, not left hanging
 HISTORY_SIZE = 64         # past images kept per browser session
@@ -33,6 +36,11 @@ def grid_names() -> list[str]:
     return list(GRIDS)
 
 
+def model_dir(pipe) -> str | None:
+    """The folder a pipeline was loaded from (where AMED predictors live); None for one built in memory."""
+    return pipe.config.get("_name_or_path") or None
+
+
 def sampler_choices(model_dir=None) -> list[str]:
     """The Sampler menu: every genkit solver usable with the model in model_dir, then diffusers' schedulers."""
     return solver_names(model_dir) + list(DIFFUSERS_SCHEDULERS)
@@ -48,3 +56,9 @@ def class_choices(pipe) -> list[str]:
 def default_class(pipe) -> str:
     choices = class_choices(pipe)
     return DEFAULT_CLASS if DEFAULT_CLASS in choices else choices[min(1, len(choices) - 1)]
+
+
+def sizes(pipe) -> list[int]:
+    """Image sizes offered: the trained size, then 2x (upsample guidance makes it work without training)."""
+    native = pipe.unet.config.sample_size
+    return [native, 2 * native]

@@ -20,13 +20,13 @@ from pathlib import Path
 # pass the session and the selected item (so no `from __future__ import annotations` here).
 import gradio as gr
 
-from genkit.checks import check_float
+from genkit.checks import LIMITS, check_float, check_text
 from genkit.png_info import draw_settings, fingerprint, format_parameters, parse_parameters, png_bytes
 
 from .diffusion import as_int
 from .options import MAX_SEED
 
-MAX_IMAGES = 16
+MAX_IMAGES = LIMITS["app_images"]  # 16
 MAX_GUIDANCE = 8.0
 MAX_TEMPERATURE = 1.5
 
@@ -61,6 +61,8 @@ def make_text_to_image(mm, max_images: int = MAX_IMAGES, model_name: str | None 
     def text_to_image(prompt, seed, num_images, guidance=guidance_default, temperature=temperature_default,
                       negative_prompt="", progress=gr.Progress()):
         try:
+            # one str: a list would be drawn as several prompts under one prompt's seed labels (issue 15 #4)
+            prompt = check_text("prompt", prompt, mm.model.config.max_text_bytes)
             seed, num_images, guidance, temperature = validate(seed, num_images, guidance, temperature, max_images)
             negative_prompt = negative_prompt or None
             progress(0, desc="drawing")

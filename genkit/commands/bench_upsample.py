@@ -1,0 +1,230 @@
+"""`genkit bench upsample`: a model trained at r px drawing at m * r px, side by side on the same seeds.
+
+    genkit bench upsample --model weights/openmoji-32 --size 64 --num 1000 --out weights/openmoji-32/bench_upsample.json
+
+Arms (research/diffusion.md §2g), same solver, steps, classes, guidance and seeds:
+  naive              the r px model run at m * r px (no guidance)
+  bicubic            sampled at r px, upscaled bicubically to m * r px
+  ug-w{W}            upsample guidance at scale W, whole trajectory; ug-w{W}-t{A}-{B}: only for model time t in
+                     [A, B] (1 = pure noise); --scales x --windows
+  ug-w{W}-no-time    without the time adjustment (the network is told the high-resolution noise level)
+  ug-w{W}-no-power   without the power adjustment (D_m x_t is not renormalised to unit variance)
+  native:NAME        a model trained at m * r px (--native NAME=DIR), sampled at its own size
+For each: FD-OpenMoji at m * r px against the shipped train reference with a bootstrap 95% interval (features
+resampled with replacement), the shipped classifier's accuracy on the asked classes, wall time per image and its
+ratio to naive (same process; a shared CPU makes single runs noisy), full- and low-resolution NFE, and a grid
+PNG of the first --grid-num images beside FILE.json (FILE.grids/ARM.png). Finished arms are kept in FILE.json
+and skipped on the next run with the same configuration, so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..checks import bad, check_float, check_int
+from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, generate, image_grid, load_pipeline,
+                     pick_device, resolve_conditioning, save_png_atomic, weights_fingerprint)
+from .evaluate import batched_features, load_classifier, load_features, resolve_ref
+from .resolution import parse_windows
+
+
+def parse_scales(text: str, flag: str = "--scales") -> list[float]:
+    try:
+        values = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        bad(flag, text, "comma-separated finite numbers > 0")
+    if not values:
+        bad(flag, text, "comma-separated finite numbers > 0")
+    return [check_float(flag, v, 1e-6) for v in values]
+
+
+def arm_list(scales, windows, ablation_scale, natives: dict) -> list[dict]:
+    """Every arm as {'arm': name, 'kind': naive|bicubic|ug|native, ...pipeline kwargs}."""
+    arms = [{"arm": "naive", "kind": "naive"}, {"arm": "bicubic", "kind": "bicubic"}]
+    for w in scales:
+        for lo, hi in windows:
+            name = f"ug-w{w:g}" + ("" if (lo, hi) == (0.0, 1.0) else f"-t{lo:g}-{hi:g}")
+            arms.append({"arm": name, "kind": "ug", "scale": w, "window": [lo, hi], "adjust": ["power", "time"]})
+    if ablation_scale is not None:
+        for drop in ("time", "power"):
+            keep = [a for a in ("power", "time") if a != drop]
+            arms.append({"arm": f"ug-w{ablation_scale:g}-no-{drop}", "kind": "ug", "scale": ablation_scale,
+                         "window": [0.0, 1.0], "adjust": keep})
+    arms += [{"arm": f"native:{k}", "kind": "native", "model": v} for k, v in natives.items()]
+    return arms
+
+
+def parse_natives(items) -> dict:
+    out = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            bad("--native", item, "NAME=DIR, e.g. s64=weights/openmoji-64")
+        out[name] = path
+    return out
+
+
+def bicubic(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, r, r) in [-1, 1] -> (N, C, size, size), bicubic (no antialias needed when enlarging), clamped."""
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def fd_with_interval(feats: np.ndarray, ref, draws: int, seed: int) -> dict:
+    """FD of (n, d) features against ref, and the 2.5 / 97.5 percentiles over `draws` bootstrap resamples."""
+    from genkit.metrics import frechet_distance
+
+    def fd(f):
+        return frechet_distance(f.mean(0), np.cov(f, rowvar=False), ref.mu, ref.sigma)
+
+    rng = np.random.default_rng(seed)
+    boot = [fd(feats[rng.integers(0, len(feats), len(feats))]) for _ in range(draws)]
+    return {"fd": round(fd(feats), 4), "fd_ci95": [round(float(np.percentile(boot, 2.5)), 4),
+                                                   round(float(np.percentile(boot, 97.5)), 4)],
+            "bootstrap_draws": draws}
+
+
+def run_upsample(args) -> dict:
+    from pipelines.pixel_diffusion import to_uint8
+
+    size = check_int("--size", args.size, 1)
+    device = pick_device(args.device)
+    pipe = load_pipeline(args.model, device)
+    trained = pipe.trained_size
+    pipe.check_size(size, size)
+    pipe.upsample_factor(size, size)        # --size must be m * trained, m >= 2: same message as the pipeline's
+    scales = parse_scales(args.scales)
+    windows = parse_windows(args.windows)
+    ablation = parse_scales(args.ablation_scale, "--ablation-scale")[0] if args.ablation_scale else None
+    natives = parse_natives(args.native)
+    if args.num < 2:
+        bad("--num", args.num, "an int >= 2 (a Frechet distance needs 2 images)")
+    cls, guidance = resolve_conditioning(pipe, args.class_label, args.guidance)
+    net, fid = load_features("openmoji", args.features_model, None, device)
+    ref, ref_name = resolve_ref(args.ref, size, "openmoji", args.features_model)
+    classifier = load_classifier(pipe.config.class_names, args.features_model, device) if cls != "none" else None
+    seeds = list(range(args.seed, args.seed + args.num))
+    solver = args.solver or pipe.scheduler.config.get("solver", "dpmpp_2m")
+
+    config = {"model": str(args.model), "model_sha": weights_fingerprint(args.model, "unet/*.safetensors"),
+              "size": size, "trained_size": trained, "num": args.num, "seed": args.seed, "steps": args.steps,
+              "solver": solver, "class": cls, "guidance": guidance, "features": fid, "ref": ref_name,
+              "ref_n": ref.n, "bootstrap_draws": args.bootstrap}
+    out = Path(args.out)
+    result = _resume(out, config)
+    result.update(bench="upsample", config=config, command=_command(args), genkit=__version__,
+                  torch=torch.__version__, device=str(device) if device.type == "cpu"
+                  else torch.cuda.get_device_name(device), threads=torch.get_num_threads())
+    grids = out.with_name(out.stem + ".grids")
+    grids.mkdir(parents=True, exist_ok=True)
+
+    arms = arm_list(scales, windows, ablation, natives)
+    todo = [a for a in arms if a["arm"] not in result["rows"]]
+    for arm in tqdm(todo, desc="bench upsample"):
+        row = _run_arm(arm, args, pipe, size, seeds, cls, guidance, solver, device, net, ref, classifier,
+                       to_uint8, grids)
+        result["rows"][arm["arm"]] = row
+        _ratios(result)
+        atomic_write_json(out, result)
+    _ratios(result)
+    atomic_write_json(out, result)
+    atomic_write_bytes(out.with_suffix(".md"), markdown_table(result).encode())
+    print(markdown_table(result))
+    return result
+
+
+def _run_arm(arm, args, pipe, size, seeds, cls, guidance, solver, device, net, ref, classifier, to_uint8, grids):
+    arm_pipe = load_pipeline(arm["model"], device) if arm["kind"] == "native" else pipe
+    call = dict(num_inference_steps=args.steps, solver=solver, guidance_scale=guidance)
+    if arm["kind"] in ("naive", "ug"):
+        call.update(height=size, width=size)
+    if arm["kind"] == "ug":
+        call.update(upsample_guidance_scale=arm["scale"], upsample_guidance_window=tuple(arm["window"]),
+                    upsample_guidance_adjust=tuple(arm["adjust"]))
+    if arm["kind"] == "native" and arm_pipe.trained_size != size:
+        bad("--native", arm["model"], f"a model trained at {size} px (this one is {arm_pipe.trained_size} px)")
+    images, correct, t0 = [], 0, time.perf_counter()
+    nfe = nfe_low = 0
+    for i in tqdm(range(0, len(seeds), args.batch_size), desc=arm["arm"], leave=False):
+        batch = seeds[i:i + args.batch_size]
+        gens = [torch.Generator(device).manual_seed(s) for s in batch]
+        labels = class_ids_for(pipe, cls, batch)
+        o = arm_pipe(batch_size=len(batch), class_labels=labels, generator=gens, output_type="latent", **call)
+        x = bicubic(o.images, size) if arm["kind"] == "bicubic" else o.images
+        u8 = to_uint8(x)
+        images.append(u8.cpu())
+        nfe, nfe_low = o.nfe, o.nfe_low_res
+        if classifier is not None:
+            correct += int((classifier.predict(u8).cpu() == torch.tensor(labels)).sum())
+    seconds = time.perf_counter() - t0
+    images = torch.cat(images)
+    feats = batched_features(net, images).numpy()
+    from PIL import Image
+    save_png_atomic(image_grid([Image.fromarray(a) for a in images[:args.grid_num].permute(0, 2, 3, 1).numpy()]),
+                    grids / f"{arm['arm'].replace(':', '_')}.png")
+    m2 = (size / pipe.trained_size) ** 2
+    nfe_full = nfe / m2 if arm["kind"] == "bicubic" else nfe   # a step at r px costs ~1/m^2 of one at m r px
+    return {**arm, **fd_with_interval(feats, ref, args.bootstrap, args.seed),
+            "class_accuracy": round(correct / len(seeds), 4) if classifier is not None else None,
+            "nfe": nfe, "nfe_low_res": nfe_low, "cost_full_res_nfe": round(nfe_full + nfe_low / m2, 3),
+            "seconds_per_image": round(seconds / len(seeds), 4), "n": len(seeds)}
+
+
+def _ratios(result: dict) -> None:
+    rows = result["rows"]
+    if "naive" not in rows:
+        return
+    base_t, base_fd = rows["naive"]["seconds_per_image"], rows["naive"]["fd"]
+    for r in rows.values():
+        r["time_vs_naive"] = round(r["seconds_per_image"] / base_t, 3)
+        r["fd_vs_naive"] = round(r["fd"] / base_fd, 4) if base_fd else None
+
+
+def _command(args) -> str:
+    parts = ["genkit bench upsample", f"--model {args.model}", f"--size {args.size}", f"--num {args.num}",
+             f"--steps {args.steps}", f"--scales {args.scales}", f"--windows {args.windows}",
+             f"--seed {args.seed}", f"--batch-size {args.batch_size}"]
+    if args.solver:
+        parts.append(f"--solver {args.solver}")
+    if args.ablation_scale != "1.0":
+        parts.append(f"--ablation-scale {args.ablation_scale!r}")
+    if args.guidance is not None:
+        parts.append(f"--guidance {args.guidance}")
+    if args.class_label is not None:
+        parts.append(f"--class {args.class_label}")
+    parts += [f"--native {n}" for n in args.native or []]
+    return " ".join(parts + [f"--out {args.out}"])
+
+
+def _resume(out: Path, config: dict) -> dict:
+    """Rows of an earlier run with the same configuration (model weights, seeds, steps, guidance, reference)."""
+    if out.is_file():
+        try:
+            old = json.loads(out.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        if old.get("config") == config:
+            return {"rows": old.get("rows", {})}
+    return {"rows": {}}
+
+
+def markdown_table(result: dict) -> str:
+    c = result["config"]
+    lines = [f"{c['trained_size']} px model at {c['size']} px: FD-OpenMoji vs {c['ref']} (n = {c['num']}, "
+             f"bootstrap 95% interval), class accuracy, cost; {c['solver']}, {c['steps']} steps, guidance "
+             f"{c['guidance']}, {result['device']}", "",
+             "| arm | FD | 95% interval | FD / naive | class acc. | NFE (full + low-res) | cost in full NFE | "
+             "time / naive |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in result["rows"].items():
+        acc = f"{100 * r['class_accuracy']:.1f}%" if r.get("class_accuracy") is not None else "-"
+        lo, hi = r["fd_ci95"]
+        lines.append(f"| {name} | {r['fd']:.2f} | {lo:.2f}-{hi:.2f} | {r.get('fd_vs_naive', '')} | {acc} | "
+                     f"{r['nfe']} + {r['nfe_low_res']} | {r['cost_full_res_nfe']} | {r.get('time_vs_naive', '')} |")
+    lines += ["", f"Command: `{result['command']}`", ""]
+    return "\n".join(lines)
