@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "manifest.json shows they were made with the same model and settings.")
     s.add_argument("--model", required=True, metavar="DIR", help="a pipeline folder, e.g. weights/openmoji-32")
     s.add_argument("--num", type=_positive_int("num"), default=16, metavar="N", help="number of images (default 16)")
-    s.add_argument("--steps", type=_positive_int("steps"), default=20, metavar="S",
-                   help="solver steps (default 20); NFE is reported in manifest.json")
+    s.add_argument("--steps", type=_positive_int("steps"), default=None, metavar="S",
+                   help="solver steps (default 20; a one-step generator such as weights/openmoji-32-sid: 1); NFE "
+                        "is reported in manifest.json")
     s.add_argument("--solver", default=None, metavar="NAME", help=_SOLVER_HELP)
     s.add_argument("--grid", default=None, metavar="NAME", help="sigma grid: polynomial (default), logsnr, time")
     _add_methods(s)
@@ -289,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--samples", default=None, metavar="DIR", help="a folder of images, e.g. from genkit sample")
     f.add_argument("--model", default=None, metavar="DIR", help="a pipeline folder to sample and measure")
     f.add_argument("--num", type=_positive_int("num"), default=1000, metavar="N", help="with --model (default 1000)")
-    f.add_argument("--steps", type=_positive_int("steps"), default=20, metavar="S")
+    f.add_argument("--steps", type=_positive_int("steps"), default=None, metavar="S",
+                   help="solver steps (default 20; 1 for a one-step generator)")
     f.add_argument("--solver", default=None, metavar="NAME", help=_SOLVER_HELP)
     f.add_argument("--grid", default=None, metavar="NAME")
     _add_methods(f)

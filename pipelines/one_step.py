@@ -27,6 +27,14 @@ class OneStepPipeline(PixelDiffusionPipeline):
         super().__init__(unet=unet, scheduler=scheduler, class_names=class_names)
         self.register_to_config(sigma_init=float(sigma_init), teacher_guidance=float(teacher_guidance))
 
+    def check_size(self, height, width) -> tuple[int, int]:
+        """Only the size it was distilled at (None: that size)."""
+        size = self.trained_size
+        for name, v in (("height", height), ("width", width)):
+            if v is not None:
+                check_int(name, v, size, size)
+        return size, size
+
     @torch.no_grad()
     def __call__(
         self,
@@ -40,11 +48,25 @@ class OneStepPipeline(PixelDiffusionPipeline):
         solver: str | None = None,
         grid: str | None = None,
         latents: torch.Tensor | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        batch_invariant: bool = False,
+        upsample_guidance_scale: float = 0.0,
+        amed_predictor=None,
+        skip_tuning=None,
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
     ):
-        # 1. Check inputs (solver / grid / steps exist so that callers of PixelDiffusionPipeline can swap it in)
+        """One network evaluation per image. The arguments a PixelDiffusionPipeline takes for its solvers (steps,
+        solver, grid, guidance, upsample guidance, AMED, skip-tuning) are accepted only at their neutral values, so
+        callers can swap this pipeline in; batch_invariant=True runs one network call per image (byte-identical
+        images whatever the batch)."""
+        # 1. Check inputs
         check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+        self.check_size(height, width)
+        check_float("upsample_guidance_scale", upsample_guidance_scale, 0.0, 0.0)
+        check_choice("amed_predictor", amed_predictor, (None,))
+        check_choice("skip_tuning", skip_tuning, (None, False))
         check_int("num_inference_steps", num_inference_steps, 1, 1)
         check_float("guidance_scale", guidance_scale, 1.0, 1.0)
         check_choice("output_type", output_type, OUTPUT_TYPES)
@@ -69,7 +91,9 @@ class OneStepPipeline(PixelDiffusionPipeline):
 
         # 3. One network evaluation: x = G(sigma_init z; sigma_init)
         sigma = self.config.sigma_init
-        x = self.denoiser()(sigma * z, sigma, class_labels=labels)
+        den = self.denoiser()
+        den.per_sample = bool(batch_invariant)
+        x = den(sigma * z, sigma, class_labels=labels)
         if callback_on_step_end is not None:
             local = {"latents": x, "denoised": x}
             res = callback_on_step_end(self, 0, sigma, {k: local[k] for k in callback_on_step_end_tensor_inputs})

@@ -259,13 +259,13 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         if skip_tuning is None or skip_tuning is False:
             return None
         if skip_tuning is True:
-            return best_rho(self.config._name_or_path, solver, num_steps, guidance_scale)
+            return best_rho(self.config.get("_name_or_path"), solver, num_steps, guidance_scale)
         return skip_tuning  # checked by SkipTuning
 
     def amed_predictor(self, solver: str, sigmas, guidance_scale: float, given=None) -> AMEDPredictor:
         """The AMED predictor for this run (given, or found in the model folder), checked against it."""
         if given is None:
-            given = find_predictor(self.config._name_or_path, solver, len(sigmas) - 1, guidance_scale)
+            given = find_predictor(self.config.get("_name_or_path"), solver, len(sigmas) - 1, guidance_scale)
         pred = given if isinstance(given, AMEDPredictor) else AMEDPredictor.load(given)
         pred.check(solver=solver, sigmas=[float(v) for v in sigmas[:-1]], guidance_scale=float(guidance_scale),
                    teacher=unet_fingerprint(self.unet))

@@ -49,7 +49,8 @@ def pngs(out):
 
 
 def test_sample_files_manifest_and_bit_identical_across_batch_sizes(model, tmp_path, capsys):
-    m = sample(capsys, model, tmp_path / "b4", "--batch-size", 4)
+    """--batch-invariant: the same PNG bytes (pixels and parameters chunk) whatever the batch size."""
+    m = sample(capsys, model, tmp_path / "b4", "--batch-size", 4, "--batch-invariant")
     files = pngs(tmp_path / "b4")
     assert list(files) == [f"{s:06d}.png" for s in range(5)]
     for name in files:
@@ -65,12 +66,12 @@ def test_sample_files_manifest_and_bit_identical_across_batch_sizes(model, tmp_p
     assert not [p.name for p in (tmp_path / "b4").iterdir() if p.name.startswith(".")], "temp files left"
     assert len({files[n] for n in files}) == 5  # distinct images, so the comparisons below mean something
 
-    sample(capsys, model, tmp_path / "b1", "--batch-size", 1)
+    sample(capsys, model, tmp_path / "b1", "--batch-size", 1, "--batch-invariant")
     assert pngs(tmp_path / "b1") == files
-    sample(capsys, model, tmp_path / "again", "--batch-size", 4)
+    sample(capsys, model, tmp_path / "again", "--batch-size", 4, "--batch-invariant")
     assert pngs(tmp_path / "again") == files
     # seed K..K+N-1: image k depends only on its seed
-    sample(capsys, model, tmp_path / "from3", "--seed", 3, "--batch-size", 2, num=2)
+    sample(capsys, model, tmp_path / "from3", "--seed", 3, "--batch-size", 2, "--batch-invariant", num=2)
     assert pngs(tmp_path / "from3") == {n: files[n] for n in ("000003.png", "000004.png")}
     # and "its seed" is torch.Generator().manual_seed(k), what the Python API uses: 000003.png is that image
     from genkit.commands.common import class_ids_for
@@ -97,7 +98,7 @@ def test_rerun_into_the_same_folder_regenerates_only_missing_images(model, tmp_p
     monkeypatch.setattr(PixelDiffusionPipeline, "__call__",
                         lambda self, **kw: drawn.append(kw["batch_size"]) or call(self, **kw))
     m = sample(capsys, model, out, "--batch-size", 2)
-    assert drawn == [1]  # one network batch, of the one missing image
+    assert drawn == [2]  # one network batch: the missing image's aligned batch (seeds 2, 3), only 2 written
     assert pngs(out) == before
     assert {n: t for n, t in mtimes.items() if n != "000002.png"} == \
         {p.name: p.stat().st_mtime_ns for p in out.glob("0*.png") if p.name != "000002.png"}
@@ -202,7 +203,7 @@ def test_console_script(model, tmp_path, capsys):
                           "--solver", "euler", "--batch-size", "2", "--out", str(tmp_path / "sub")],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    sample(capsys, model, tmp_path / "inproc", "--batch-size", 3, num=3, steps=2)
+    sample(capsys, model, tmp_path / "inproc", "--batch-size", 2, num=3, steps=2)
     assert pngs(tmp_path / "sub") == pngs(tmp_path / "inproc")
     assert "wrote 3 images" in res.stdout
     for model_dir, steps, name in ((model, "0", "--steps="), ("/nonexistent", "2", "--model=")):
@@ -225,7 +226,7 @@ def test_torchrun_two_processes_split_seeds_and_match_one_process(model, tmp_pat
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     m = json.loads((out / "manifest.json").read_text())
     assert m["num_processes"] == 2 and m["num"] == 5
-    assert "3/3" in res.stderr  # rank 0's progress bar: seeds 0-2 of 0-4 (rank 1 draws 3-4 silently)
-    sample(capsys, model, tmp_path / "one", "--batch-size", 4)
+    assert "3/3" in res.stderr  # rank 0's progress bar: batches (0, 1) and (4); rank 1 draws (2, 3) silently
+    sample(capsys, model, tmp_path / "one", "--batch-size", 2)  # the same aligned batches in one process
     assert pngs(out) == pngs(tmp_path / "one") and len(pngs(out)) == 5
     assert (out / "grid.png").read_bytes() == (tmp_path / "one" / "grid.png").read_bytes()

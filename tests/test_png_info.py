@@ -61,7 +61,7 @@ def test_genkit_sample_writes_the_chunk_each_image_its_own_seed(tmp_path, capsys
     assert kv["CFG scale"] == "2.0" and kv["Size"] == "8x8" and kv["Model hash"] == fingerprint(pipe.unet)
     assert kv == {k: str(v) for k, v in diffusion_settings(
         steps=2, solver="euler", grid="polynomial", guidance=2.0, seed=8, size=8, model_hash=kv["Model hash"],
-        model="m", **{"Batch invariant": True}).items()}   # genkit sample's default: each image alone
+        model="m", **{"Batch size": 2, "Batch pos": 1}).items()}   # batched (the default): seeds 7, 8 in one batch
 
 
 def test_genkit_draw_writes_the_chunk_with_seed_images_and_index(tmp_path, capsys):

@@ -205,3 +205,26 @@ def test_one_step_pipeline_rejects_bad_arguments(kwargs, name):
     pipe = OneStepPipeline(tiny_unet(4), GenkitScheduler(image_size=8), class_names=["a", "b", "c"])
     with pytest.raises(ValueError, match=f"^{name}="):
         pipe(**kwargs)
+
+
+def test_shipped_one_step_generator_loads_and_draws_in_one_evaluation():
+    """weights/openmoji-32-sid (INTERIM, see its card): small safetensors folder with the OpenMoji attribution;
+    one network evaluation per image, class labels by name, one generator per image, every output type; image k
+    depends only on its own generator."""
+    from pathlib import Path
+
+    import numpy as np
+
+    folder = Path(__file__).resolve().parents[1] / "weights" / "openmoji-32-sid"
+    assert sum(f.stat().st_size for f in folder.rglob("*.safetensors")) < 30e6
+    assert "CC BY-SA 4.0" in (folder / "README.md").read_text() and "INTERIM" in (folder / "README.md").read_text()
+    pipe = OneStepPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.sigma_init == 2.5 and pipe.num_classes == 98
+    gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
+    out = pipe(batch_size=3, class_labels=["face-smiling", 40, "flag"], generator=gens([0, 1, 2]), output_type="np")
+    assert out.nfe == 1 and out.images.shape == (3, 32, 32, 3) and np.isfinite(out.images).all()
+    alone = pipe(batch_size=1, class_labels=[40], generator=gens([1]), output_type="np", batch_invariant=True)
+    assert np.abs(alone.images[0] - out.images[1]).max() < 1e-5
+    assert len(pipe(batch_size=2, generator=gens([0, 1])).images) == 2                      # PIL, null class
+    assert pipe(batch_size=1, generator=gens([0]), output_type="pt").images.shape == (1, 3, 32, 32)

@@ -262,8 +262,9 @@ def main(args):
         if fd is not None:
             pipe = ema_pipeline()
             pipe.set_progress_bar_config(disable=True)
-            row = {"step": step, "images": images_seen, "minutes": round(minutes(), 3),
-                   "fd": round(fd(pipe), 4), "fd_n": args.fd_num}
+            value = fd(pipe)                                          # minutes below include this FD
+            row = {"step": step, "images": images_seen, "minutes": round(minutes(), 3), "fd": round(value, 4),
+                   "fd_n": args.fd_num}
             metrics_log.write(row)
             tqdm.write(json.dumps(row))
         accelerator.wait_for_everyone()

@@ -33,7 +33,8 @@ from genkit.mm import IMAGE_HEADS, MASK_SCHEDULES, ORDERS, SCHEMES, MultimodalAR
 from genkit.mm.evaluate import make_examples, val_losses
 from genkit.vq.fit import batch_indices
 from pipelines.multimodal import MultimodalARPipeline
-from training.utils import bad_flag, require_common, minutes_before, require_positive, resolve_checkpoint, run_script, save_checkpoint
+from training.utils import (JsonlLog, bad_flag, load_checkpoint, minutes_before, require_common, require_positive,
+                            resolve_checkpoint, run_script, save_checkpoint)
 
 
 def parse_args(argv=None):
@@ -174,15 +175,13 @@ def main(args):
     world = accelerator.num_processes
     sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, args=args, world=world))
     model, opt, sched = accelerator.prepare(model, opt, sched)
+    emas = {"model": ema} if ema is not None else {}   # saved as safetensors + JSON, never pickled
     if ema is not None:
         ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
     raw = accelerator.unwrap_model(model)
     path, step = resolve_checkpoint(out_dir, args.resume_from_checkpoint)
-    if path is not None:
-        accelerator.load_state(str(path))
-        if ema is not None:
-            ema.to(accelerator.device)
+    resumed = load_checkpoint(accelerator, path, emas) if path is not None else {}
+    metrics_log = JsonlLog(out_dir / "metrics.jsonl", step, accelerator.is_main_process)  # drops rows > step
 
     def export():
         m = build(args, tokenizer)
@@ -191,7 +190,8 @@ def main(args):
             ema.copy_to(m.parameters())
         return m.to("cpu").float().eval()
 
-    t0, row, spent = time.time(), {}, minutes_before(out_dir, step)   # minutes: all runs together
+    t0, row = time.time(), {}
+    spent = resumed.get("minutes", minutes_before(out_dir, step))      # minutes: all runs together
     bar = tqdm(total=args.max_train_steps, initial=step, desc="train mm", disable=not accelerator.is_local_main_process)
     model.train()
     while step < args.max_train_steps:
@@ -218,11 +218,11 @@ def main(args):
                    "image_loss": logs["image_loss"].item()}
             if accelerator.is_main_process:
                 row.update(val_losses(export(), val_x, val_c))
-                with open(out_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                metrics_log.write(row)
                 tqdm.write(json.dumps(row))
         if step % args.checkpointing_steps == 0 or step == args.max_train_steps or out_of_time:
-            save_checkpoint(accelerator, out_dir, step, keep=1)
+            save_checkpoint(accelerator, out_dir, step, keep=1, emas=emas,
+                            state={"minutes": spent + (time.time() - t0) / 60})
             if accelerator.is_main_process:
                 save_pipeline(export(), out_dir, {**row, "train_images": len(train_x), "val_images": len(val_x),
                                                   "args": {k: str(v) for k, v in vars(args).items()}}, tokenizer)

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 from genkit.vq import VQTokenizer
 from genkit.vq.fit import batch_indices, evaluate_tokenizer, to_float
 from genkit.vq.tokenizer import tokenizer_loss
-from training.utils import (bad_flag, require_common, minutes_before, require_positive, resolve_checkpoint, run_script, save_checkpoint,
-                            save_model_folder)
+from training.utils import (JsonlLog, bad_flag, load_checkpoint, minutes_before, require_common, require_positive,
+                            resolve_checkpoint, run_script, save_checkpoint, save_model_folder)
 
 
 def parse_args(argv=None):
@@ -126,16 +126,17 @@ def main(args):
     model = accelerator.unwrap_model(tok)
 
     path, step = resolve_checkpoint(out_dir, args.resume_from_checkpoint)
-    if path is not None:
-        accelerator.load_state(str(path))
+    resumed = load_checkpoint(accelerator, path) if path is not None else {}
+    metrics_log = JsonlLog(out_dir / "metrics.jsonl", step, accelerator.is_main_process)  # drops rows > step
 
     def checkpoint(row):
-        save_checkpoint(accelerator, out_dir, step, keep=1)
+        save_checkpoint(accelerator, out_dir, step, keep=1, state={"minutes": spent + (time.time() - t0) / 60})
         if accelerator.is_main_process:
             save_model_folder(model, out_dir, {**row, "train_images": len(train), "held_out_images": len(held),
                                          "args": {k: str(v) for k, v in vars(args).items()}})
 
-    t0, row, spent = time.time(), {}, minutes_before(out_dir, step)   # minutes: all runs together
+    t0, row = time.time(), {}
+    spent = resumed.get("minutes", minutes_before(out_dir, step))      # minutes: all runs together
     bar = tqdm(total=args.max_train_steps, initial=step, desc="train vq", disable=not accelerator.is_local_main_process)
     tok.train()
     while step < args.max_train_steps:
@@ -157,9 +158,8 @@ def main(args):
         if step % args.eval_every == 0 or step == args.max_train_steps or out_of_time:
             row = {"step": step, "train_mse": logs["mse"].item(), "minutes": spent + (time.time() - t0) / 60,
                    **{f"val_{k}": v for k, v in evaluate_tokenizer(model, held).items()}}
+            metrics_log.write(row)
             if accelerator.is_main_process:
-                with open(out_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(row) + "\n")
                 tqdm.write(json.dumps(row))
         if step % args.checkpointing_steps == 0 or step == args.max_train_steps or out_of_time:
             checkpoint(row)

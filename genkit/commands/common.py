@@ -99,6 +99,20 @@ def labelled_grid(rows, labels: list[str], scale: int = 3):
 DEFAULT_GUIDANCE = 2.0  # CFG is what makes a small class-conditional model draw clear emoji
 
 
+def is_one_step(pipe) -> bool:
+    """A one-step generator (OneStepPipeline, e.g. SiD-distilled): one network evaluation, no solver, no CFG."""
+    return pipe.config.get("sigma_init") is not None
+
+
+def default_steps(pipe, steps: int | None) -> int:
+    """--steps: default 20 for a diffusion model, 1 (the only value) for a one-step generator."""
+    if is_one_step(pipe):
+        if steps not in (None, 1):
+            raise ValueError(f"--steps={steps} is not allowed: 1 for a one-step generator (leave --steps out)")
+        return 1
+    return 20 if steps is None else steps
+
+
 def resolve_conditioning(pipe, class_label: str | None, guidance: float | None) -> tuple[str, float]:
     """The CLI's --class / --guidance with their defaults, checked against the model: (class, guidance).
 
@@ -106,7 +120,10 @@ def resolve_conditioning(pipe, class_label: str | None, guidance: float | None) 
     class name or id; the defaults are 'cycle' and 2.0 for a class-conditional model, 'none' and 1 otherwise.
     """
     conditional = pipe.num_classes > 0
-    guidance = (DEFAULT_GUIDANCE if conditional else 1.0) if guidance is None else guidance
+    if is_one_step(pipe) and guidance not in (None, 1.0):   # its teacher's guidance is distilled into it
+        raise ValueError(f"--guidance={guidance} is not allowed: 1 for a one-step generator (it was distilled "
+                         f"from its teacher at guidance {pipe.config.get('teacher_guidance', 1.0)}, built in)")
+    guidance = (DEFAULT_GUIDANCE if conditional and not is_one_step(pipe) else 1.0) if guidance is None else guidance
     cls = class_label if class_label is not None else ("cycle" if conditional else "none")
     if cls not in ("cycle", "none"):  # validate once, early, with the CLI's flag name
         try:

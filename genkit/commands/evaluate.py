@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .common import (atomic_write_json, class_ids_for, generate, load_pipeline, pick_device, process_state,
-                     resolve_conditioning, weights_dir)
+from .common import (atomic_write_json, class_ids_for, default_steps, generate, load_pipeline, pick_device,
+                     process_state, resolve_conditioning, weights_dir)
 
 FEATURES_MODEL = "openmoji-features"            # under weights/
 REF_NAME = re.compile(r"^openmoji-(train|val)-(\d+)$")
@@ -162,6 +162,7 @@ def _fd_of_model(args, state) -> dict | None:
     check_batch_size(args.batch_size)
     device = pick_device(args.device) if state.num_processes == 1 else state.device
     pipe = load_pipeline(args.model, device)
+    args.steps = default_steps(pipe, args.steps)
     cls, guidance = resolve_conditioning(pipe, args.class_label, args.guidance)
     solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, guidance)
     size_kw = size_ug_kwargs(pipe, args)
@@ -195,9 +196,9 @@ def _fd_of_model(args, state) -> dict | None:
         return None
     row = {"fd": round(value, 6), "n": args.num, "features": fid, "ref": ref_name, "ref_n": ref.n,
            "resolution": res, "model": args.model, "solver": solver, "steps": args.steps,
-           "grid": args.grid or pipe.scheduler.config.get("grid"), "guidance": guidance, "class": cls,
-           "nfe_per_image": nfe, "seeds": [seeds[0], seeds[-1]], "num_processes": state.num_processes,
-           **resolution_fields(pipe, args, size_kw, info)}
+           "grid": None if solver == "one_step" else (args.grid or pipe.scheduler.config.get("grid")),
+           "guidance": guidance, "class": cls, "nfe_per_image": nfe, "seeds": [seeds[0], seeds[-1]],
+           "num_processes": state.num_processes, **resolution_fields(pipe, args, size_kw, info)}
     if accuracy is not None:
         row["class_accuracy"] = round(accuracy, 6)
     _report(row, args.out)

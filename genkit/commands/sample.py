@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 from .. import __version__
 from .resolution import resolution_fields, size_ug_kwargs
 from ..checks import bad, check_choice
-from .common import (atomic_write_json, class_ids_for, ensure_writable_dir, generate, image_grid, load_pipeline,
-                     pick_device, process_state, remove_if_created, resolve_conditioning, save_png_atomic,
-                     weights_fingerprint)
+from .common import (atomic_write_json, class_ids_for, default_steps, ensure_writable_dir, generate, image_grid,
+                     is_one_step, load_pipeline, pick_device, process_state, remove_if_created, resolve_conditioning,
+                     save_png_atomic, weights_fingerprint)
 
 GRID_MAX = 64                       # grid.png shows the first 64 images (a grid of 100,000 would not help anyone)
 PNG_NAME = re.compile(r"^\d{6,}\.png$")
@@ -33,6 +33,12 @@ def check_solver_grid(pipe, solver: str | None, grid: str | None, steps: int, gu
     """--solver / --grid with the CLI's flag names: (solver, NFE per image, CFG counted)."""
     from genkit.sampling import nfe
 
+    if is_one_step(pipe):
+        if solver not in (None, "one_step") or grid is not None:
+            flag, value = ("--solver", solver) if solver not in (None, "one_step") else ("--grid", grid)
+            raise ValueError(f"{flag}={value!r} is not allowed: a one-step generator has no solver or grid "
+                             "(leave it out)")
+        return "one_step", 1
     check_early(solver, grid)
     solver = solver or pipe.scheduler.config.get("solver", "dpmpp_2m")
     return solver, nfe(solver, steps) * (2 if guidance != 1.0 else 1)
@@ -169,13 +175,15 @@ def _sample(args, state) -> None:
     device = pick_device(args.device) if state.num_processes == 1 else state.device
     out = ensure_writable_dir(args.out)
     pipe = load_pipeline(args.model, device)
+    args.steps = default_steps(pipe, args.steps)
     cls, args.guidance = resolve_conditioning(pipe, args.class_label, args.guidance)
     solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, args.guidance)
     invariant = args.batch_invariant
     # what decides an image besides its seed: a resume must match these (a rerun may change --num, --seed,
     # --device, and --batch-size when batch-invariant)
     settings = {"model_sha256": weights_fingerprint(args.model), "steps": args.steps, "solver": solver,
-                "grid": args.grid or pipe.scheduler.config.get("grid"), "class": cls, "guidance": args.guidance,
+                "grid": None if solver == "one_step" else (args.grid or pipe.scheduler.config.get("grid")),
+                "class": cls, "guidance": args.guidance,
                 "batch_invariant": invariant, **{k: str(v) for k, v in method_kwargs(args).items()}}
     if not invariant:  # then the batch size decides the last bits of an image too
         settings["batch_size"] = args.batch_size

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -119,7 +120,16 @@ def load_checkpoint(accelerator, path: Path, emas: dict | None = None) -> dict:
     """accelerator.load_state (weights_only loads) + EMAs; returns trainer_state.json ({} for old checkpoints).
     `emas` must list the EMAs in the order the old code registered them (their custom_checkpoint index)."""
     path = Path(path)
-    accelerator.load_state(str(path))
+    if list(path.glob("custom_checkpoint_*.pkl")):
+        # an old checkpoint: accelerate refuses custom_checkpoint files that no registered object claims (and would
+        # unpickle them with weights_only=False). Load the rest through a view of the folder without them.
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-view-") as view:
+            for f in path.iterdir():
+                if not f.name.startswith("custom_checkpoint_"):
+                    os.symlink(f.resolve(), Path(view) / f.name)
+            accelerator.load_state(view)
+    else:
+        accelerator.load_state(str(path))
     for i, (name, ema) in enumerate((emas or {}).items()):
         load_ema(ema, path, name, i)
     f = path / STATE_FILE

@@ -1,0 +1,73 @@
+"""FD against generator images seen, from a distill_sid.py run's metrics.jsonl: fd_curve.json (the rows, and the
+least-squares slope of log FD on log images over the rows with images > 0) and fd_curve.png (log-log axes).
+
+    python training/sid_curve.py runs/sid/metrics.jsonl --out weights/openmoji-32-sid
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from genkit.io import atomic_write_bytes
+
+
+def curve(rows: list[dict]) -> dict:
+    pts = [(r["images"], r["fd"]) for r in rows if r.get("images", 0) > 0 and r.get("fd")]
+    out = {"rows": rows, "slope_log_fd_per_log_images": None}
+    if len(pts) >= 2:
+        xs, ys = [math.log(p[0]) for p in pts], [math.log(p[1]) for p in pts]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        sxx = sum((x - mx) ** 2 for x in xs)
+        if sxx > 0:
+            out["slope_log_fd_per_log_images"] = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    return out
+
+
+def plot(rows: list[dict], size=(480, 320), pad=48) -> bytes:
+    """log10 FD vs log10 images (images 0 drawn at the left edge as the initialisation)."""
+    pts = [(max(r["images"], 1), r["fd"]) for r in rows if r.get("fd")]
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    w, h = size
+    if pts:
+        lx = [math.log10(p[0]) for p in pts]
+        ly = [math.log10(p[1]) for p in pts]
+        x0, x1 = min(lx), max(max(lx), min(lx) + 1)
+        y0, y1 = min(ly) - 0.05, max(ly) + 0.05
+        to = lambda x, y: (pad + (x - x0) / (x1 - x0) * (w - 2 * pad), h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad))  # noqa: E731,E501
+        xy = [to(x, y) for x, y in zip(lx, ly)]
+        d.line(xy, fill=(40, 90, 200), width=2)
+        for (px, py), (n, fd) in zip(xy, pts):
+            d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=(40, 90, 200))
+        d.text((pad, 8), f"FD-OpenMoji vs generator images (log-log); last {pts[-1][1]:.1f} at {pts[-1][0]:,}",
+               fill="black")
+        d.text((pad, h - pad + 8), f"10^{x0:.1f}", fill="black")
+        d.text((w - pad - 30, h - pad + 8), f"10^{x1:.1f}", fill="black")
+        d.text((4, pad - 12), f"{10 ** y1:.0f}", fill="black")
+        d.text((4, h - pad - 4), f"{10 ** y0:.0f}", fill="black")
+    d.rectangle([pad, pad, w - pad, h - pad], outline="gray")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("metrics", help="a distill_sid.py run's metrics.jsonl")
+    p.add_argument("--out", required=True, help="folder for fd_curve.json and fd_curve.png")
+    args = p.parse_args()
+    rows = [json.loads(line) for line in Path(args.metrics).read_text().splitlines() if line.strip()]
+    out = Path(args.out)
+    atomic_write_bytes(out / "fd_curve.json", (json.dumps(curve(rows), indent=1) + "\n").encode())
+    atomic_write_bytes(out / "fd_curve.png", plot(rows))
+    print(json.dumps({k: v for k, v in curve(rows).items() if k != "rows"}))
+
+
+if __name__ == "__main__":
+    main()
