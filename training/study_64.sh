@@ -22,7 +22,8 @@ common=(--resolution 64 --channels 32,64,128,128 --layers_per_block 1 --attentio
         --train_batch_size 32 --learning_rate 2e-4 --lr_warmup_steps 200 --seed 0
         --checkpointing_steps $CHUNK --checkpoints_total_limit 1 --resume_from_checkpoint latest --log_every 25)
 # the step of an arm's exported EMA pipeline (0 before its first chunk)
-step_of() { "$PYTHON" -c "import json,sys;print(json.load(open(sys.argv[1]))['global_step'])" "$1/training_state.json" 2>/dev/null || echo 0; }
+step_of() { "$PYTHON" -c "import json,sys;print(json.load(open(sys.argv[1]))['global_step'])" \
+              "$1/training_state.json" 2>/dev/null || echo 0; }
 while :; do
   # 1. the next target: one chunk past the arm that is behind
   s1=$(step_of runs/s64-shifted); s2=$(step_of runs/s64-cosine)
