@@ -10,13 +10,15 @@ Each event is also an API endpoint (gradio_client):
 
     from gradio_client import Client
     gallery, info, zip_path = Client("http://127.0.0.1:7860/").predict(
-        "face-smiling", 0, 20, "dpmpp_2m", "polynomial", 2.0, 4, 1, 32, 0.0, False, 0, api_name="/generate")
+        "face-smiling", 0, 20, "dpmpp_2m", "polynomial", 2.0, 4, 1, 32, 0.0, False, 1.0, 0,
+        api_name="/generate")
     gallery, info = Client(url).predict("red apple", 0, 4, 5.0, 0.7, "", api_name="/text_to_image")
     caption = Client(url).predict(handle_file("emoji.png"), api_name="/caption")
     original, reconstruction, codes, info = Client(url).predict(handle_file("emoji.png"), api_name="/tokenize")
 
 /generate's values: class, seed (-1 = random), steps, sampler, sigma grid, guidance, batch size, batch count,
-size (32, or 64 with upsample guidance), upsample guidance, batch-invariant, preview every k steps (0 = none;
+size (32, or 64 with upsample guidance), upsample guidance, batch-invariant, skip-tuning rho (1 = off), preview
+every k steps (0 = none;
 previews only matter in a browser). Image k of a run uses seed + k, the image
 `genkit sample --seed SEED` gives for that seed. Every image is a PNG with a `parameters` chunk.
 Bad input is answered with an error naming the parameter, the value and what is allowed; the app keeps serving.

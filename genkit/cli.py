@@ -78,10 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_size_ug(s)
     s.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B",
                    help="images per network call (default 16; at most 1024)")
-    s.add_argument("--no-batch-invariant", dest="batch_invariant", action="store_false",
-                   help="batch the network calls (about 2x faster on a CPU); images may then differ in the last "
-                        "bit of a pixel with --batch-size, since CPU kernels block by batch size. Default: one "
-                        "network call per image, so image k is byte-identical whatever --batch-size")
+    s.add_argument("--batch-invariant", action="store_true",
+                   help="one network call per image: image k is then byte-identical whatever --batch-size (about "
+                        "2x slower on a CPU, far slower on a GPU). Default: batched calls, whose images may differ "
+                        "in the last bit of a pixel between batch sizes (CPU kernels block by batch size); batches "
+                        "are aligned to --seed, so a resume or another process count gives the same bytes")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     s.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     s.add_argument("--restart", action="store_true",

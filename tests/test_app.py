@@ -17,7 +17,7 @@ from genkit.ui.tokenizer import make_tokenize
 from ui_helpers import free_port, gradio_env, tiny_pipe  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
-FORM = ("a", 0, 2, "dpmpp_2m", "polynomial", 2.0, 3, 1, 8, 0.0, False, 0)  # /generate: the form, preview_every
+FORM = ("a", 0, 2, "dpmpp_2m", "polynomial", 2.0, 3, 1, 8, 0.0, False, 1.0, 0)  # /generate: the form, preview_every
 
 
 class served:
@@ -53,27 +53,29 @@ def test_served_app_files_keep_parameters_bad_values_named_keeps_serving(tiny_pi
             assert f"Seed: {k}," in read_parameters(item["image"])    # what the browser downloads has the chunk
         # PNG info: the file's settings come back as the form's values
         out = client.predict(handle_file(gallery[1]["image"]), api_name="/png_info")
-        text, form = out[0], list(out[-11:])            # (the selected tab is not an API value)
-        assert form == ["a", 0, 2, "dpmpp_2m", "polynomial", 2.0, 3, 1, 8, 0.0, False] and "Seed: 1" in text
-        for bad, name in [(("a", 0, 2, "nope", "polynomial", 2.0, 1, 1, 8, 0.0, False, 0), "sampler"),
-                          (("a", 0, 0, "euler", "polynomial", 2.0, 1, 1, 8, 0.0, False, 0), "steps"),
-                          (("a", 0, 2, "euler", "polynomial", 2.0, 9, 1, 8, 0.0, False, 0), "batch_size"),
-                          (("a", 0, 2, "euler", "polynomial", 1e6, 1, 1, 8, 0.0, False, 0), "guidance")]:
+        text, form = out[0], list(out[-12:])            # (the selected tab is not an API value)
+        assert form == ["a", 0, 2, "dpmpp_2m", "polynomial", 2.0, 3, 1, 8, 0.0, False, 1.0] and "Seed: 1" in text
+        for bad, name in [(("a", 0, 2, "nope", "polynomial", 2.0, 1, 1, 8, 0.0, False, 1.0, 0), "sampler"),
+                          (("a", 0, 0, "euler", "polynomial", 2.0, 1, 1, 8, 0.0, False, 1.0, 0), "steps"),
+                          (("a", 0, 2, "euler", "polynomial", 2.0, 9, 1, 8, 0.0, False, 1.0, 0), "batch_size"),
+                          (("a", 0, 2, "euler", "polynomial", 1e6, 1, 1, 8, 0.0, False, 1.0, 0), "guidance")]:
             with pytest.raises(Exception, match=f"{name}=.*is not allowed"):
                 client.predict(*bad, api_name="/generate")
-        gallery, _, _ = client.predict("c", 7, 1, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 0,
+        gallery, _, _ = client.predict("c", 7, 1, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 1.0, 0,
                                        api_name="/generate")
         assert len(gallery) == 1 and gallery[0]["caption"] == "seed 7"          # still serving
 
 
 def test_twenty_concurrent_calls_are_all_served_and_a_full_queue_says_so(tiny_pipe):
     with served(build_demo(tiny_pipe, max_batch_size=4)) as client:
-        jobs = [client.submit("a", k, 2, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 0, api_name="/generate")
+        jobs = [client.submit("a", k, 2, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 1.0, 0,
+                              api_name="/generate")
                 for k in range(20)]
         results = [j.result(timeout=120) for j in jobs]
         assert [r[0][0]["caption"] for r in results] == [f"seed {k}" for k in range(20)]
     with served(build_demo(tiny_pipe, max_batch_size=4, queue_size=1)) as client:
-        jobs = [client.submit("a", k, 60, "heun", "polynomial", 2.0, 2, 2, 8, 0.0, False, 0, api_name="/generate")
+        jobs = [client.submit("a", k, 60, "heun", "polynomial", 2.0, 2, 2, 8, 0.0, False, 1.0, 0,
+                              api_name="/generate")
                 for k in range(6)]
         errors = []
         for j in jobs:
@@ -145,7 +147,7 @@ def test_served_tokenizer_tab(tiny_pipe, tiny_tokenizer, tmp_path):
         with Image.open(original) as im:
             assert im.size == (256, 256)
         assert len(codes["data"]) == 8 and len(codes["data"][0]) == 8 and "codes" in info
-        gallery, _, _ = client.predict("a", 0, 1, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 0,
+        gallery, _, _ = client.predict("a", 0, 1, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 1.0, 0,
                                        api_name="/generate")   # both tabs serve
         assert len(gallery) == 1
     finally:

@@ -59,16 +59,27 @@ def test_png_info_round_trip_regenerates_identical_bytes(tiny_pipe):
     gallery, _, _, _ = run(tiny_pipe, "c", 11, 3, "dpmpp_2m", "logsnr", 1.5, 3, 1)[-1]
     original = open(gallery[2][0], "rb").read()
     form = diffusion.form_values(read_parameters(original), tiny_pipe)   # its batch: batched calls may round
-    assert form == ["c", 11, 3, "dpmpp_2m", "logsnr", 1.5, 3, 1, 8, 0.0, False]   # differently from one alone
+    assert form == ["c", 11, 3, "dpmpp_2m", "logsnr", 1.5, 3, 1, 8, 0.0, False, 1.0]   # differently than alone
     again, _, _, _ = run(tiny_pipe, *form)[-1]
     assert open(again[2][0], "rb").read() == original
     # batch-invariant: the image alone regenerates it
     gallery, _, _, _ = run(tiny_pipe, "c", 11, 3, "dpmpp_2m", "logsnr", 1.5, 3, 1, 8, 0.0, True)[-1]
     original = open(gallery[2][0], "rb").read()
     form = diffusion.form_values(read_parameters(original), tiny_pipe)
-    assert form == ["c", 13, 3, "dpmpp_2m", "logsnr", 1.5, 1, 1, 8, 0.0, True]
+    assert form == ["c", 13, 3, "dpmpp_2m", "logsnr", 1.5, 1, 1, 8, 0.0, True, 1.0]
     again, _, _, _ = run(tiny_pipe, *form)[-1]
     assert len(again) == 1 and open(again[0][0], "rb").read() == original
+
+
+def test_skip_tuning_reaches_the_pipeline_and_the_png(tiny_pipe):
+    gallery, _, _, _ = run(tiny_pipe, "a", 0, 3, "euler", "polynomial", 1.0, 2, 1, 8, 0.0, False, 0.8)[-1]
+    ref = tiny_pipe(batch_size=2, num_inference_steps=3, solver="euler", class_labels="a", skip_tuning=0.8,
+                    generator=[torch.Generator().manual_seed(k) for k in (0, 1)]).images
+    plain = tiny_pipe(batch_size=2, num_inference_steps=3, solver="euler", class_labels="a",
+                      generator=[torch.Generator().manual_seed(k) for k in (0, 1)]).images
+    assert np.array_equal(np.asarray(Image.open(gallery[1][0])), np.asarray(ref[1]))
+    assert not np.array_equal(np.asarray(ref[1]), np.asarray(plain[1]))        # it changes the image
+    assert diffusion.form_values(read_parameters(gallery[1][0]), tiny_pipe)[-1] == 0.8
 
 
 def test_twice_the_size_with_upsample_guidance(tiny_pipe):
@@ -132,6 +143,8 @@ def test_errors_in_the_work_reach_the_handler():
     (("a", 0, 2, "euler", "polynomial", 1.0, 1, 1, 8, 0.5), "upsample_guidance=0.5"),
     (("a", 0, 2, "euler", "polynomial", 1.0, 1, 1, 16, float("inf")), "upsample_guidance=inf"),
     (("a", 0, 2, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, "yes"), "batch_invariant='yes'"),
+    (("a", 0, 2, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 0.05), "skip_tuning=0.05"),
+    (("a", 0, 2, "DDIM (diffusers)", "polynomial", 1.0, 1, 1, 8, 0.0, False, 0.8), "skip_tuning=0.8"),
 ])
 def test_bad_input_is_a_message_naming_the_parameter(tiny_pipe, form, name):
     import gradio as gr

@@ -28,7 +28,7 @@ def test_images_are_genkit_draws_and_carry_their_parameters(tiny_mm):
     (("", 0, 1, 2.0), "prompt=''"), (("a", 0, 5, 2.0), "num_images=5"), (("a", -1, 1, 2.0), "seed=-1"),
     (("a", 0, 1, -2.0), "guidance=-2.0"), (("a", 0, 1, 1e6), "guidance=1000000.0"),
     (("a", 0, 1, float("nan")), "guidance=nan"), (("a", 0, 1, 2.0, -1.0), "temperature=-1.0"),
-    (("a", 0, 1, 2.0, 2.0), "temperature=2.0"),
+    (("a", 0, 1, 2.0, 2.0), "temperature=2.0"), ((["a", "b"], 0, 1, 2.0), "prompt=\\['a', 'b'\\]"),
     (("a", 0, 1, 2.0, 0.7, "y" * 300), "negative_prompt has 300 UTF-8 bytes")])
 def test_bad_input_is_named_with_the_sliders_bounds(tiny_mm, args, name):
     import gradio as gr
@@ -74,7 +74,7 @@ def test_served_text_and_image_tab(tiny_pipe, tiny_mm, tmp_path):
         for bad, name in [(("", 0, 1, 2.0, 1.0, ""), "prompt=''"), (("a", 0, 1, 1e6, 0.7, ""), "guidance=")]:
             with pytest.raises(Exception, match=name):
                 client.predict(*bad, api_name="/text_to_image")
-        gallery, _, _ = client.predict("a", 0, 1, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 0,
+        gallery, _, _ = client.predict("a", 0, 1, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 1.0, 0,
                                        api_name="/generate")
         assert len(gallery) == 1                                                       # still serving
     finally:

@@ -61,7 +61,7 @@ def run_app(args) -> dict:
     try:
         # 1. Diffusion tab: /generate (previews off) vs the same pipeline call in a script
         form = ("face-smiling" if "face-smiling" in (pipe.config.class_names or []) else "(unconditional)",
-                0, args.steps, "dpmpp_2m", "polynomial", 2.0, args.batch_size, 1, 0, 0.0, False)
+                0, args.steps, "dpmpp_2m", "polynomial", 2.0, args.batch_size, 1, 0, 0.0, False, 1.0)
         s = validate(pipe, *form, max_batch_size=max(16, args.batch_size))  # (size 0 = the trained size)
         sampler = Sampler(pipe)
         med = _median_pair(args.repeats, {

@@ -77,11 +77,11 @@ def draw_parameters(args, model_hash: str, prompt: str, k: int) -> str:
 
 
 def run_draw(args) -> None:
-    from genkit.sampling import SOLVERS
+    from genkit.sampling import solver_names
     from pipelines.multimodal import MAX_CANDIDATES, MAX_IMAGES_PER_PROMPT
 
     prompts = read_prompts(args.prompt, args.prompts_file)  # checks that need no model: before the load
-    check_choice("--solver", args.solver, SOLVERS)
+    check_choice("--solver", args.solver, solver_names(predictor=False))  # as the pipeline allows
     if args.num > MAX_IMAGES_PER_PROMPT:
         bad("--num", args.num, f"an int in [1, {MAX_IMAGES_PER_PROMPT}]")
     if args.num * args.rerank > MAX_CANDIDATES:

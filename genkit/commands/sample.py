@@ -82,11 +82,14 @@ def check_batch_size(batch_size: int) -> None:
         bad("--batch-size", batch_size, f"an int in [1, {MAX_BATCH_SIZE}]")
 
 
-def my_share(first: int, num: int, rank: int, world: int) -> range:
-    """This process's contiguous block of seeds first..first+num-1 (accelerate's split, without a list)."""
-    per, extra = divmod(num, world)
-    start = first + rank * per + min(rank, extra)
-    return range(start, start + per + (rank < extra))
+def my_batches(first: int, num: int, batch_size: int, rank: int, world: int):
+    """This process's batches of the seeds first..first+num-1: blocks [first + k B, first + (k + 1) B), k = rank,
+    rank + world, ... Aligned to the run's first seed, a batch holds the same seeds whatever the process count
+    and on every resume, so batched images are the same bytes too (a batch's last bits depend on its
+    neighbours). Streamed: a range per batch, never a list of all seeds."""
+    end = first + num
+    for start in range(first + rank * batch_size, end, world * batch_size):
+        yield range(start, min(start + batch_size, end))
 
 
 def sweep_temp_files(out: Path) -> int:
@@ -137,11 +140,18 @@ def png_parameters(pipe, args, cls: str, solver: str, size_kw: dict | None = Non
         common.update({"Upsample guidance": size_kw["upsample_guidance_scale"], "UG window": f"{lo:g}-{hi:g}"})
     # batch-invariant images regenerate alone (the app's PNG info sets batch size 1); others need their batch
     invariant = {"Batch invariant": True} if getattr(args, "batch_invariant", False) else {}
+    first, size = args.seed, args.batch_size
+
+    def batch_of(seed: int) -> dict:  # batched: the aligned batch (sample.my_batches) that drew this seed
+        if invariant:
+            return {}
+        start = first + (seed - first) // size * size
+        return {"Batch size": min(size, first + args.num - start), "Batch pos": seed - start}
 
     def text(seed: int) -> str:
         ids = class_ids_for(pipe, cls, [seed])
         return format_parameters("(unconditional)" if ids is None else names[ids[0]],
-                                 diffusion_settings(seed=seed, **common, **invariant))
+                                 diffusion_settings(seed=seed, **common, **invariant, **batch_of(seed)))
 
     return text
 
@@ -184,18 +194,21 @@ def _sample(args, state) -> None:
 
     name = lambda s: out / f"{s:06d}.png"  # noqa: E731
     t0 = time.time()
-    mine = my_share(args.seed, args.num, state.process_index, state.num_processes)
-    todo = (s for s in mine if not name(s).exists())  # resume: skip what is already written; streamed
-    bar = tqdm(total=len(mine), desc=f"sampling (rank {state.process_index})", unit="img",
+    mine = lambda: my_batches(args.seed, args.num, args.batch_size, state.process_index,  # noqa: E731
+                              state.num_processes)
+    bar = tqdm(total=sum(map(len, mine())), desc=f"sampling (rank {state.process_index})", unit="img",
                disable=not state.is_local_main_process)
-    bar.update(sum(1 for s in mine if name(s).exists()))
     text = png_parameters(pipe, args, cls, solver, size_kw)
-    for batch, x in generate(pipe, todo, args.batch_size, cls, device, info, num_inference_steps=args.steps,
-                             solver=solver, grid=args.grid, guidance_scale=args.guidance,
-                             batch_invariant=invariant, **size_kw, **method_kwargs(args)):
-        for s, img in zip(batch, to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()):
-            save_png_atomic(Image.fromarray(img), name(s), text(s))
-        bar.update(len(batch))
+    for seeds in mine():
+        missing = [s for s in seeds if not name(s).exists()]  # resume: a batch is redrawn whole, its gaps written
+        if missing:
+            batch, x = next(generate(pipe, seeds, len(seeds), cls, device, info, num_inference_steps=args.steps,
+                                     solver=solver, grid=args.grid, guidance_scale=args.guidance,
+                                     batch_invariant=invariant, **size_kw, **method_kwargs(args)))
+            for s, img in zip(batch, to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()):
+                if s in missing:
+                    save_png_atomic(Image.fromarray(img), name(s), text(s))
+        bar.update(len(seeds))
     bar.close()
     state.wait_for_everyone()
     if state.is_main_process:

@@ -3,11 +3,11 @@ grid, guidance, batch size and count -> images that stream in as they form, with
 the batch and a history that restores its settings.
 
 API endpoint /generate (gradio_client), the form's values in order (class, seed, steps, sampler, grid, guidance,
-batch size, batch count, size, upsample guidance, batch-invariant, preview every k steps); it returns the final
-gallery, info and zip:
+batch size, batch count, size, upsample guidance, batch-invariant, skip-tuning rho, preview every k steps); it
+returns the final gallery, info and zip:
 
     gallery, info, zip_path = Client(url).predict("face-smiling", 0, 20, "dpmpp_2m", "polynomial", 2.0, 4, 1,
-                                                  32, 0.0, False, 0, api_name="/generate")
+                                                  32, 0.0, False, 1.0, 0, api_name="/generate")
 
 Image j of batch b has seed + b * batch_size + j, so it is the image `genkit sample --seed` gives for that seed.
 """
@@ -27,6 +27,7 @@ import gradio as gr
 
 from genkit.checks import bad, check_choice, check_float, check_int
 from genkit.png_info import diffusion_settings, fingerprint, format_parameters, parse_parameters, png_bytes
+from genkit.skip_tuning import RHO_RANGE
 
 from . import options as opt
 from .runner import Stops
@@ -52,20 +53,21 @@ class Settings:
     size: int = 0                # height = width; 0 = the UNet's own size
     upsample_guidance: float = 0.0   # upsample guidance scale at sizes above the trained one (0 = off)
     batch_invariant: bool = False    # each image alone through the net: the same bytes in any batch, ~2x slower
+    skip_tuning: float = 1.0         # rho_bottom of skip-tuning (1 = off): UNet skips scaled, for few steps
 
     def seeds(self, b: int) -> list[int]:
         return [self.seed + b * self.batch_size + j for j in range(self.batch_size)]
 
 
 def validate(pipe, class_name, seed, steps, sampler, grid, guidance, batch_size, batch_count, size=None,
-             upsample_guidance=0.0, batch_invariant=False, max_batch_size: int = 16) -> Settings:
+             upsample_guidance=0.0, batch_invariant=False, skip_tuning=1.0, max_batch_size: int = 16) -> Settings:
     """The form's raw values -> Settings, or a ValueError naming the parameter, its value and what is allowed."""
     class_name = check_choice("class", class_name, opt.class_choices(pipe))
     batch_size = as_int("batch_size", batch_size, 1, max_batch_size)
     batch_count = as_int("batch_count", batch_count, 1, opt.MAX_BATCH_COUNT)
     seed = as_int("seed", seed, opt.RANDOM_SEED, opt.MAX_SEED - batch_size * batch_count + 1)
     steps = as_int("steps", steps, 1, opt.MAX_STEPS)
-    sampler = check_choice("sampler", sampler, opt.sampler_choices(pipe.config._name_or_path))
+    sampler = check_choice("sampler", sampler, opt.sampler_choices(opt.model_dir(pipe)))
     grid = check_choice("grid", grid, opt.grid_names())
     guidance = check_float("guidance", guidance, 0, opt.MAX_GUIDANCE)
     native = pipe.unet.config.sample_size
@@ -75,6 +77,9 @@ def validate(pipe, class_name, seed, steps, sampler, grid, guidance, batch_size,
         bad("upsample_guidance", upsample_guidance, f"0 at the trained size {native}: it needs a larger size "
             f"({', '.join(map(str, opt.sizes(pipe)[1:]))})")
     batch_invariant = check_choice("batch_invariant", batch_invariant, (True, False))
+    skip_tuning = check_float("skip_tuning", skip_tuning, *RHO_RANGE)
+    if skip_tuning != 1.0 and sampler in opt.DIFFUSERS_SCHEDULERS:
+        bad("skip_tuning", skip_tuning, "1 (off) with diffusers' schedulers (a genkit solver applies it)")
     if seed == opt.RANDOM_SEED:
         seed = secrets.randbelow(2**32)
     conditional = class_name != opt.UNCONDITIONAL and pipe.num_classes > 0
@@ -82,7 +87,7 @@ def validate(pipe, class_name, seed, steps, sampler, grid, guidance, batch_size,
         bad("upsample_guidance", upsample_guidance, "0 with diffusers' schedulers (a genkit solver applies it)")
     return Settings(class_name, seed, steps, sampler, None if sampler in opt.DIFFUSERS_SCHEDULERS else grid,
                     guidance if conditional else 1.0, batch_size, batch_count, size, upsample_guidance,
-                    batch_invariant)
+                    batch_invariant, skip_tuning)
 
 
 class Sampler:
@@ -117,7 +122,8 @@ class Sampler:
                     solver=None if diffusers_loop else s.sampler, grid=s.grid, guidance_scale=s.guidance,
                     class_labels=None if s.class_name == opt.UNCONDITIONAL else s.class_name, generator=gens,
                     height=s.size, width=s.size, upsample_guidance_scale=s.upsample_guidance,
-                    batch_invariant=s.batch_invariant, callback_on_step_end=on_step,
+                    batch_invariant=s.batch_invariant, skip_tuning=None if s.skip_tuning == 1.0 else s.skip_tuning,
+                    callback_on_step_end=on_step,
                     callback_on_step_end_tensor_inputs=["latents"] if diffusers_loop else ["denoised"])
 
 
@@ -129,7 +135,8 @@ def parameters_text(s: Settings, seed: int, batch_pos: int, model_hash: str, mod
     return format_parameters(s.class_name, diffusion_settings(
         steps=s.steps, solver=s.sampler, grid=s.grid, guidance=s.guidance, seed=seed, size=s.size,
         model_hash=model_hash, model=model, **({"Upsample guidance": s.upsample_guidance}
-                                               if s.upsample_guidance else {}), **batch))
+                                               if s.upsample_guidance else {}),
+        **({"Skip tuning": s.skip_tuning} if s.skip_tuning != 1.0 else {}), **batch))
 
 
 def form_values(text: str, pipe) -> list:
@@ -145,7 +152,7 @@ def form_values(text: str, pipe) -> list:
     values = [prompt, int(kv["Seed"]) - pos, int(kv["Steps"]), kv["Sampler"],
               grid if grid in opt.grid_names() else pipe.scheduler.config.get("grid", opt.grid_names()[0]),
               float(kv["CFG scale"]), size, 1, int(kv.get("Size", "0x0").split("x")[0]),
-              float(kv.get("Upsample guidance", 0.0)), invariant]
+              float(kv.get("Upsample guidance", 0.0)), invariant, float(kv.get("Skip tuning", 1.0))]
     validate(pipe, *values, max_batch_size=max(size, 1))
     return values
 
@@ -169,11 +176,11 @@ def make_generate(pipe, stops: Stops | None = None, max_batch_size: int = 16, mo
     root = Path(out_dir or os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()) / "genkit-images"
 
     def generate(class_name, seed, steps, sampler_name, grid, guidance, batch_size, batch_count, size=None,
-                 upsample_guidance=0.0, batch_invariant=False, preview_every=1, history=None,
+                 upsample_guidance=0.0, batch_invariant=False, skip_tuning=1.0, preview_every=1, history=None,
                  request: gr.Request = None, progress=gr.Progress()):
         try:
             s = validate(pipe, class_name, seed, steps, sampler_name, grid, guidance, batch_size, batch_count,
-                         size, upsample_guidance, batch_invariant, max_batch_size)
+                         size, upsample_guidance, batch_invariant, skip_tuning, max_batch_size)
             preview_every = as_int("preview_every", preview_every, 0, opt.MAX_STEPS)
         except ValueError as e:
             raise gr.Error(str(e), print_exception=False) from None
@@ -268,8 +275,9 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
                                  label="Seed (-1 = random; image k uses seed + k)", elem_id="seed")
                 reuse = gr.Button("♻ Reuse", scale=1, min_width=60, elem_id="reuse_seed")
             steps = gr.Slider(1, opt.MAX_STEPS, value=20, step=1, label="Steps", elem_id="steps")
-            sampler = gr.Dropdown(opt.sampler_choices(pipe.config._name_or_path), value=pipe.scheduler.config.get("solver", "dpmpp_2m"),
-                                  label="Sampler (genkit solvers; diffusers' schedulers)", elem_id="sampler")
+            sampler = gr.Dropdown(opt.sampler_choices(opt.model_dir(pipe)),
+                                  value=pipe.scheduler.config.get("solver", "dpmpp_2m"), elem_id="sampler",
+                                  label="Sampler (genkit solvers, AMED arms with a predictor; diffusers' schedulers)")
             grid = gr.Dropdown(opt.grid_names(), value=pipe.scheduler.config.get("grid", opt.grid_names()[0]),
                                label="Sigma grid (genkit solvers)", elem_id="grid")
             guidance = gr.Slider(0, opt.MAX_GUIDANCE, value=2.0, step=0.1, label="Guidance (1 = off)",
@@ -279,6 +287,8 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
                                        elem_id="batch_size")
                 batch_count = gr.Slider(1, opt.MAX_BATCH_COUNT, value=1, step=1, label="Batch count",
                                         elem_id="batch_count")
+            skip = gr.Slider(RHO_RANGE[0], RHO_RANGE[1], value=1.0, step=0.01, elem_id="skip_tuning",
+                             label="Skip-tuning rho (1 = off; below 1 scales the UNet's skips: for few steps)")
             with gr.Accordion("Size and batch invariance", open=False):
                 size = gr.Dropdown(opt.sizes(pipe), value=pipe.unet.config.sample_size, elem_id="size",
                                    label="Size (2x the trained size: use upsample guidance)")
@@ -299,7 +309,7 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
             download = gr.File(label="Download all (zip, PNGs with their parameters)", elem_id="zip")
     with gr.Accordion("History (this session; click an image to restore its settings)", open=False):
         history_gallery = gr.Gallery(columns=8, height="auto", elem_id="history", elem_classes="pixelated")
-    form = [cls, seed, steps, sampler, grid, guidance, batch_size, batch_count, size, upsample, invariant]
+    form = [cls, seed, steps, sampler, grid, guidance, batch_size, batch_count, size, upsample, invariant, skip]
 
     # preprocess=False: the handler gets the raw values and checks them itself, so a bad value sent through the
     # API is answered with the parameter's name rather than the components' anonymous range errors.

@@ -3,13 +3,15 @@ class names, and the bounds every slider and the API share (one number in one pl
 
 from __future__ import annotations
 
+from genkit.checks import LIMITS
+
 UNCONDITIONAL = "(unconditional)"
 DEFAULT_CLASS = "face-smiling"
-MAX_STEPS = 100
-MAX_GUIDANCE = 8.0
+MAX_STEPS = 100           # a request is interactive
+MAX_GUIDANCE = 8.0        # the guidance sliders (and the API: it takes the sliders' bounds)
+MAX_SEED = LIMITS["seed"]
 MAX_BATCH_COUNT = 16
 MAX_UPSAMPLE_GUIDANCE = 2.0  # the slider's end; the paper's useful range is well inside it
-MAX_SEED = 2**63 - 1
 RANDOM_SEED = -1          # A1111's convention: -1 draws a fresh seed, shown in the result
 QUEUE_SIZE = 64           # queue(max_size): beyond it a caller is told the queue is full, not left hanging
 HISTORY_SIZE = 64         # past images kept per browser session
@@ -32,6 +34,11 @@ def grid_names() -> list[str]:
     from genkit.sampling import GRIDS
 
     return list(GRIDS)
+
+
+def model_dir(pipe) -> str | None:
+    """The folder a pipeline was loaded from (where AMED predictors live); None for one built in memory."""
+    return pipe.config.get("_name_or_path") or None
 
 
 def sampler_choices(model_dir=None) -> list[str]:

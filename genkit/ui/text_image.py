@@ -20,13 +20,13 @@ from pathlib import Path
 # pass the session and the selected item (so no `from __future__ import annotations` here).
 import gradio as gr
 
-from genkit.checks import check_float, check_text
+from genkit.checks import LIMITS, check_float, check_text
 from genkit.png_info import draw_settings, fingerprint, format_parameters, parse_parameters, png_bytes
 
 from .diffusion import as_int
 from .options import MAX_SEED
 
-MAX_IMAGES = 16
+MAX_IMAGES = LIMITS["app_images"]  # 16
 MAX_GUIDANCE = 8.0
 MAX_TEMPERATURE = 1.5
 
