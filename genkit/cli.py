@@ -295,8 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cu = esub.add_parser("curve", help="FD-OpenMoji of every saved checkpoint of training runs: a curve per run "
                                        "(JSON + PNG), FD ratios at equal steps with paired bootstrap intervals",
-                         description="For each --run (a train_diffusion.py output_dir) and each checkpoint-N/ in it: "
-                                     "load its EMA weights (read-only), sample the fixed seeds K..K+N-1 at the run's "
+                         description="For each --run (a train_diffusion.py output_dir) and each snapshots/step-N/ "
+                                     "(EMA pipeline folders, as training/study_64.sh writes them) or checkpoint-N/ "
+                                     "with no snapshot of its step (ema_unet.safetensors; old pickles only with "
+                                     "weights_only=True) in it: load its EMA weights (read-only), sample the fixed seeds K..K+N-1 at the run's "
                                      "resolution, FD-OpenMoji vs the train reference with a bootstrap 95%% interval "
                                      "and class accuracy. Rerun as training goes on: measured checkpoints are "
                                      "cached in FILE.json. FILE.png plots the curves.")

@@ -120,7 +120,9 @@ def test_v_denoiser_is_exact_for_an_oracle_network():
     eps = torch.randn(3, 3, 8, 8)
 
     class Oracle(torch.nn.Module):
-        dtype = torch.float32
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))   # the denoiser reads the net's dtype from it
 
         def forward(self, x_vp, t, class_labels=None):
             logsnr = 15 - t * 30 / 1000                               # inverse of logsnr_to_c_noise

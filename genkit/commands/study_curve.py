@@ -2,10 +2,15 @@
 
     genkit eval curve --run shifted=runs/s64-shifted --run cosine=runs/s64-cosine --num 500 --out study64.json
 
-A run is a train_diffusion.py output_dir: a pipeline folder (config, scheduler, class names) with checkpoint-N/
-folders beside it, each holding the EMA weights (accelerate's custom_checkpoint_0.pkl: EMAModel.state_dict();
-model.safetensors, the raw weights, when the run has no EMA). The folders are only read, never written, so a
-run can be measured while it trains (a checkpoint pruned under our feet is skipped and retried next time).
+A run is a train_diffusion.py output_dir: a pipeline folder (config, scheduler, class names). Its points are
+  snapshots/step-N/   full EMA pipeline folders (training/study_64.sh copies one after each chunk): the primary
+                      source, since runs with --checkpoints_total_limit 1 keep only their latest checkpoint-N;
+  checkpoint-N/       for a step with no snapshot: the EMA as ema_unet.safetensors (+ .json; the format of
+                      genkit/training/checkpoint.py), else an old custom_checkpoint_0.pkl read with
+                      torch.load(weights_only=True) only (nothing is ever unpickled), else model.safetensors (raw
+                      weights, a run without EMA).
+The folders are only read, never written, so a run can be measured while it trains (a checkpoint pruned under
+our feet is skipped and retried next time; a snapshot being copied is still named step-N.tmp and not read).
 
 Every checkpoint samples the same fixed seeds K..K+N-1 (class cycle, the model's guidance, same solver and steps)
 at the run's own resolution; FD against the train reference of that resolution with a bootstrap 95% interval,
@@ -20,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickle
 import time
 from pathlib import Path
 
@@ -33,7 +39,8 @@ from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, load_
                      resolve_conditioning)
 from .evaluate import batched_features, load_classifier, load_features, resolve_ref
 
-EMA_FILE, RAW_FILE = "custom_checkpoint_0.pkl", "model.safetensors"
+EMA_FILE, LEGACY_EMA_FILE, RAW_FILE = "ema_unet.safetensors", "custom_checkpoint_0.pkl", "model.safetensors"
+SNAPSHOT_FILE = "unet/diffusion_pytorch_model.safetensors"
 
 
 def parse_runs(items) -> dict[str, Path]:
@@ -51,28 +58,59 @@ def parse_runs(items) -> dict[str, Path]:
     return runs
 
 
+def _numbered(folder: Path, prefix: str) -> dict[int, Path]:
+    """{N: folder/PREFIX-N} for the folders named PREFIX-N with N an int (not step-N.tmp, not .tmp-checkpoint-N)."""
+    out = {}
+    for p in folder.glob(f"{prefix}-*"):
+        tail = p.name[len(prefix) + 1:]
+        if p.is_dir() and tail.isdigit():
+            out[int(tail)] = p
+    return out
+
+
 def checkpoints(run: Path) -> list[tuple[int, Path]]:
-    out = [(int(p.name.split("-")[1]), p) for p in run.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
-    return sorted(out)
+    """(step, folder) in step order: every snapshots/step-N, and every checkpoint-N whose step has no snapshot."""
+    points = _numbered(run, "checkpoint")
+    points.update(_numbered(run / "snapshots", "step"))  # a snapshot wins over the checkpoint of the same step
+    return sorted(points.items())
 
 
-def load_checkpoint_weights(pipe, ckpt: Path) -> str:
-    """Copy a checkpoint's EMA weights (else its raw weights) into pipe.unet; returns a fingerprint of the file."""
-    ema = ckpt / EMA_FILE
-    if ema.is_file():
-        data = ema.read_bytes()
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        params = list(pipe.unet.parameters())
-        shadow = state["shadow_params"]
-        if len(shadow) != len(params):
-            raise ValueError(f"{ema} holds {len(shadow)} EMA tensors, the run's UNet has {len(params)} parameters")
-        with torch.no_grad():
-            for p, s in zip(params, shadow):
-                p.copy_(s.to(p.device, p.dtype))
+def _copy_into(params: list, tensors: list, source: Path) -> None:
+    if len(tensors) != len(params):
+        raise ValueError(f"{source} holds {len(tensors)} EMA tensors, the run's UNet has {len(params)} parameters")
+    with torch.no_grad():
+        for p, t in zip(params, tensors):
+            if p.shape != t.shape:
+                raise ValueError(f"{source}: an EMA tensor of shape {tuple(t.shape)} for a UNet parameter of shape "
+                                 f"{tuple(p.shape)} (a run of another architecture?)")
+            p.copy_(t.to(p.device, p.dtype))
+
+
+def load_checkpoint_weights(pipe, folder: Path) -> str:
+    """Copy the EMA weights of a snapshot or checkpoint folder into pipe.unet; returns a fingerprint of the file.
+
+    snapshots/step-N: unet/diffusion_pytorch_model.safetensors (a state dict); checkpoint-N: ema_unet.safetensors
+    (shadow tensors "0".."P-1" in parameter order), else custom_checkpoint_0.pkl (weights_only), else
+    model.safetensors (raw weights). Files are read into memory once, so one that vanishes mid-read raises OSError."""
+    from safetensors.torch import load as load_safetensors
+
+    for name in (SNAPSHOT_FILE, EMA_FILE, LEGACY_EMA_FILE, RAW_FILE):
+        if (folder / name).is_file():
+            break
     else:
-        from safetensors.torch import load as load_safetensors
-
-        data = (ckpt / RAW_FILE).read_bytes()
+        raise FileNotFoundError(f"{folder} holds none of {SNAPSHOT_FILE}, {EMA_FILE}, {LEGACY_EMA_FILE}, {RAW_FILE}")
+    data = (folder / name).read_bytes()
+    if name == EMA_FILE:
+        shadow = load_safetensors(data)
+        _copy_into(list(pipe.unet.parameters()), [shadow[str(i)] for i in range(len(shadow))], folder / name)
+    elif name == LEGACY_EMA_FILE:  # tensors and numbers only: weights_only refuses anything else
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            bad("checkpoint", str(folder / name), "an EMA state dict of tensors and numbers (torch.load with "
+                f"weights_only=True refused it: {str(e).splitlines()[0]})")
+        _copy_into(list(pipe.unet.parameters()), state["shadow_params"], folder / name)
+    else:  # a diffusers state dict (snapshot) or accelerate's raw model weights
         pipe.unet.load_state_dict(load_safetensors(data))
     return hashlib.sha256(data).hexdigest()[:12]
 
@@ -141,7 +179,7 @@ def run_curve(args) -> dict:
             key = f"{name}@{step}"
             try:
                 sha = load_checkpoint_weights(pipe, ckpt)
-            except (OSError, FileNotFoundError) as e:  # pruned by the training job while we read it
+            except OSError as e:  # a checkpoint pruned by the training job while we read it
                 print(f"skipped {ckpt}: {e}")
                 continue
             if arm["points"].get(str(step), {}).get("sha") == sha and key in cache:
@@ -149,8 +187,8 @@ def run_curve(args) -> dict:
             t0 = time.perf_counter()
             feats, acc = measure(pipe, seeds, cls, guidance, args, device, net, ref, classifier)
             cache[key] = feats
-            arm["points"][str(step)] = {"step": step, "sha": sha, **fd_with_interval(feats, ref, args.bootstrap,
-                                                                                      args.seed),
+            arm["points"][str(step)] = {"step": step, "source": ckpt.relative_to(run).as_posix(), "sha": sha,
+                                        **fd_with_interval(feats, ref, args.bootstrap, args.seed),
                                         "class_accuracy": None if acc is None else round(acc, 4),
                                         "seconds": round(time.perf_counter() - t0, 2)}
             _save_features(feats_path, cache)
