@@ -11,8 +11,10 @@ float check.
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
+import re
 from typing import NoReturn
 
 
@@ -155,3 +157,29 @@ def float_arg(flag: str, lo: float | None = None, hi: float | None = None):
 
 def seed_arg(flag: str = "--seed"):
     return _arg(check_seed, flag)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag prints one line (no usage block) and exits 2, in the format above:
+
+        train_vq.py: error: --seed='abc' is not allowed: an int in [0, ...]
+
+    Used by the genkit CLI and every training script. A plain `type=int` / `type=float` becomes int_arg /
+    float_arg (no bounds; the script's check_args holds the ranges), `--seed` becomes seed_arg, so argparse's
+    own "invalid int value" message never shows and NaN/inf are refused where they are typed."""
+
+    def add_argument(self, *flags, **kwargs):
+        flag = max(flags, key=len) if flags else ""
+        if flag.startswith("-") and kwargs.get("type") in (int, float):
+            kind = kwargs["type"]
+            kwargs["type"] = (seed_arg(flag) if kind is int and flag == "--seed"
+                              else int_arg(flag, None) if kind is int else float_arg(flag))
+        return super().add_argument(*flags, **kwargs)
+
+    def error(self, message):
+        # "argument --steps: --steps=0 is not allowed: ..." -> "--steps=0 is not allowed: ..." (one format)
+        message = re.sub(r"^argument [^:]+: (--[\w-]+=)", r"\1", message)
+        message = re.sub(r"^argument (--[\w-]+): expected one argument$",
+                         r"\1 is missing its value (write \1=VALUE for a value that starts with '-', e.g. \1=-1)",
+                         message)
+        self.exit(2, f"{self.prog.split()[0]}: error: {' '.join(message.split())}\n")

@@ -22,11 +22,10 @@ never accepted. Limits per request: {limits}.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
 from . import __version__
-from .checks import LIMITS, float_arg, int_arg, limits_text, seed_arg
+from .checks import LIMITS, OneLineParser, float_arg, int_arg, limits_text, seed_arg
 
 
 # upper bounds by flag name, from the one table in genkit/checks.py
@@ -43,20 +42,8 @@ def _nonneg_int(name):
     return seed_arg(f"--{name}") if name == "seed" else int_arg(f"--{name}", 0)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag prints one line (no usage block), like the errors raised by the commands."""
-
-    def error(self, message):
-        # "argument --steps: --steps=0 is not allowed: ..." -> "--steps=0 is not allowed: ..." (one format)
-        message = re.sub(r"^argument [^:]+: (--[\w-]+=)", r"\1", message)
-        message = re.sub(r"^argument (--[\w-]+): expected one argument$",
-                         r"\1 is missing its value (write \1=VALUE for a value that starts with '-', e.g. \1=-1)",
-                         message)
-        self.exit(2, f"genkit: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="genkit", description="genkit: pixel-space diffusion toolkit",
+    p = OneLineParser(prog="genkit", description="genkit: pixel-space diffusion toolkit",
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.format(limits=limits_text()))
     p.add_argument("--version", action="version", version=f"genkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

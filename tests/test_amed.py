@@ -158,7 +158,7 @@ def test_train_and_sample_on_a_plain_ddpm_folder(tmp_path):
 
 def test_train_amed_flags_are_checked():
     for flags, match in ((["--solver", "euler"], "--solver='euler' is not allowed: one of amed"),
-                         (["--nfe", "0"], "--nfe=0"), (["--learning_rate", "nan"], "--learning_rate=nan"),
+                         (["--nfe", "0"], "--nfe=0"), (["--learning_rate", "2"], "--learning_rate=2.0"),
                          (["--teacher", "amed"], "--teacher='amed'")):
         with pytest.raises(ValueError, match=match):
             parse_args(["--model", "m", *flags])

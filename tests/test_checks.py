@@ -165,10 +165,9 @@ def test_decompression_bomb_is_one_line(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv, flag", [
-    (["--learning_rate", "inf"], "--learning_rate=inf"), (["--max_grad_norm", "nan"], "--max_grad_norm=nan"),
+    (["--learning_rate", "20"], "--learning_rate=20.0"), (["--max_grad_norm", "0"], "--max_grad_norm=0.0"),
     (["--log_every", "0"], "--log_every=0"), (["--attention_head_dim", "0"], "--attention_head_dim=0"),
-    (["--attention_head_dim", "48"], "--attention_head_dim=48"), (["--seed", str(2**64)], "--seed="),
-    (["--cond_drop", "nan"], "--cond_drop=nan")])
+    (["--attention_head_dim", "48"], "--attention_head_dim=48"), (["--cond_drop", "1.0"], "--cond_drop=1.0")])
 def test_training_flags_use_the_same_checks(tmp_path, argv, flag):
     from training.train_diffusion import parse_args
 
@@ -176,12 +175,20 @@ def test_training_flags_use_the_same_checks(tmp_path, argv, flag):
         parse_args(["--output_dir", str(tmp_path), *argv])
 
 
-def test_training_scripts_refuse_non_finite_floats(tmp_path):
-    from training import train_features, train_mm, train_vq
+@pytest.mark.parametrize("argv, msg", [
+    (["--learning_rate", "inf"], "--learning_rate=inf is not allowed"),
+    (["--max_grad_norm", "nan"], "--max_grad_norm=nan is not allowed"),
+    (["--cond_drop", "nan"], "--cond_drop=nan is not allowed"),
+    (["--seed", str(2**64)], f"--seed={2**64} is not allowed")])
+def test_training_parsers_refuse_non_finite_floats_and_huge_seeds_in_one_line(tmp_path, capsys, argv, msg):
+    """genkit.checks.OneLineParser: refused where typed, exit 2, the CLI's one-line format (every script:
+    tests/test_training_flags.py)."""
+    from training.train_diffusion import parse_args
 
-    for script in (train_mm, train_vq, train_features):
-        with pytest.raises(ValueError, match=r"^--learning_rate=nan is not allowed"):
-            script.parse_args(["--output_dir", str(tmp_path), "--learning_rate", "nan"])
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--output_dir", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and msg in err and err.count("\n") == 1, err
 
 
 def test_app_text_to_image_refuses_a_prompt_list_and_non_finite_numbers():

@@ -71,27 +71,64 @@ def outcome(call, names):
         return None
 
 
+# the pixel pipeline's sizes, upsample guidance, AMED and skip-tuning, as careless callers send them
+# each: (values that work, careless values)
+NEW_ARGS = {
+    "height": ([16, 16, 8, None], [24, 12, 4, 6, 0, -8, 10**6, 8.0, "16", True, float("nan")]),
+    "width": ([16, 8, None, 24], [12, 6, 0, 10**6, 16.0, "8", float("inf")]),
+    "upsample_guidance_scale": ([1.0, 2.5, 0.0], [-1.0, 1e9, float("nan"), float("inf"), None, "1", True]),
+    "upsample_guidance_window": ([(0.0, 1.0), (0.5, 1.0), [0.0, 0.3]],
+                                 [(1.0, 0.0), (0.2,), "0-1", (float("nan"), 1.0), (0.0, float("inf")), None]),
+    "amed_predictor": ([None], ["/nonexistent/predictor", 3]),
+    "skip_tuning": ([None, False, 1.0, 0.9, 0.75], [True, 1.5, 0.0, "1", float("nan")]),
+    "skip_sigma_range": ([None, (0.1, 10.0)], [(10.0, 0.1), (float("nan"), 1.0), (1.0,)]),
+}
+new_args = st.sampled_from([None, *NEW_ARGS]).flatmap(  # all valid, or one of them careless
+    lambda broken: st.fixed_dictionaries({k: st.sampled_from(bad if k == broken else good)
+                                          for k, (good, bad) in NEW_ARGS.items()}))
+any_new_args = st.fixed_dictionaries({}, optional={k: st.sampled_from(good + bad)
+                                                   for k, (good, bad) in NEW_ARGS.items()})
+
+
 @settings(max_examples=60, **SETTINGS)
 @given(batch_size=ints, steps=ints, guidance=floats,
        labels=st.one_of(st.none(), st.integers(-1, 4), st.sampled_from(["a", "b", "zz", "2", 1.5, [0, 1]])),
-       solver=st.sampled_from([None, "euler", "heun", "dpmpp_2m", "rk4", ""]),
+       solver=st.sampled_from([None, "euler", "heun", "dpmpp_2m", "rk4", "", "amed"]),
        sigmas=st.one_of(st.none(), st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=4)),
-       output_type=st.sampled_from(["np", "pt", "pil", "latent", "jpg"]))
+       output_type=st.sampled_from(["np", "pt", "pil", "latent", "jpg"]), new=any_new_args)
 def test_pixel_pipeline_gives_finite_images_or_a_named_value_error(pipe, batch_size, steps, guidance, labels, solver,
-                                                                    sigmas, output_type):
+                                                                    sigmas, output_type, new):
+    check_pixel_call(pipe, dict(batch_size=batch_size, num_inference_steps=steps, guidance_scale=guidance,
+                                class_labels=labels, solver=solver, sigmas=sigmas, output_type=output_type, **new))
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(batch_size=st.integers(1, 2), steps=st.integers(1, 3), guidance=st.sampled_from([1.0, 2.0]),
+       solver=st.sampled_from(["euler", "heun", "dpmpp_2m", "amed"]), output_type=st.sampled_from(["np", "pt", "pil"]),
+       new=new_args)
+def test_pixel_pipeline_sizes_upsample_guidance_amed_and_skip_tuning(pipe, batch_size, steps, guidance, solver,
+                                                                      output_type, new):
+    """Valid base arguments and at most one careless new one, so that sizes, upsample guidance and skip-tuning
+    run (about 1 draw in 5 samples, at 8 or 16 px, with and without both; AMED has no predictor in the tiny
+    folder: a ValueError naming it)."""
+    check_pixel_call(pipe, dict(batch_size=batch_size, num_inference_steps=steps, guidance_scale=guidance,
+                                class_labels="a", solver=solver, output_type=output_type, **new))
+
+
+def check_pixel_call(pipe, kwargs):
+    """pipe(**kwargs): finite images of the asked shape (default 8 px), or a ValueError naming an argument."""
     names = {"batch_size", "num_inference_steps", "guidance_scale", "class", "class_labels", "solver", "sigmas",
-             "output_type", "generator"}
-    out = outcome(lambda: pipe(batch_size=batch_size, num_inference_steps=steps, guidance_scale=guidance,
-                               class_labels=labels, solver=solver, sigmas=sigmas, output_type=output_type,
-                               generator=torch.Generator().manual_seed(0)), names)
+             "output_type", "generator", *NEW_ARGS, "upsample_guidance_window[0]", "upsample_guidance_window[1]"}
+    out = outcome(lambda: pipe(**kwargs, generator=torch.Generator().manual_seed(0)), names)
     if out is None:
         return
+    n, h, w = kwargs["batch_size"], kwargs.get("height") or 8, kwargs.get("width") or 8  # None: the trained 8 px
     images = out.images
-    if output_type == "pil":
-        assert len(images) == batch_size and all(im.size == (8, 8) for im in images)
+    if kwargs["output_type"] == "pil":
+        assert len(images) == n and all(im.size == (w, h) for im in images)
         return
     arr = np.asarray(images)
-    assert arr.shape == ((batch_size, 8, 8, 3) if output_type == "np" else (batch_size, 3, 8, 8))
+    assert arr.shape == ((n, h, w, 3) if kwargs["output_type"] == "np" else (n, 3, h, w))
     assert np.isfinite(arr).all()
 
 

@@ -43,7 +43,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from genkit.checks import check_float, check_int
+from genkit.checks import OneLineParser, check_float, check_int
 from genkit.denoiser import Denoiser
 from genkit.distill import (fake_score_loss, fake_score_sigmas, generate, generator_loss, generator_sigmas,
                             guided_teacher)
@@ -58,7 +58,7 @@ logger = get_logger(__name__)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--teacher", default="weights/openmoji-32", help="teacher pipeline folder (genkit or diffusers DDPM)")
     a("--output_dir", required=True, help="run folder: the EMA generator as a OneStepPipeline + checkpoint-N/")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from genkit.checks import OneLineParser
 from genkit.io import atomic_write_bytes
 
 
@@ -58,7 +59,7 @@ def plot(rows: list[dict], size=(480, 320), pad=48) -> bytes:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("metrics", help="a distill_sid.py run's metrics.jsonl")
     p.add_argument("--out", required=True, help="folder for fd_curve.json and fd_curve.png")
     args = p.parse_args()

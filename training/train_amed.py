@@ -30,7 +30,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from genkit.checks import check_choice, check_float, check_int
+from genkit.checks import OneLineParser, check_choice, check_float, check_int
 from genkit.sampling import get_solver, solver_entry, solver_names, steps_for_nfe
 from genkit.sampling.amed import (MULTISTEP, AMEDPredictor, AMEDState, BottleneckTap, amed_interval,
                                   unet_fingerprint)
@@ -38,7 +38,7 @@ from training.utils import minutes_before, resolve_checkpoint, run_script, save_
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--model", required=True, help="teacher: a pipeline folder (genkit, or a plain diffusers DDPM folder)")
     a("--solver", default="amed", help="amed (AMED-Solver) or amed-<base>: " + ", ".join(solver_names(True)))

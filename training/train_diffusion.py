@@ -37,6 +37,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from genkit.checks import OneLineParser
 from genkit.io import replace_folder_contents
 from genkit.scheduler import GenkitScheduler
 from genkit.schedules import SCHEDULES, Schedule
@@ -49,7 +50,7 @@ logger = get_logger(__name__)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     # data
     a("--dataset", default="openmoji", help="'openmoji' (built in) or a folder of images")

@@ -27,13 +27,14 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from genkit.checks import OneLineParser
 from genkit.data import OpenMojiDataset
 from genkit.metrics.features import OpenMojiFeatureNet, to_unit_range
 from training.utils import require_common, require_positive, resolve_checkpoint, run_script, save_checkpoint, save_model_folder
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--output_dir", required=True)
     a("--channels", default="32,64,128,256", help="channels per stage (32, 16, 8, 4 px)")

@@ -28,6 +28,7 @@ from accelerate.utils import set_seed
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from genkit.checks import OneLineParser
 from genkit.io import replace_folder_contents
 from genkit.mm import IMAGE_HEADS, MASK_SCHEDULES, ORDERS, SCHEMES, MultimodalAR
 from genkit.mm.evaluate import make_examples, val_losses
@@ -38,7 +39,7 @@ from training.utils import (JsonlLog, bad_flag, load_checkpoint, minutes_before,
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--output_dir", required=True)
     # model

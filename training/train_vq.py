@@ -25,6 +25,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from genkit.checks import OneLineParser
 from genkit.vq import VQTokenizer
 from genkit.vq.fit import batch_indices, evaluate_tokenizer, to_float
 from genkit.vq.tokenizer import tokenizer_loss
@@ -33,7 +34,7 @@ from training.utils import (JsonlLog, bad_flag, load_checkpoint, minutes_before,
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--output_dir", required=True)
     a("--dataset", default="openmoji", help="'openmoji' or a folder of images (resized to --resolution)")
