@@ -39,6 +39,8 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from genkit.checks import OneLineParser  # noqa: E402  (light: no torch)
+
 # gradio and torch are imported inside main() so that `python app.py --help` and a bad --model fail fast, before
 # the slow imports.
 
@@ -74,7 +76,7 @@ def _queue_limit(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="app.py", description="Serve a genkit pipeline as a Gradio app (local only, "
+    p = OneLineParser(prog="app.py", description="Serve a genkit pipeline as a Gradio app (local only, "
                                 "no share link).", formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__)
     p.add_argument("--model", action="append", default=None, metavar="DIR",
