@@ -1,4 +1,4 @@
-"""Fault test: kill -9 `genkit sample`, `genkit draw` and the training scripts (SiD distillation too) at random
+"""Fault test: kill -9 `genkit sample`, `genkit draw` and the training scripts (SiD distillation and AMED too) at random
 moments, several times, resume, and compare with an uninterrupted run: the same bytes (images) or the same tensors
 (weights), and no temp files, half-written images or checkpoints left visible. Tiny models; the kill times come
 from a seeded RNG, so a failure replays."""
@@ -105,6 +105,9 @@ TRAIN = {
     "distill_sid": (["--train_batch_size", "2", "--max_train_images", "24", "--fd_every_images", "0", "--log_every",
                      "1", "--checkpointing_steps", "2", "--learning_rate", "1e-4", "--ema_halflife_images", "20",
                      "--seed", "0"], "unet/diffusion_pytorch_model.safetensors"),
+    "train_amed": (["--solver", "amed-euler", "--nfe", "3", "--num_trajectories", "24", "--batch_size", "2",
+                    "--checkpointing_steps", "2", "--eval_num", "2", "--seed", "0", "--device", "cpu"],
+                   "diffusion_pytorch_model.safetensors"),
 }
 
 
@@ -127,6 +130,8 @@ def test_training_killed_and_resumed_equals_one_run(script, tmp_path, image_fold
         flags = [*flags, "--dataset", str(image_folder)]
     if script == "distill_sid":  # a tiny teacher (tests/helpers.py)
         flags = [*flags, "--teacher", save_tiny_pipeline(tmp_path / "teacher")]
+    if script == "train_amed":   # a predictor for a tiny teacher
+        flags = [*flags, "--model", save_tiny_pipeline(tmp_path / "teacher")]
     cmd = lambda out: [sys.executable, str(ROOT / "training" / f"{script}.py"), "--output_dir", str(out),  # noqa: E731
                        *flags, "--resume_from_checkpoint", "latest"]
     t0 = time.time()
