@@ -28,8 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, generate, load_pipeline, pick_device,
-                     resolve_conditioning, weights_fingerprint)
+from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, earlier_result, generate, load_pipeline,
+                     pick_device, resolve_conditioning, weights_fingerprint)
 from .evaluate import load_classifier, load_features, resolve_ref
 
 SCHEDULERS = {"ddim": "DDIMScheduler", "dpmsolver": "DPMSolverMultistepScheduler", "unipc": "UniPCMultistepScheduler"}
@@ -224,15 +224,11 @@ def _command(args) -> str:
 
 def _resume(out: Path, config: dict) -> dict:
     """Rows of an earlier run of the same configuration (same model weights, seeds, guidance, reference)."""
-    if out.is_file():
-        try:
-            old = json.loads(out.read_text())
-        except json.JSONDecodeError:
-            old = {}
-        if old.get("config") == config:
-            kept = {k: old[k] for k in ("rows", "bf16_floor") if k in old}
-            return {**kept, "commands": old.get("commands", [old["command"]] if "command" in old else [])}
-    return {"rows": {}}
+    old = earlier_result(out, config)
+    if not old:
+        return {"rows": {}}
+    kept = {k: old[k] for k in ("rows", "bf16_floor") if k in old}
+    return {**kept, "commands": old.get("commands", [old["command"]] if "command" in old else [])}
 
 
 def _load_or_make_reference(out: Path, config: dict, make) -> torch.Tensor:

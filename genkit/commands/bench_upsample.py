@@ -19,7 +19,6 @@ and skipped on the next run with the same configuration, so a killed run resumes
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..checks import bad, check_float, check_int
-from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, generate, image_grid, load_pipeline,
+from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, earlier_result, image_grid, load_pipeline,
                      pick_device, resolve_conditioning, save_png_atomic, weights_fingerprint)
 from .evaluate import batched_features, load_classifier, load_features, resolve_ref
 from .resolution import parse_windows
@@ -204,14 +203,7 @@ def _command(args) -> str:
 
 def _resume(out: Path, config: dict) -> dict:
     """Rows of an earlier run with the same configuration (model weights, seeds, steps, guidance, reference)."""
-    if out.is_file():
-        try:
-            old = json.loads(out.read_text())
-        except json.JSONDecodeError:
-            old = {}
-        if old.get("config") == config:
-            return {"rows": old.get("rows", {})}
-    return {"rows": {}}
+    return {"rows": earlier_result(out, config).get("rows", {})}
 
 
 def markdown_table(result: dict) -> str:

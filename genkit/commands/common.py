@@ -167,6 +167,16 @@ def generate(pipe, seeds, batch_size: int, cls: str, device, info: dict | None =
         yield batch, out.images
 
 
+def earlier_result(out: str | Path, config: dict | None = None) -> dict:
+    """The JSON an earlier run of a resumable bench left at `out`: {} when there is none, it is unreadable, or it
+    was made with another `config` (then nothing of it may be reused)."""
+    try:
+        old = json.loads(Path(out).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return old if config is None or old.get("config") == config else {}
+
+
 @contextlib.contextmanager
 def process_state():
     """accelerate's PartialState for the length of a command. torchrun without GPUs forms gloo ranks only with

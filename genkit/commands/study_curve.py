@@ -35,8 +35,8 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..checks import bad
-from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, load_pipeline, pick_device,
-                     resolve_conditioning)
+from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, earlier_result, load_pipeline,
+                     pick_device, resolve_conditioning)
 from .evaluate import batched_features, load_classifier, load_features, resolve_ref
 
 EMA_FILE, LEGACY_EMA_FILE, RAW_FILE = "ema_unet.safetensors", "custom_checkpoint_0.pkl", "model.safetensors"
@@ -228,12 +228,7 @@ def _save_features(path: Path, cache: dict) -> None:
 
 
 def _resume(out: Path) -> dict:
-    if out.is_file():
-        try:
-            return {"runs": json.loads(out.read_text()).get("runs", {})}
-        except json.JSONDecodeError:
-            pass
-    return {"runs": {}}
+    return {"runs": earlier_result(out).get("runs", {})}
 
 
 def _command(args) -> str:
