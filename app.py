@@ -39,40 +39,10 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from genkit.checks import OneLineParser  # noqa: E402  (light: no torch)
+from genkit.checks import LIMITS, OneLineParser, int_arg  # noqa: E402  (light: no torch)
 
 # gradio and torch are imported inside main() so that `python app.py --help` and a bad --model fail fast, before
 # the slow imports.
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"--port={text!r} is not allowed: an int in [1, 65535]")
-    return value
-
-
-def _batch_limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 1 <= value <= 1024:
-        raise argparse.ArgumentTypeError(f"--max-batch-size={text!r} is not allowed: an int in [1, 1024]")
-    return value
-
-
-def _queue_limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 1 <= value <= 10_000:
-        raise argparse.ArgumentTypeError(f"--queue-size={text!r} is not allowed: an int in [1, 10000]")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,12 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "weights/openmoji-32 first)")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1", metavar="H",
                    help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1; 0.0.0.0 in Docker)")
-    p.add_argument("--port", type=_port, default=os.environ.get("GRADIO_SERVER_PORT") or "7860", metavar="P",
+    p.add_argument("--port", type=int_arg("--port", 1, 65535), default=os.environ.get("GRADIO_SERVER_PORT") or "7860",
+                   metavar="P",
                    help="port (default: $GRADIO_SERVER_PORT or 7860)")
     p.add_argument("--device", default=None, metavar="D", help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument("--max-batch-size", type=_batch_limit, default=16, metavar="N",
+    p.add_argument("--max-batch-size", type=int_arg("--max-batch-size", 1, LIMITS["batch_size"]), default=16,
+                   metavar="N",
                    help="largest batch the UI allows (default 16)")
-    p.add_argument("--queue-size", type=_queue_limit, default=64, metavar="N",
+    p.add_argument("--queue-size", type=int_arg("--queue-size", 1, 10_000), default=64, metavar="N",
                    help="calls that may wait in the queue; the next is told the queue is full (default 64)")
     p.add_argument("--tokenizer", default="weights/openmoji-vq", metavar="DIR",
                    help="VQ tokenizer folder for the Tokenizer tab (default: weights/openmoji-vq; "
