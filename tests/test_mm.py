@@ -389,8 +389,9 @@ def test_bench_mm_measures_arms_side_by_side(mm_pipe, tmp_path, capsys):
     for key in ("val_text_loss", "val_image_loss", "fd", "class_accuracy", "group_accuracy", "diversity",
                 "caption_exact_match", "retrieval_top1", "retrieval_top5"):
         assert a[key] == b[key] and b["ratio_to_first"][key] == (1.0 if a[key] else None), key
-    for k in ("caption", "generate"):                      # each speed-up is the ratio of the times it lists
-        assert a[f"{k}_speedup"] == pytest.approx(a[f"{k}_uncached_s"] / a[f"{k}_cached_s"], rel=2e-3)
+    for k in ("caption", "generate"):   # each speed-up is the ratio of the times it lists, to their rounding:
+        u, c, e = a[f"{k}_uncached_s"], a[f"{k}_cached_s"], 5e-5    # times kept to 4 decimals, the ratio to 3
+        assert (u - e) / (c + e) - 5e-4 <= a[f"{k}_speedup"] <= (u + e) / (c - e) + 5e-4, k
     assert 0 <= a["retrieval_top1"] <= a["retrieval_top5"] <= 1 and a["diversity"] > 0
     assert a["class_accuracy"] <= a["group_accuracy"] <= 1
     assert set(a["image_loss_by_known"]) == {"0", "0.5", "0.9"} and min(a["image_loss_by_known"].values()) > 0
