@@ -19,3 +19,15 @@ def test_from_scheduler_defaults_to_a_discrete_epsilon_model():
     assert (den.prediction_type, den.time_input) == ("epsilon", "discrete")
     ac = ddpm.alphas_cumprod.double()
     torch.testing.assert_close(den.table_logsnr, torch.log(ac) - torch.log1p(-ac))
+
+
+def test_solvers_run_without_gradients():
+    """Every solver samples under no_grad (wrapped at the end of solvers.py), even over a denoiser with parameters."""
+    from genkit.sampling import solvers
+
+    w = torch.nn.Parameter(torch.tensor(0.5))
+    sigmas = torch.tensor([2.0, 1.0, 0.5, 0.0], dtype=torch.float64)
+    for name in ("euler", "heun", "dpm2", "dpmpp_2m", "dpmpp_3m", "ipndm"):
+        x = getattr(solvers, name)(lambda x, s: w * x, torch.ones(2, 3), sigmas)
+        assert not x.requires_grad, name
+        assert getattr(solvers, name).__name__ == name

@@ -35,7 +35,6 @@ def _s(sigma, x):
     return torch.as_tensor(float(sigma), dtype=x.dtype, device=x.device)
 
 
-@torch.no_grad()
 def euler(denoise, x, sigmas, callback=None, disable=True):
     """Euler steps on the PF-ODE = deterministic DDIM (Karras et al. 2022, Alg. 1 without correction)."""
     for i in _loop(sigmas, disable):
@@ -47,7 +46,6 @@ def euler(denoise, x, sigmas, callback=None, disable=True):
     return x
 
 
-@torch.no_grad()
 def heun(denoise, x, sigmas, callback=None, disable=True):
     """Heun's 2nd-order method (Karras et al. 2022, Alg. 1): Euler, then a trapezoidal correction."""
     for i in _loop(sigmas, disable):
@@ -64,7 +62,6 @@ def heun(denoise, x, sigmas, callback=None, disable=True):
     return x
 
 
-@torch.no_grad()
 def dpm2(denoise, x, sigmas, callback=None, disable=True):
     """DPM-Solver-2 (Lu et al. 2022) as a midpoint method in log sigma; Euler for the last step to 0."""
     for i in _loop(sigmas, disable):
@@ -82,7 +79,6 @@ def dpm2(denoise, x, sigmas, callback=None, disable=True):
     return x
 
 
-@torch.no_grad()
 def dpmpp_2m(denoise, x, sigmas, callback=None, disable=True):
     """DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2): data prediction, 2nd-order multistep in lambda = -log sigma.
 
@@ -108,7 +104,6 @@ def dpmpp_2m(denoise, x, sigmas, callback=None, disable=True):
     return x
 
 
-@torch.no_grad()
 def dpmpp_3m(denoise, x, sigmas, callback=None, disable=True):
     """DPM-Solver++(3M) (Lu et al. 2022b), deterministic: 3rd-order multistep in lambda.
 
@@ -151,7 +146,6 @@ def dpmpp_3m(denoise, x, sigmas, callback=None, disable=True):
 IPNDM_COEFFS = ((1.0,), (3 / 2, -1 / 2), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
 
 
-@torch.no_grad()
 def ipndm(denoise, x, sigmas, callback=None, disable=True):
     """Improved PNDM (Zhang & Chen 2023, DEIS; as in Zhou et al.'s diff-solvers): Adams-Bashforth on
     d = (x - D) / sigma with up to 4 past slopes, stepping in sigma."""
@@ -165,3 +159,8 @@ def ipndm(denoise, x, sigmas, callback=None, disable=True):
         x = x + d * (s_next - s)
         x = _report(callback, i, x, s, s_next, denoised)
     return x
+
+
+# No gradients through a sampler. Wrapped here, not by decorator: mutmut (.ci/mutation) skips decorated functions.
+euler, heun, dpm2, dpmpp_2m, dpmpp_3m, ipndm = (torch.no_grad()(f) for f in (euler, heun, dpm2, dpmpp_2m, dpmpp_3m,
+                                                                             ipndm))
