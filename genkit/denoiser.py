@@ -65,10 +65,10 @@ class Denoiser:
         # fractional index: interpolate lambda over the table (k-diffusion's sigma_to_t, in log-SNR)
         table = self.table_logsnr.to(logsnr.device)
         flipped = table.flip(0)  # increasing
-        idx = torch.searchsorted(flipped, logsnr.double().clamp(flipped[0], flipped[-1]))
-        idx = idx.clamp(1, len(table) - 1)
+        lam = logsnr.double().clamp(flipped[0], flipped[-1])  # beyond the table: its end, as k-diffusion
+        idx = torch.searchsorted(flipped, lam).clamp(1, len(table) - 1)
         lo, hi = flipped[idx - 1], flipped[idx]
-        frac = (logsnr.double() - lo) / (hi - lo)
+        frac = (lam - lo) / (hi - lo)
         pos_in_flipped = (idx - 1) + frac
         return (len(table) - 1 - pos_in_flipped).to(torch.float32)
 
