@@ -111,18 +111,6 @@ TRAIN = {
 }
 
 
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    import numpy as np
-    from PIL import Image
-
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(22):
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
-    return folder
-
-
 @pytest.mark.parametrize("script", list(TRAIN))
 def test_training_killed_and_resumed_equals_one_run(script, tmp_path, image_folder):
     flags, weights = TRAIN[script]

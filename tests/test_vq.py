@@ -190,18 +190,6 @@ def _train_vq(out, steps, folder, *extra):
                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
 
 
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    import numpy as np
-    from PIL import Image
-
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(22):
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
-    return folder
-
-
 def test_train_vq_resumes_exactly_and_logs_codebook_health(tmp_path, image_folder):
     import json
 
