@@ -334,9 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, metavar="FILE.npz")
 
     from .commands.bench_captions import add_parser as add_bench_captions
+    from .commands.bench_disc import add_parser as add_bench_disc
     from .commands.bench_orders import add_parser as add_bench_orders
     add_bench_orders(bsub)
     add_bench_captions(bsub)
+    add_bench_disc(bsub)
 
     from .commands.docs import add_parser as add_docs  # light: json and re only
     add_docs(sub)
@@ -428,6 +430,9 @@ def main(argv=None) -> int:
         elif args.command == "bench" and args.bench == "captions":
             from .commands.bench_captions import run_captions
             run_captions(args)
+        elif args.command == "bench" and args.bench == "japan-disc":
+            from .commands.bench_disc import run_disc
+            run_disc(args)
         elif args.command == "docs":
             from .commands.docs import run as run_docs
             return run_docs(args)

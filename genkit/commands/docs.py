@@ -254,8 +254,27 @@ def measured(root: Path) -> str:
     return "\n".join(out)
 
 
+def mm_disc(root: Path) -> str:
+    """weights/openmoji-mm's "Japan's red disc": patch losses and drawings per model (`genkit bench japan-disc`)."""
+    res = _json(root, "weights/openmoji-mm/japan_disc.json")
+    sib = res["sibling"]
+    rows = [f'| model | disc: own name / "{sib}" / no name | whole image, own name | drawn with a red centre '
+            f'| centre red, mean |', "|---|---|---|---|---|"]
+    for arm, a in res["arms"].items():
+        step, _, commit = arm.partition("@")
+        step = f"step {int(step.removeprefix('step')):,}" if step.startswith("step") else step
+        shipped = a["model"] == "weights/openmoji-mm"
+        label = f"shipped, {step}" if shipped else (f"{step} ({commit})" if commit else step)
+        own = _f(a["disc_loss"]["own"])
+        rows.append(f"| {label} | {f'**{own}**' if shipped else own} / {_f(a['disc_loss']['sibling'])} / "
+                    f"{_f(a['disc_loss']['none'])} | {_f(a['whole_loss_own'])} | {a['red_centre']} of {a['n']} "
+                    f"| {_pct(a['centre_red_mean'], 0)} |")
+    rows.append(f"| the real image | - | - | - | {_pct(res['real_centre_red'], 0)} |")
+    return "\n".join(rows)
+
+
 TABLES = {"samplers": samplers, "vq": vq, "mm-ablations": mm_ablations, "mm-history": mm_history,
-          "measured": measured}
+          "measured": measured, "mm-disc": mm_disc}
 
 
 # -- the command ---------------------------------------------------------------------------------------------

@@ -11,11 +11,13 @@
   RMS distance among images of one name);
 - captioning: greedy captions -> exact-match accuracy; retrieval: rank all val names by log p(name | image),
   top-1 / top-5 accuracy;
-- decode_speed: the same work with and without the KV cache.
+- decode_speed: the same work with and without the KV cache;
+- centre_patch_losses, red_centre: whether a model draws a flag's central disc (`genkit bench japan-disc`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -195,3 +197,33 @@ def decode_speed(pipe, images: torch.Tensor, caption: list[int], repeats: int = 
     return {**{f"{k}_s": round(v, 4) for k, v in med.items()},
             "caption_speedup": round(med["caption_uncached"] / med["caption_cached"], 3),
             "generate_speedup": round(med["generate_uncached"] / med["generate_cached"], 3)}
+
+
+def centre_patch_losses(model, image: torch.Tensor, captions: dict[str, list[int]], draws: int = 256,
+                        seed: int = 0) -> dict:
+    """Caption -> image loss (no patch known) of one image (3, H, W) in [-1, 1] for each named caption: on the
+    central 2 x 2 patches (a flag's disc) and on the whole image; the same `draws` noise draws per patch (seeded)
+    for every caption. {key: {"centre": float, "whole": float}}"""
+    side = math.isqrt(model.num_patches)                                   # patches per row
+    c = slice(side // 2 - 1, side // 2 + 1)
+    out = {}
+    for key, caption in captions.items():
+        per = model.patch_losses(image.unsqueeze(0), [caption], draws=draws,
+                                 generator=torch.Generator().manual_seed(seed)).view(side, side)
+        out[key] = {"centre": per[c, c].mean().item(), "whole": per.mean().item()}
+    return out
+
+
+def red_centre(images: torch.Tensor) -> dict:
+    """Red-disc check on uint8 images (N, H, W, 3): a pixel is red when R - G > 0.5 on the [-1, 1] scale; an image
+    has a red centre when > 40% of its centre (H/4 x W/4, 8 x 8 at 32 px) is red and < 5% outside the central
+    3H/8 x 3W/8 box (12 x 12). {"red_centre": count, "n": N, "centre_red": [share per image], "centre_red_mean"}"""
+    x = images.float() / 127.5 - 1
+    red = (x[..., 0] - x[..., 1]) > 0.5                                    # (N, H, W)
+    h, w = red.shape[1:]
+    centre = red[:, 3 * h // 8:5 * h // 8, 3 * w // 8:5 * w // 8].float().mean((1, 2))
+    outside = red.clone()
+    outside[:, 5 * h // 16:11 * h // 16, 5 * w // 16:11 * w // 16] = False
+    has = (centre > 0.4) & (outside.float().mean((1, 2)) < 0.05)
+    return {"red_centre": int(has.sum()), "n": len(x), "centre_red": [round(v, 6) for v in centre.tolist()],
+            "centre_red_mean": centre.mean().item()}
