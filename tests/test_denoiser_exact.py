@@ -162,3 +162,25 @@ def test_solvers_run_without_gradients():
         x = getattr(solvers, name)(lambda x, s: w * x, torch.ones(2, 3), sigmas)
         assert not x.requires_grad, name
         assert getattr(solvers, name).__name__ == name
+
+
+def test_float32_out_and_float32_time_whatever_the_sigma_dtype():
+    x0, eps = torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)
+    net = Oracle(x0, eps, "v_prediction")
+    den = Denoiser(net)
+    out = den(torch.ones(2, 3, 4, 4), torch.tensor([0.5, 2.0], dtype=torch.float64))
+    assert out.dtype == torch.float32
+    den.model_output(torch.ones(2, 3, 4, 4), torch.tensor([1.0, -2.0], dtype=torch.float64))
+    assert net.calls[-1][1].dtype == torch.float32                # the net's time input, from float64 log-SNR
+
+
+def test_per_sample_calls_pass_no_labels_or_a_shared_0d_label_unchanged():
+    x0, eps = torch.zeros(2, 3, 4, 4), torch.ones(2, 3, 4, 4)
+    net = Oracle(x0, eps, "sample")
+    den = Denoiser(net, "sample")
+    den.per_sample = True
+    den(torch.ones(2, 3, 4, 4), 1.0)
+    assert [c[2] for c in net.calls[-2:]] == [None, None]
+    y = torch.tensor(2)
+    den(torch.ones(2, 3, 4, 4), 1.0, class_labels=y)
+    assert all(c[2] is y for c in net.calls[-2:])

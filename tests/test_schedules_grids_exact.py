@@ -98,3 +98,166 @@ def test_cfg_with_a_per_sample_sigma_and_an_odd_batch():
     g0 = classifier_free_guidance(den, y, 7, 3.0)(x, 1.0)                 # a scalar sigma too
     torch.testing.assert_close(g0, den(x, torch.ones(3), torch.full_like(y, 7)) + 3.0 * (den(x, torch.ones(3), y)
                                                                                          - den(x, torch.ones(3), torch.full_like(y, 7))))
+
+
+# -- mutation survivors (docs/mutation.md): grids' ends and range, make_grid's defaults and messages ---------
+
+def test_grid_time_hits_both_ends_to_float64_precision_and_never_leaves_the_range():
+    from genkit.sampling.grids import grid_time
+
+    for sched in (Schedule("shifted_cosine", 64, 32), Schedule("cosine"), Schedule("interpolated", 64)):
+        for hi in (80.0, 14.6, 3.3, 157.4, 1.7):
+            for lo in (0.002, 0.03, 0.0123, 0.5):
+                g = grid_time(5, sched, lo, hi)[:-1]
+                assert abs(float(g[0]) / hi - 1) < 1e-12 and abs(float(g[-1]) / lo - 1) < 1e-12, (sched, lo, hi)
+                assert float(g.max()) <= hi and float(g.min()) >= lo, (sched, lo, hi)   # the clamp binds here
+
+
+def test_make_grid_passes_rho_and_defaults_to_7_and_names_bad_input():
+    lo, hi = 0.01, 50.0
+    assert torch.equal(make_grid("polynomial", 6, lo, hi), grid_polynomial(6, lo, hi, 7.0))
+    assert torch.equal(make_grid("polynomial", 6, lo, hi, rho=3.0), grid_polynomial(6, lo, hi, 3.0))
+    assert not torch.equal(grid_polynomial(6, lo, hi, 3.0), grid_polynomial(6, lo, hi, 7.0))
+    with pytest.raises(ValueError) as e:
+        make_grid("karras", 4, lo, hi)
+    assert str(e.value) == f"grid='karras' is not allowed: one of {', '.join(GRIDS)}"
+    with pytest.raises(ValueError) as e:
+        make_grid("polynomial", 4, 1.0, 1.0)
+    assert str(e.value) == "sigma_min=1.0, sigma_max=1.0 are not allowed: 0 < sigma_min < sigma_max"
+    with pytest.raises(ValueError) as e:
+        make_grid("time", 4, lo, hi)
+    assert str(e.value) == "grid='time' needs the model's schedule (a genkit model)"
+
+
+def test_interpolated_schedule_uses_the_custom_bounds_in_both_references():
+    t = torch.linspace(0, 1, 7, dtype=torch.float64)
+    s = Schedule("interpolated", 64, interp_low=32, interp_high=128, logsnr_min=-9.0, logsnr_max=11.0)
+    lo, hi = logsnr_shifted(t, 64, 32, -9.0, 11.0), logsnr_shifted(t, 64, 128, -9.0, 11.0)
+    torch.testing.assert_close(s.logsnr(t), t * lo + (1 - t) * hi, rtol=1e-14, atol=0)
+    torch.testing.assert_close(logsnr_interpolated(t, 64, 32, 128, -9.0, 11.0), t * lo + (1 - t) * hi)
+
+
+def test_logsnr_keeps_a_tensors_dtype_and_at_size_moves_the_shift():
+    s = Schedule("shifted_cosine", 32, 32)
+    assert s.logsnr(torch.tensor([0.5], dtype=torch.float32)).dtype == torch.float32
+    assert s.logsnr(0.5).dtype == torch.float64
+    big = s.at_size(64)
+    assert big.image_size == 64 and (big.name, big.base_size) == (s.name, s.base_size)
+    t = torch.tensor([0.2, 0.7], dtype=torch.float64)
+    torch.testing.assert_close(big.logsnr(t), s.logsnr(t) + 2 * math.log(32 / 64))
+
+
+# -- solvers: no bar by default, the callback's denoised, the last step to 0, DPM-Solver++(3M)'s orders -------
+
+SOLVERS = ("euler", "heun", "dpm2", "dpmpp_2m", "dpmpp_3m", "ipndm")
+
+
+def _d_poly(a, b, c):
+    """A denoiser that ignores x: D(sigma) = a + b lambda + c lambda^2, lambda = -log sigma (float64)."""
+    return lambda x, sigma: torch.full_like(x, a + b * (-math.log(float(sigma))) + c * math.log(float(sigma)) ** 2)
+
+
+def _exact(a, b, c, x0, s0):
+    """The PF-ODE's exact x(sigma) from x0 at s0 for that D: x = sigma [x0 / s0 + F(lambda) - F(lambda0)],
+    F(l) = e^l (a + b (l - 1) + c (l^2 - 2 l + 2)), the antiderivative of D(l) e^l."""
+    F = lambda lam: math.exp(lam) * (a + b * (lam - 1) + c * (lam * lam - 2 * lam + 2))  # noqa: E731
+    return lambda s: s * (x0 / s0 + F(-math.log(s)) - F(-math.log(s0)))
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_no_progress_bar_unless_asked_and_the_callback_gets_this_steps_denoised(name, capsys):
+    from genkit.sampling import solvers
+
+    sigmas = make_grid("polynomial", 4, 0.1, 10.0)
+    den = _d_poly(0.3, 0.2, 0.0)
+    seen = []
+    getattr(solvers, name)(den, torch.ones(1, dtype=torch.float64), sigmas,
+                           callback=lambda info: seen.append((info["sigma"], info["denoised"])))
+    assert "sampling" not in capsys.readouterr().err
+    assert [s for s, _ in seen] == sigmas[:-1].tolist()
+    for s, d in seen:                          # D at this step's own sigma (D ignores x, so it is known exactly)
+        assert torch.equal(d, den(torch.ones(1, dtype=torch.float64), s))
+    getattr(solvers, name)(den, torch.ones(1, dtype=torch.float64), sigmas, disable=False)
+    assert "sampling" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_the_last_step_to_zero_returns_the_denoised_sample(name):
+    from genkit.sampling import solvers
+
+    x = torch.tensor([2.0, -1.0], dtype=torch.float64)
+    out = getattr(solvers, name)(lambda x, s: 0.5 * x + 0.1, x, torch.tensor([0.7, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(out, 0.5 * x + 0.1, rtol=0, atol=1e-14)
+
+
+def test_dpmpp_3m_steps_are_exact_to_the_order_they_claim():
+    """Each step started from the exact state (the callback resets x): on a non-uniform grid, steps of order >= 2
+    are exact when D is linear in lambda, steps of order 3 when it is quadratic; order 1 at the start, 2 next, 3 in
+    the middle, 2 on the step before the last (which returns D)."""
+    from genkit.sampling import dpmpp_3m
+
+    sigmas = make_grid("polynomial", 8, 0.1, 10.0)                      # 8 steps, the last to 0
+    for (a, b, c), exact_steps in (((0.3, 0.2, 0.0), range(1, 7)), ((0.3, 0.2, 0.05), range(2, 6))):
+        x0 = 1.3
+        exact, errors = _exact(a, b, c, x0, float(sigmas[0])), {}
+
+        def reset(info):
+            if info["sigma_next"] == 0:
+                return None
+            want = exact(info["sigma_next"])
+            errors[info["i"]] = abs(float(info["x"]) - want) / abs(want)
+            return {"x": torch.full_like(info["x"], want)}
+
+        dpmpp_3m(_d_poly(a, b, c), torch.full((1,), x0, dtype=torch.float64), sigmas, callback=reset)
+        assert sorted(errors) == list(range(7))
+        for i, err in errors.items():
+            if i in exact_steps:
+                assert err < 1e-12, (a, b, c, i, err)
+            else:
+                assert err > 1e-5, (a, b, c, i, err)      # lower order there: the test can tell
+
+
+# -- guidance: the sigma CFG hands the net, upsample guidance's defaults, window edges, dtypes -----------------
+
+def test_guided_pair_hands_the_denoiser_float32_sigmas_for_2n():
+    from genkit.guidance import guided_pair
+
+    got = []
+    def both(x2, s2):
+        got.append(s2)
+        return x2
+    guided_pair(both, 2.0)(torch.zeros(3, 2), torch.tensor(0.5, dtype=torch.float64))
+    guided_pair(both, 2.0)(torch.zeros(3, 2), torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64))
+    assert [(s.dtype, tuple(s.shape)) for s in got] == [(torch.float32, (6,))] * 2
+    assert got[1].tolist() == pytest.approx([0.1, 0.2, 0.3] * 2)
+
+
+def _ug_toy():
+    """A continuous-time toy denoiser (depends on x and sigma) for upsample guidance on 4x4 images."""
+    return lambda x, s: x / (1 + torch.as_tensor(s, dtype=x.dtype).reshape(-1, 1, 1, 1) ** 2)
+
+
+def test_upsample_guidance_defaults_to_factor_2_and_its_window_is_closed():
+    from genkit.guidance import upsample_guidance
+
+    den, x = _ug_toy(), torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(upsample_guidance(den, 0.7)(x, 1.0), upsample_guidance(den, 0.7, factor=2)(x, 1.0))
+    assert not torch.allclose(upsample_guidance(den, 0.7)(x, 1.0), den(x, 1.0))
+    win = upsample_guidance(den, 0.7, sigma_window=(0.5, 2.0))
+    for s in (0.5, 2.0):                                         # lo <= sigma <= hi: both edges guided
+        torch.testing.assert_close(win(x, s), upsample_guidance(den, 0.7)(x, s))
+    sig = torch.tensor([1.0, 3.0])                               # one sample inside the window, one outside
+    mixed = win(x, sig)
+    torch.testing.assert_close(mixed[1], den(x, sig)[1])
+    torch.testing.assert_close(mixed[0], upsample_guidance(den, 0.7)(x[:1], 1.0)[0])
+
+
+def test_guidance_keeps_float32_for_a_float64_sigma_and_snap_keeps_the_targets_dtype():
+    from genkit.guidance import snap_logsnr, upsample_guidance
+
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    out = upsample_guidance(_ug_toy(), 0.7)(x, torch.tensor(1.0, dtype=torch.float64))
+    assert out.dtype == torch.float32
+    table = torch.linspace(10, -10, 50, dtype=torch.float64)
+    snapped = snap_logsnr(torch.tensor([0.3, -4.0]), torch.tensor([-1.0, -5.0]), table)
+    assert snapped.dtype == torch.float32
