@@ -184,3 +184,18 @@ def test_per_sample_calls_pass_no_labels_or_a_shared_0d_label_unchanged():
     y = torch.tensor(2)
     den(torch.ones(2, 3, 4, 4), 1.0, class_labels=y)
     assert all(c[2] is y for c in net.calls[-2:])
+
+
+def test_per_sample_calls_equal_one_batched_call_on_a_real_unet():
+    """One network call per row (per_sample) is the batched call, row by row: each row sees its own input."""
+    from helpers import tiny_unet
+
+    den = Denoiser(tiny_unet(num_class_embeds=4))
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    sigma, y = torch.tensor([0.3, 1.0, 4.0]), torch.tensor([0, 2, 1])
+    with torch.no_grad():
+        batched = den(x, sigma, class_labels=y)
+        den.per_sample = True
+        rows = den(x, sigma, class_labels=y)
+    torch.testing.assert_close(rows, batched, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(rows[0], rows[1])
