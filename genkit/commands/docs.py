@@ -180,6 +180,10 @@ def measured(root: Path) -> str:
     r = mm["rows"]["openmoji-mm"]
     hist = {f: next(iter(_json(root, f"weights/openmoji-mm/{f}")["rows"].values()))["fd"] for _, f in MM_STEPS}
     caps = _json(root, "weights/openmoji-mm/train_captions.json")
+    disc = _json(root, "weights/openmoji-mm/japan_disc.json")
+    ship = next(a for a in disc["arms"].values() if a["model"] == "weights/openmoji-mm")
+    old = [a["disc_loss"]["own"] for a in disc["arms"].values() if a is not ship]
+    k22 = next(k for k in disc["arms"] if k.startswith("step22000"))
     ctl = _json(root, "weights/openmoji-mm/bench_mm_control.json")["rows"]
     vqm = _json(root, "weights/openmoji-vq/metrics.json")
     a = oh["all_s"]
@@ -241,6 +245,13 @@ def measured(root: Path) -> str:
          f"it never saw the own name is worse than none ({_cap(byc, 'shipped (step 24,800)', 'val', None)})",
          "`genkit.mm.evaluate.image_loss_by_caption` ([model card](weights/openmoji-mm/README.md), \"What it reads\"; "
          "[json](weights/openmoji-mm/by_caption.json))", "2-core CPU"),
+        ("does the multimodal model draw Japan's red disc?",
+         f"loss on the disc's 4 patches with its own name {min(old):.3f}-{max(old):.3f} from step 8,000 to 22,000, "
+         f"{ship['disc_loss']['own']:.3f} shipped; drawings with a red centre: {disc['arms'][k22]['red_centre']} of "
+         f"{disc['num']} at step 22,000, {ship['red_centre']} of {ship['n']} shipped ({_pct(ship['centre_red_mean'], 0)} "
+         f"of the centre red; the real image {_pct(disc['real_centre_red'], 0)})",
+         "`genkit bench japan-disc` ([json](weights/openmoji-mm/japan_disc.json), its full command; the model card's "
+         "\"Japan's red disc\")", disc["device"]),
         ("KV cache (shipped multimodal model)",
          f"captioning {r['caption_speedup']:.2f}x faster ({r['caption_cached_s']:.3f} vs {r['caption_uncached_s']:.3f} s "
          f"for 16 images), text -> image {r['generate_speedup']:.3f}x ({r['generate_cached_s']:.3f} vs "
