@@ -48,6 +48,7 @@ def run_app(args) -> dict:
 
     from genkit.ui import build_demo
     from genkit.ui.diffusion import Sampler, validate
+    from genkit.ui.text_image import defaults
 
     device = pick_device(args.device)
     pipe = load_pipeline(args.model, device)
@@ -66,28 +67,35 @@ def run_app(args) -> dict:
         sampler = Sampler(pipe)
         med = _median_pair(args.repeats, {
             "script": lambda: sampler(s, s.seeds(0)),
-            "app": lambda: client.predict(*form, 0, api_name="/generate")})   # 0: no previews
+            "app": lambda: client.predict(*form, 0, api_name="/generate"),              # 0: no previews
+            "app_previews": lambda: client.predict(*form, 1, api_name="/generate")})    # x0 shown every step
         result["diffusion"] = {"median_s": {k: round(v, 3) for k, v in med.items()},
-                               "ratio_app_over_script": round(med["app"] / med["script"], 3)}
-        print(f"diffusion: app {med['app']:.2f} s, script {med['script']:.2f} s: "
-              f"{med['app'] / med['script']:.3f}x")
+                               "ratio_app_over_script": round(med["app"] / med["script"], 3),
+                               "ratio_app_previews_over_script": round(med["app_previews"] / med["script"], 3)}
+        print(f"diffusion: app {med['app']:.2f} s, with previews {med['app_previews']:.2f} s, script "
+              f"{med['script']:.2f} s: {med['app'] / med['script']:.3f}x, {med['app_previews'] / med['script']:.3f}x")
         # 2. Text and image tab: /text_to_image vs one pipeline call, and vs one call per image (the old app)
         if mm is not None:
             n, prompt = args.batch_size, "red apple"
 
             def per_image():
                 for k in range(n):
-                    mm(prompt=prompt, generator=torch.Generator().manual_seed(k))
+                    mm(prompt=prompt, guidance_scale=g, temperature=temp, generator=torch.Generator().manual_seed(k))
+            g, temp = defaults()   # the tab's defaults = the pipeline's
             med = _median_pair(args.repeats, {
-                "script": lambda: mm(prompt=prompt, num_images_per_prompt=n,
+                "script": lambda: mm(prompt=prompt, num_images_per_prompt=n, guidance_scale=g, temperature=temp,
                                      generator=torch.Generator().manual_seed(0)),
-                "app": lambda: client.predict(prompt, 0, n, api_name="/text_to_image"),
+                "app": lambda: client.predict(prompt, 0, n, g, temp, "", 0, api_name="/text_to_image"),
+                "app_previews": lambda: client.predict(prompt, 0, n, g, temp, "", 1, api_name="/text_to_image"),
                 "script_one_call_per_image": per_image})
             result["draw"] = {"median_s": {k: round(v, 3) for k, v in med.items()},
                               "ratio_app_over_script": round(med["app"] / med["script"], 3),
+                              "ratio_app_previews_over_script": round(med["app_previews"] / med["script"], 3),
                               "ratio_per_image_over_script": round(med["script_one_call_per_image"] / med["script"], 3)}
-            print(f"draw: app {med['app']:.2f} s, script {med['script']:.2f} s: {med['app'] / med['script']:.3f}x; "
-                  f"one call per image {med['script_one_call_per_image'] / med['script']:.2f}x")
+            print(f"draw: app {med['app']:.2f} s, with previews {med['app_previews']:.2f} s, script "
+                  f"{med['script']:.2f} s: {med['app'] / med['script']:.3f}x, "
+                  f"{med['app_previews'] / med['script']:.3f}x; one call per image "
+                  f"{med['script_one_call_per_image'] / med['script']:.2f}x")
         # 3. N concurrent calls
         rss_before = _peak_rss_mb()
         latencies, errors = [], []
