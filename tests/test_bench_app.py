@@ -38,4 +38,5 @@ def test_bench_app_serves_every_concurrent_call(tmp_path, capsys):
     result = json.loads((tmp_path / "app.json").read_text())
     assert result["concurrent"]["served"] == 4 and not result["concurrent"]["errors"]
     assert result["diffusion"]["ratio_app_over_script"] > 0 and "draw" not in result
-    assert result["diffusion"]["ratio_app_previews_over_script"] > 0
+    assert set(result["diffusion"]["median_s"]) == {"script", "app", "app_previews", "app_previews_no_download"}
+    assert result["diffusion"]["ratio_app_previews_no_download_over_script"] > 0
