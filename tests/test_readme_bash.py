@@ -46,6 +46,14 @@ RUN = {
         "--limit_train 16 --epochs 1 --channels 8,8,8,8 --feature_dim 8",
     "genkit sample --model weights/openmoji-32-sid --num 64 --out samples/": "--num 2",
 }
+# what a command's output must show (a regex on stdout), beyond exit status 0
+EXPECT = {
+    "genkit sample --model weights/openmoji-32 --num 64 --steps 20 --solver dpmpp_2m --seed 0 --out samples/":
+        r"wrote 8 images, grid.png and manifest.json to samples",
+    "genkit classes --model weights/openmoji-32": r"(?m)^\d+\theart$",          # the class the line above names
+    "genkit eval fd --samples samples/": r'"fd": \d+\.\d+, "n": 8,',        # a finite FD of the 8 images drawn
+    "genkit eval fd --model weights/openmoji-32 --num 1000 --solver dpmpp_2m --steps 20": r'"fd": \d+\.\d+, "n": 8,',
+}
 # shell run before a command, in the same folder (a folder the README assumes the user has)
 SETUP = {"genkit eval ref --samples my_images/ --out my_ref.npz": "ln -s samples my_images"}
 
@@ -102,7 +110,8 @@ def test_every_readme_bash_command_is_run_or_skipped():
     unlisted = [c for c in commands if c not in RUN and c not in SKIP]
     assert not unlisted, f"README bash commands neither run nor skipped (add each to RUN or SKIP): {unlisted}"
     assert not set(RUN) & set(SKIP)
-    stale = [c for c in [*RUN, *SKIP, *SETUP] if c not in commands]
+    stale = [c for c in [*RUN, *SKIP, *SETUP, *EXPECT] if c not in commands]
+    assert set(SETUP) <= set(RUN) and set(EXPECT) <= set(RUN)
     assert not stale, f"entries README no longer has: {stale}"
     assert all(reason.strip() for reason in SKIP.values())
 
@@ -139,3 +148,5 @@ def test_readme_bash_block_runs_as_pasted(index, fresh_folder):
         line += f"{command} {RUN[command]}".strip()
         res = subprocess.run(["bash", "-c", line], cwd=folder, env=env, capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, f"README command failed: {line}\n{res.stderr[-3000:]}"
+        if command in EXPECT:
+            assert re.search(EXPECT[command], res.stdout), f"{line}: stdout lacks {EXPECT[command]!r}:\n{res.stdout}"
