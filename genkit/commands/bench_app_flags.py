@@ -16,10 +16,11 @@ Arms (the ones this machine can run; the others are listed as skipped with the r
   fp16                float16 (CUDA only)
   fp16+xformers       float16 with xformers' memory-efficient attention (CUDA, when xformers is importable)
   fp16+compile        float16, torch.compile(unet) (CUDA only; compile time reported apart, not in images/s)
-  fp32+batch-invariant  the first arm with one network call per image (`genkit sample --batch-invariant`):
-                      byte-identical PNGs whatever the batch size; on CUDA fp16+batch-invariant. The JSON adds
-                      its slowdown over batched sampling, how many batched images differ from the same seed
-                      drawn alone, and (with several batch sizes) whether its images kept their bytes
+  fp32+batch-invariant, fp16+batch-invariant (CUDA)
+                      fp32 / fp16 with one network call per image (`genkit sample --batch-invariant`):
+                      byte-identical PNGs whatever the batch size. The JSON adds its slowdown over the same
+                      precision batched, how many batched images differ from the same seed drawn alone, and
+                      (with several batch sizes) whether its images kept their bytes
   ddim-peer           diffusers' DDIMPipeline on the same UNet and precision as the first arm (eta 0 = Euler)
 PyTorch SDPA is the attention of every arm but the xformers one (diffusers' default AttnProcessor2_0).
 Each cell is the median of --repeats timed runs after one warm-up, arms interleaved; ratios are to the first arm;
