@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from genkit.commands.bench_throughput import identity_check
+from genkit.commands.bench_throughput import arms_for, identity_check
 from helpers import run_cli, save_tiny_pipeline
 
 
@@ -27,6 +27,13 @@ def test_identity_check_counts_differing_images_and_compares_batch_sizes():
 def test_bench_arms_flag_is_checked(capsys):
     rc, _, err = run_cli(capsys, "bench", "throughput", "--model", "m", "--arms", "fp32,fp64")
     assert rc == 2 and "--arms='fp32,fp64' is not allowed: comma-separated names from fp32, bf16" in err
+    import torch
+
+    with pytest.raises(ValueError, match="--arms='fp16,fp16\\+compile' is not allowed: at least one arm this "
+                                         "machine runs: fp32, bf16"):
+        arms_for(torch.device("cpu"), False, ["fp16", "fp16+compile"])     # CUDA-only arms on a CPU
+    arms, skipped = arms_for(torch.device("cpu"), False, ["fp32+batch-invariant", "fp16"])
+    assert [a["name"] for a in arms] == ["fp32+batch-invariant"] and skipped["fp16"] == "needs CUDA"
 
 
 def test_batched_vs_batch_invariant_on_a_tiny_model(tmp_path, capsys):

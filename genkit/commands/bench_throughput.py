@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..checks import bad
 from ..loading import load_pipeline, pick_device
 from .common import atomic_write_json
 
@@ -70,6 +71,8 @@ def arms_for(device, no_compile: bool, only: list[str] | None = None) -> tuple[l
         for name in ("fp16", "fp16+xformers", "fp16+compile", "fp16+batch-invariant"):
             skipped[name] = "needs CUDA"
     if only is not None:
+        if not any(a["name"] in only for a in arms):
+            bad("--arms", ",".join(only), "at least one arm this machine runs: " + ", ".join(a["name"] for a in arms))
         for arm in arms:
             if arm["name"] not in only:
                 skipped[arm["name"]] = "not in --arms"
@@ -135,8 +138,8 @@ def run_throughput(args) -> dict:
 
     diffusers.utils.logging.set_verbosity_error()  # from_config's "attributes ignored", the dtype cast note
     device = pick_device(args.device)
+    arms, skipped = arms_for(device, args.no_compile, args.arms)  # before the model loads: a bad --arms is quick
     base = load_pipeline(args.model, device, attention="sdpa")  # each arm picks its own kernel
-    arms, skipped = arms_for(device, args.no_compile, args.arms)
     runners, setup = {}, {}
     for arm in arms:
         runners[arm["name"]], setup[arm["name"]] = build_arm(base, arm, device)
