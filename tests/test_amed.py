@@ -206,3 +206,23 @@ def test_bench_samplers_runs_amed_and_skip_arms_and_bench_skip_stores_the_best_r
     best = json.loads((tmp_path / "model" / "skip_tuning.json").read_text())["best"]
     assert [(b["solver"], b["nfe"], b["num_steps"]) for b in best] == [("euler", 3, 3)]
     assert best[0]["rho_bottom"] in (0.7, 0.9, 1.0)
+
+
+def test_the_default_teacher_is_accurate_and_a_crude_one_is_not():
+    """The student copies its teacher: the default (Heun, >= 64 steps) sits on the exact flow; M = 1 does not."""
+    from training.train_amed import teacher_M
+
+    sigmas = grid_polynomial(4, SIGMA_MIN, SIGMA_MAX)[:-1]                 # NFE 5's grid: 3 intervals
+    assert (teacher_M(3) + 1) * 3 >= 64 and (teacher_M(5) + 1) * 5 >= 64
+    x = x_start(16)
+    def err(M):
+        pts = teacher_points(gaussian(), x, sigmas, "heun", M, "polynomial")
+        return max(float((p - exact(x, SIGMA_MAX, float(s))).abs().max()) for p, s in zip(pts, sigmas))
+    assert err(teacher_M(3)) < 1e-2 < 0.1 < err(1), (err(teacher_M(3)), err(1))    # x spans about +-80
+
+
+def test_a_cached_teacher_made_with_other_settings_is_refused(tmp_path):
+    folder = save_tiny_pipeline(tmp_path / "model")
+    _train(folder, "--solver", "amed-euler", "--teacher_pool", "4", "--M", "3")
+    with pytest.raises(ValueError, match=r"teacher-(eval|pool)\.pt was made with .*'M': 3.*'M': 2"):
+        _train(folder, "--solver", "amed-euler", "--teacher_pool", "4", "--M", "2")

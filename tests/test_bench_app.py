@@ -17,8 +17,9 @@ def test_bench_throughput_cpu_arms_and_skipped_cuda_arms(tmp_path, capsys):
     result = json.loads((tmp_path / "tp.json").read_text())
     assert [(r["batch_size"], r["nfe"]) for r in result["rows"]] == [(2, 1), (2, 2)]
     for row in result["rows"]:
-        assert set(row["images_per_s"]) == {"fp32", "bf16", "ddim-peer"} and row["ratio_to_fp32"]["fp32"] == 1.0
-    assert set(result["skipped"]) == {"fp16", "fp16+xformers", "fp16+compile"}
+        assert set(row["images_per_s"]) == {"fp32", "bf16", "fp32+batch-invariant", "ddim-peer"}
+        assert row["ratio_to_fp32"]["fp32"] == 1.0
+    assert set(result["skipped"]) == {"fp16", "fp16+xformers", "fp16+compile", "fp16+batch-invariant"}
     assert "--batch-sizes 2 --nfe 1,2" in result["command"] and "img/s" in out
 
 
@@ -37,3 +38,5 @@ def test_bench_app_serves_every_concurrent_call(tmp_path, capsys):
     result = json.loads((tmp_path / "app.json").read_text())
     assert result["concurrent"]["served"] == 4 and not result["concurrent"]["errors"]
     assert result["diffusion"]["ratio_app_over_script"] > 0 and "draw" not in result
+    assert set(result["diffusion"]["median_s"]) == {"script", "app", "app_previews", "app_previews_no_download"}
+    assert result["diffusion"]["ratio_app_previews_no_download_over_script"] > 0

@@ -8,12 +8,15 @@
 Per batch (Zhou et al. 2024, Alg. 1):
   1. noise x_T = sigma_max n from seed (seed, step, rank), class labels drawn the same way;
   2. a teacher trajectory from that noise on the student's grid with M points inserted per interval
-     (interpolated in the grid's own parametrization), kept at the student's sigmas; teacher = Heun (M = 1)
-     for AMED-Solver and the single-step plugins, the student's own solver (M = 2) for multistep plugins;
+     (interpolated in the grid's own parametrization), kept at the student's sigmas. The teacher must be
+     accurate: the student learns to copy it, errors included. Default Heun with M chosen so that the teacher
+     takes at least 64 steps (127 NFE; its ODE error on weights/openmoji-32 is far below any NFE-5 solver's);
+     a crude teacher (the paper's M = 1, or DPM-Solver++ at 12 NFE) is itself off the ODE by about as much
+     as the student at NFE 5 (measured: see weights/openmoji-32/README.md);
   3. the student steps interval by interval, L2 loss to the teacher point and one Adam step per interval;
-     single-step students restart every interval from the teacher point (teacher forcing), multistep ones
-     continue from their own output with their own history. Gradients reach the predictor through the one
-     network evaluation at s_mid; the network is frozen.
+     it continues from its own (detached) output with its own history, so each interval learns to correct
+     what the earlier ones left; --teacher_forcing restarts every single-step interval from the teacher point
+     instead. Gradients reach the predictor through the one network evaluation at s_mid; the network is frozen.
 The predictor folder (config + safetensors + metrics.json) is rewritten atomically at every checkpoint; by
 default it goes to <model>/amed/<solver>-nfe<N>-g<guidance>/ where the pipeline finds it.
 """
@@ -47,7 +50,12 @@ def parse_args(argv=None):
     a("--guidance", type=float, default=None, help="CFG scale (default 2 for a class-conditional model, else 1)")
     a("--no_afs", dest="afs", action="store_false", help="no analytical first step (then NFE is even)")
     a("--teacher", default=None, help="teacher solver (default: heun, or the base solver for multistep plugins)")
-    a("--M", type=int, default=None, help="teacher points inserted per interval (default 1 for heun/dpm2, else 2)")
+    a("--M", type=int, default=None,
+      help="teacher points inserted per interval (default: enough for >= 64 teacher steps in all)")
+    a("--teacher_forcing", action="store_true",
+      help="single-step bases restart each interval from the teacher point (default: the student's own output)")
+    a("--dtype", default="float32", help="the frozen network's dtype: float32 or bfloat16 (CPU autocast, about 2x "
+                                         "faster here; its own error is about 0.006, far below NFE 5's)")
     a("--scale_dir", type=float, default=0.01, help="c in [1 - s, 1 + s] (0: off)")
     a("--scale_time", type=float, default=None, help="a in [1 - s, 1 + s] (default 0 for amed, 0.2 for plugins)")
     a("--num_trajectories", type=int, default=10000, help="teacher trajectories in all (the paper: 10k)")
@@ -82,7 +90,8 @@ def check_args(args):
     if args.guidance is not None:
         check_float("--guidance", args.guidance, 0.0, 50.0)
     if args.M is not None:
-        check_int("--M", args.M, 0, 16)
+        check_int("--M", args.M, 0, 256)
+    check_choice("--dtype", args.dtype, ("float32", "bfloat16"))
     if args.teacher is not None:
         check_choice("--teacher", args.teacher, solver_names(predictor=False))
     if args.max_minutes is not None:
@@ -103,6 +112,11 @@ def refine_grid(sigmas: torch.Tensor, M: int, grid: str = "polynomial", rho: flo
     return fine ** rho if grid == "polynomial" else fine.exp()
 
 
+def teacher_M(intervals: int, min_steps: int = 64) -> int:
+    """Points to insert per student interval so that the teacher takes at least min_steps steps in all."""
+    return max(1, math.ceil(min_steps / intervals) - 1)
+
+
 @torch.no_grad()
 def teacher_points(denoise, x_start, sigmas, teacher: str, M: int, grid: str, rho: float = 7.0) -> list:
     """The teacher's x at each student sigma (sigmas: the student's grid without its final 0), from x_start."""
@@ -118,12 +132,14 @@ def teacher_points(denoise, x_start, sigmas, teacher: str, M: int, grid: str, rh
     return points
 
 
-def train_batch(denoise, predict, optimizer, sigmas, points, base: str, afs: bool) -> list[float]:
-    """One trajectory batch: per interval, the student's step from the teacher point (single-step bases) or its
-    own last output (multistep), L2 to the next teacher point, one optimizer step. -> loss per interval."""
+def train_batch(denoise, predict, optimizer, sigmas, points, base: str, afs: bool,
+                teacher_forcing: bool = False) -> list[float]:
+    """One trajectory batch: per interval, the student's step from its own last output (or, with
+    teacher_forcing and a single-step base, from the teacher point), L2 to the next teacher point, one optimizer
+    step. -> loss per interval."""
     state, x, losses = AMEDState(), points[0], []
     for n in range(len(sigmas) - 1):
-        x_in = points[n] if base not in MULTISTEP else x
+        x_in = points[n] if teacher_forcing and base not in MULTISTEP else x
         with torch.enable_grad():
             x_next, *_ = amed_interval(denoise, x_in, float(sigmas[n]), float(sigmas[n + 1]), predict, base, state,
                                        use_afs=afs and n == 0)
@@ -156,14 +172,30 @@ def predict_with(module, tap: BottleneckTap):
     return predict
 
 
-def teacher_pool(out_dir, args, pipe, denoiser_for, sigmas, teacher, M, grid, rho, num_classes, device) -> dict:
-    """{"points": [(K, C, H, W) per student sigma], "labels"}: built in chunks of --batch_size, each chunk
-    saved atomically to out_dir/teacher-pool.pt, so an interrupted build resumes."""
+def _save(path, obj) -> None:
     from genkit.io import atomic_write_bytes
     import io
 
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_made_by(path, made_by: dict, empty: dict) -> dict:
+    """A cached teacher file (dict with "made_by") or `empty`; ValueError if it was made with other settings."""
+    cached = torch.load(path) if path.is_file() else {**empty, "made_by": made_by}
+    if cached.get("made_by") != made_by:
+        raise ValueError(f"--output_dir={str(path.parent)!r} is not allowed: its {path.name} was made with "
+                         f"{cached.get('made_by')}, this run asks {made_by}; use another --output_dir")
+    return cached
+
+
+def teacher_pool(out_dir, args, pipe, denoiser_for, sigmas, teacher, M, grid, rho, num_classes, device,
+                 made_by: dict) -> dict:
+    """{"points": [(K, C, H, W) per student sigma], "labels"}: built in chunks of --batch_size, each chunk
+    saved atomically to out_dir/teacher-pool.pt, so an interrupted build resumes."""
     path = out_dir / "teacher-pool.pt"
-    pool = torch.load(path) if path.is_file() else {"points": None, "labels": None, "n": 0}
+    pool = _load_made_by(path, made_by, {"points": None, "labels": None, "n": 0})
     bar = tqdm(total=args.teacher_pool, initial=pool["n"], desc=f"teacher pool ({teacher}, M={M})")
     while pool["n"] < args.teacher_pool:
         n = min(args.batch_size, args.teacher_pool - pool["n"])
@@ -173,9 +205,7 @@ def teacher_pool(out_dir, args, pipe, denoiser_for, sigmas, teacher, M, grid, rh
         if labels is not None:
             pool["labels"] = labels.cpu() if pool["labels"] is None else torch.cat([pool["labels"], labels.cpu()])
         pool["n"] += n
-        buf = io.BytesIO()
-        torch.save(pool, buf)
-        atomic_write_bytes(path, buf.getvalue())
+        _save(path, pool)
         bar.update(n)
     bar.close()
     return {"points": [p.to(device) for p in pool["points"]],
@@ -214,9 +244,15 @@ def setup(args, device):
         raise ValueError(f"--guidance={guidance} is not allowed: the model is unconditional (use 1)")
 
     def denoiser_for(labels):
-        if labels is None:
-            return lambda x, s: den(x, s)
-        return classifier_free_guidance(den, labels, num_classes, guidance)
+        plain = (lambda x, s: den(x, s)) if labels is None else \
+            classifier_free_guidance(den, labels, num_classes, guidance)
+        if args.dtype == "float32":
+            return plain
+
+        def low_precision(x, s):                                   # the network in bf16, the solver in fp32
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                return plain(x, s).float()
+        return low_precision
 
     return pipe, denoiser_for, torch.as_tensor(sigmas, dtype=torch.float32), grid, rho, guidance, num_classes
 
@@ -236,7 +272,7 @@ def main(args):
     pipe, denoiser_for, sigmas_full, grid, rho, guidance, num_classes = setup(args, device)
     base = args.solver.removeprefix("amed-")
     teacher = args.teacher or ("heun" if base not in MULTISTEP else base)
-    M = args.M if args.M is not None else (1 if teacher in ("heun", "dpm2") else 2)
+    M = args.M if args.M is not None else teacher_M(len(sigmas_full) - 2)
     scale_time = args.scale_time if args.scale_time is not None else (0.0 if base == "amed" else 0.2)
     sigmas = sigmas_full[:-1]                                         # the student stops at sigma_min
     out_dir = Path(args.output_dir or Path(args.model) / "amed" / f"{args.solver}-nfe{args.nfe}-g{guidance:g}")
@@ -260,8 +296,17 @@ def main(args):
     # held-out seeds (seed 10^9 + --seed: apart from the training seeds) for the error before / after training
     eval_noise, eval_labels = draw(pipe, 10 ** 9 + args.seed, args.eval_num, num_classes, device)
     eval_den = denoiser_for(eval_labels)
-    eval_points = teacher_points(eval_den, eval_noise * sigmas[0], sigmas, teacher, M, grid, rho)
-    fixed = lambda x, s, sn, afs: (0.5, 1.0, 1.0)  # noqa: E731  (the untrained predictor: DPM-Solver-2)
+    made_by = {"teacher": teacher, "M": M, "sigmas": [round(float(s), 6) for s in sigmas], "seed": args.seed,
+               "guidance": float(guidance), "dtype": args.dtype}
+    eval_path = out_dir / "teacher-eval.pt"                         # cached: the accurate teacher is costly
+    cached = _load_made_by(eval_path, {**made_by, "eval_num": args.eval_num}, {"points": None})
+    if cached["points"] is None:
+        cached["points"] = [p.cpu() for p in teacher_points(eval_den, eval_noise * sigmas[0], sigmas, teacher, M,
+                                                             grid, rho)]
+        if accelerator.is_main_process:
+            _save(eval_path, cached)
+    eval_points = [p.to(device) for p in cached["points"]]
+    fixed = lambda x, s, sn, afs: (0.5, 1.0, 1.0)  # noqa: E731  (the untrained predictor; for amed: DPM-Solver-2)
     err_before = student_error(eval_den, fixed, sigmas, eval_points, base, args.afs)
 
     def checkpoint(row):
@@ -275,7 +320,8 @@ def main(args):
     wrapped.train()
     pool = None
     if args.teacher_pool:
-        pool = teacher_pool(out_dir, args, pipe, denoiser_for, sigmas, teacher, M, grid, rho, num_classes, device)
+        pool = teacher_pool(out_dir, args, pipe, denoiser_for, sigmas, teacher, M, grid, rho, num_classes, device,
+                            made_by)
     while step < total:
         seed = args.seed * 10 ** 6 + step * accelerator.num_processes + accelerator.process_index
         if pool is None:
@@ -287,7 +333,7 @@ def main(args):
             labels = pool["labels"][idx] if pool["labels"] is not None else None
             den = denoiser_for(labels)
             points = [p[idx] for p in pool["points"]]
-        losses = train_batch(den, predict, opt, sigmas, points, base, args.afs)
+        losses = train_batch(den, predict, opt, sigmas, points, base, args.afs, args.teacher_forcing)
         if not all(math.isfinite(v) for v in losses):
             raise RuntimeError(f"loss is {losses} at step {step}: lower --learning_rate")
         step += 1
@@ -299,8 +345,9 @@ def main(args):
                    "loss_per_interval": losses, "minutes": round(spent + (time.time() - t0) / 60, 3)}
             if step == total or out_of_time:
                 model.eval()
-                row.update(error_to_teacher_dpm2=err_before,
-                           error_to_teacher_amed=student_error(eval_den, predict_with(model, tap), sigmas,
+                row.update(teacher=f"{teacher}, {(M + 1) * (len(sigmas) - 1)} steps",
+                           error_to_teacher_untrained=err_before,                 # r = 0.5, c = 1, a = 1
+                           error_to_teacher_trained=student_error(eval_den, predict_with(model, tap), sigmas,
                                                                eval_points, base, args.afs))
                 model.train()
             if accelerator.is_main_process:

@@ -2,6 +2,7 @@
 
     accelerate launch training/train_features.py --output_dir weights/openmoji-features
     ... --output_dir runs/features --resume_from_checkpoint latest        # continue an interrupted run
+    ... --output_dir runs/tiny --limit_train 16 --epochs 2 --channels 8,8,8,8   # a quick run (tests)
 
 Data: the OpenMoji train split rendered at 32 px and at 64 px, both fed at the network's 64 px input (32 px
 images upsampled bilinearly, exactly as genkit.metrics.features.to_unit_range does at evaluation time), so
@@ -27,7 +28,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from genkit.checks import OneLineParser
+from genkit.checks import OneLineParser, check_int
 from genkit.data import OpenMojiDataset
 from genkit.metrics.features import OpenMojiFeatureNet, to_unit_range
 from training.utils import require_common, require_positive, resolve_checkpoint, run_script, save_checkpoint, save_model_folder
@@ -47,9 +48,13 @@ def parse_args(argv=None):
     a("--shift", type=int, default=4, help="max random translation in pixels at 64 px")
     a("--seed", type=int, default=0)
     a("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-E folder")
+    a("--limit_train", type=int, default=None,
+      help="use only the first N train images (tests, quick runs; as train_mm.py); val is always whole")
     args = p.parse_args(argv)
     require_common(args)  # NaN / inf floats, seed, learning rate
     require_positive(args, "epochs", "train_batch_size", "feature_dim")
+    if args.limit_train is not None:
+        check_int("--limit_train", args.limit_train, 1)
     if args.learning_rate <= 0:
         raise ValueError(f"--learning_rate={args.learning_rate!r} is not allowed: a number > 0")
     try:
@@ -70,12 +75,13 @@ class Classifier(torch.nn.Module):
         return self.net.logits(x)
 
 
-def load_split(split: str):
-    """uint8 images of a split at 32 px and 64 px, with subgroup labels: (images32, images64, labels)."""
+def load_split(split: str, limit: int | None = None):
+    """uint8 images of a split at 32 px and 64 px, with subgroup labels: (images32, images64, labels, class
+    names); limit: only the first N images (the class names stay all of them: the same classifier head)."""
     d32, d64 = OpenMojiDataset(32, split), OpenMojiDataset(64, split)
     assert d32.captions == d64.captions
-    t = lambda d: torch.from_numpy(d.images).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-    return t(d32), t(d64), torch.from_numpy(d32.labels), list(d32.class_names)
+    t = lambda d: torch.from_numpy(d.images[:limit]).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    return t(d32), t(d64), torch.from_numpy(d32.labels[:limit]), list(d32.class_names)
 
 
 def translate(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -100,7 +106,7 @@ def main(args):
     out_dir = Path(args.output_dir)
     accelerator = Accelerator()
     set_seed(args.seed)
-    x32, x64, y, names = load_split("train")
+    x32, x64, y, names = load_split("train", args.limit_train)
     v32, v64, vy, _ = load_split("val")
     n = len(y)
     net = OpenMojiFeatureNet(num_classes=len(names), channels=args.channels, feature_dim=args.feature_dim,

@@ -41,6 +41,15 @@ def _median_pair(repeats: int, arms: dict) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def ratios(med: dict) -> dict:
+    """{arm: median s} -> {"ratio_ARM_over_script": ...} for every arm but the script (1.0 = no overhead)."""
+    return {f"ratio_{k}_over_script": round(v / med["script"], 3) for k, v in med.items() if k != "script"}
+
+
+def report(med: dict) -> str:
+    return ", ".join(f"{k} {v:.2f} s ({v / med['script']:.3f}x)" for k, v in med.items())
+
+
 def run_app(args) -> dict:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="genkit-bench-app-"))
@@ -48,6 +57,7 @@ def run_app(args) -> dict:
 
     from genkit.ui import build_demo
     from genkit.ui.diffusion import Sampler, validate
+    from genkit.ui.text_image import defaults
 
     device = pick_device(args.device)
     pipe = load_pipeline(args.model, device)
@@ -56,6 +66,9 @@ def run_app(args) -> dict:
                       queue_size=max(64, 2 * args.clients))
     _, url, _ = demo.launch(prevent_thread_lock=True, server_port=_free_port(), quiet=True)
     client = Client(url, verbose=False)
+    # gradio_client downloads every file of every streamed update unless told not to: previews on with and without
+    # that download tell the server's cost of streaming previews from the client's cost of fetching them
+    no_fetch = Client(url, verbose=False, download_files=False)
     result = {"bench": "app", "model": args.model, "mm": args.mm if mm else None, "steps": args.steps,
               "batch_size": args.batch_size, "clients": args.clients, "repeats": args.repeats}
     try:
@@ -66,28 +79,29 @@ def run_app(args) -> dict:
         sampler = Sampler(pipe)
         med = _median_pair(args.repeats, {
             "script": lambda: sampler(s, s.seeds(0)),
-            "app": lambda: client.predict(*form, 0, api_name="/generate")})   # 0: no previews
-        result["diffusion"] = {"median_s": {k: round(v, 3) for k, v in med.items()},
-                               "ratio_app_over_script": round(med["app"] / med["script"], 3)}
-        print(f"diffusion: app {med['app']:.2f} s, script {med['script']:.2f} s: "
-              f"{med['app'] / med['script']:.3f}x")
+            "app": lambda: client.predict(*form, 0, api_name="/generate"),              # 0: no previews
+            "app_previews": lambda: client.predict(*form, 1, api_name="/generate"),     # x0 shown every step
+            "app_previews_no_download": lambda: no_fetch.predict(*form, 1, api_name="/generate")})
+        result["diffusion"] = {"median_s": {k: round(v, 3) for k, v in med.items()}, **ratios(med)}
+        print("diffusion: " + report(med))
         # 2. Text and image tab: /text_to_image vs one pipeline call, and vs one call per image (the old app)
         if mm is not None:
             n, prompt = args.batch_size, "red apple"
 
             def per_image():
                 for k in range(n):
-                    mm(prompt=prompt, generator=torch.Generator().manual_seed(k))
+                    mm(prompt=prompt, guidance_scale=g, temperature=temp, generator=torch.Generator().manual_seed(k))
+            g, temp = defaults()   # the tab's defaults = the pipeline's
             med = _median_pair(args.repeats, {
-                "script": lambda: mm(prompt=prompt, num_images_per_prompt=n,
+                "script": lambda: mm(prompt=prompt, num_images_per_prompt=n, guidance_scale=g, temperature=temp,
                                      generator=torch.Generator().manual_seed(0)),
-                "app": lambda: client.predict(prompt, 0, n, api_name="/text_to_image"),
+                "app": lambda: client.predict(prompt, 0, n, g, temp, "", 0, api_name="/text_to_image"),
+                "app_previews": lambda: client.predict(prompt, 0, n, g, temp, "", 1, api_name="/text_to_image"),
+                "app_previews_no_download": lambda: no_fetch.predict(prompt, 0, n, g, temp, "", 1,
+                                                                     api_name="/text_to_image"),
                 "script_one_call_per_image": per_image})
-            result["draw"] = {"median_s": {k: round(v, 3) for k, v in med.items()},
-                              "ratio_app_over_script": round(med["app"] / med["script"], 3),
-                              "ratio_per_image_over_script": round(med["script_one_call_per_image"] / med["script"], 3)}
-            print(f"draw: app {med['app']:.2f} s, script {med['script']:.2f} s: {med['app'] / med['script']:.3f}x; "
-                  f"one call per image {med['script_one_call_per_image'] / med['script']:.2f}x")
+            result["draw"] = {"median_s": {k: round(v, 3) for k, v in med.items()}, **ratios(med)}
+            print("draw: " + report(med))
         # 3. N concurrent calls
         rss_before = _peak_rss_mb()
         latencies, errors = [], []
@@ -116,6 +130,7 @@ def run_app(args) -> dict:
               f"{rss_before:.0f} -> {_peak_rss_mb():.0f} MB")
     finally:
         client.close()
+        no_fetch.close()
         demo.close()
     result.update({
         "device": torch.cuda.get_device_name(device) if device.type == "cuda"

@@ -16,19 +16,34 @@ Arms (the ones this machine can run; the others are listed as skipped with the r
   fp16                float16 (CUDA only)
   fp16+xformers       float16 with xformers' memory-efficient attention (CUDA, when xformers is importable)
   fp16+compile        float16, torch.compile(unet) (CUDA only; compile time reported apart, not in images/s)
+  fp32+batch-invariant, fp16+batch-invariant (CUDA)
+                      fp32 / fp16 with one network call per image (`genkit sample --batch-invariant`):
+                      byte-identical PNGs whatever the batch size. The JSON adds its slowdown over the same
+                      precision batched, how many batched images differ from the same seed drawn alone, and
+                      (with several batch sizes) whether its images kept their bytes
   ddim-peer           diffusers' DDIMPipeline on the same UNet and precision as the first arm (eta 0 = Euler)
 PyTorch SDPA is the attention of every arm but the xformers one (diffusers' default AttnProcessor2_0).
-Each cell is the median of --repeats timed runs after one warm-up, arms interleaved; ratios are to the first arm.
+Each cell is the median of --repeats timed runs after one warm-up, arms interleaved; ratios are to the first arm;
+the spread (slowest and fastest repeat, and the ratio within each repeat) is in the JSON.
+
+The cost of `genkit sample --batch-invariant` (README quotes this run):
+
+    genkit bench throughput --model weights/openmoji-32 --arms fp32,fp32+batch-invariant --batch-sizes 32,8
+      --nfe 10 --repeats 5 --out weights/openmoji-32/bench_batch_invariant.json
 """
+
+ARMS = ("fp32", "bf16", "fp16", "fp16+xformers", "fp16+compile", "fp32+batch-invariant", "fp16+batch-invariant",
+        "ddim-peer")
 
 APP_DOC = """`genkit bench app`: the app served for real (in this process, on a free port) and called with gradio_client.
 
     genkit bench app --model weights/openmoji-32 --mm weights/openmoji-mm --clients 20 --out app.json
 
 Measures, side by side on the same model and seeds:
-  diffusion  the Diffusion tab's /generate (no previews) against the same pipeline call in a script
-  draw       the Text and image tab's /text_to_image against the same pipeline call in a script, and the old
-             app's way (one pipeline call per image), the cause of its 2x
+  diffusion  the Diffusion tab's /generate against the same pipeline call in a script, with live previews off
+             and on (the denoised estimate streamed every step, the app's default)
+  draw       the Text and image tab's /text_to_image against the same pipeline call in a script (previews off
+             and on), and the old app's way (one pipeline call per image), the cause of its 2x
   concurrent N simultaneous /generate calls: how many were served, latency median / max, the process's peak
              resident memory before and after (the queue runs one model call at a time: memory stays bounded)
 Ratios app / script: 1.0 = no overhead. Medians over --repeats, arms interleaved.
@@ -48,6 +63,15 @@ def int_list(name: str):
     return parse
 
 
+def arm_list(text: str) -> list[str]:
+    """argparse type: 'fp32,bf16' -> ['fp32', 'bf16'], each a name in ARMS."""
+    values = [v.strip() for v in text.split(",")]
+    if not values or any(v not in ARMS for v in values):
+        raise argparse.ArgumentTypeError(f"--arms={text!r} is not allowed: comma-separated names from "
+                                         + ", ".join(ARMS))
+    return values
+
+
 def add_throughput_parser(bsub, positive_int):
     t = bsub.add_parser("throughput", help="images/s by precision, attention, torch.compile, vs diffusers' "
                                            "DDIMPipeline, at several batch sizes and NFE",
@@ -60,6 +84,9 @@ def add_throughput_parser(bsub, positive_int):
     t.add_argument("--repeats", type=positive_int("repeats"), default=3)
     t.add_argument("--device", default=None)
     t.add_argument("--no-compile", action="store_true", help="leave out the torch.compile arm (CUDA)")
+    t.add_argument("--arms", type=arm_list, default=None, metavar="A,A",
+                   help="run only these arms (default: every arm this machine can run); the first is the "
+                        "reference of the ratios")
     t.add_argument("--out", default=None, metavar="FILE.json")
 
 

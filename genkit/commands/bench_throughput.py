@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .. import __version__
+from ..checks import bad
 from ..loading import load_pipeline, pick_device
 from .common import atomic_write_json
 
@@ -46,8 +48,8 @@ class NullClassUNet(torch.nn.Module):
         return UNet2DOutput(sample=self.den.model_output(x, logsnr, labels).to(x.dtype))
 
 
-def arms_for(device, no_compile: bool) -> tuple[list[dict], dict]:
-    """(arms this machine runs, {arm: why skipped})."""
+def arms_for(device, no_compile: bool, only: list[str] | None = None) -> tuple[list[dict], dict]:
+    """(arms this machine runs, {arm: why skipped}); `only`: keep just these (--arms)."""
     skipped = {}
     if device.type == "cuda":
         arms = [{"name": "fp16", "dtype": torch.float16}, {"name": "bf16", "dtype": torch.bfloat16}]
@@ -60,12 +62,21 @@ def arms_for(device, no_compile: bool) -> tuple[list[dict], dict]:
             skipped["fp16+compile"] = "--no-compile"
         else:
             arms.append({"name": "fp16+compile", "dtype": torch.float16, "compile": True})
+        arms.append({"name": "fp16+batch-invariant", "dtype": torch.float16, "batch_invariant": True})
         arms.append({"name": "ddim-peer", "dtype": torch.float16, "peer": True})
     else:
         arms = [{"name": "fp32", "dtype": torch.float32}, {"name": "bf16", "dtype": torch.bfloat16},
+                {"name": "fp32+batch-invariant", "dtype": torch.float32, "batch_invariant": True},
                 {"name": "ddim-peer", "dtype": torch.float32, "peer": True}]
-        for name in ("fp16", "fp16+xformers", "fp16+compile"):
+        for name in ("fp16", "fp16+xformers", "fp16+compile", "fp16+batch-invariant"):
             skipped[name] = "needs CUDA"
+    if only is not None:
+        if not any(a["name"] in only for a in arms):
+            bad("--arms", ",".join(only), "at least one arm this machine runs: " + ", ".join(a["name"] for a in arms))
+        for arm in arms:
+            if arm["name"] not in only:
+                skipped[arm["name"]] = "not in --arms"
+        arms = [a for a in arms if a["name"] in only]
     return arms, skipped
 
 
@@ -91,8 +102,35 @@ def build_arm(base, arm: dict, device):
     else:
         def run(b, nfe):
             gens = [torch.Generator(device).manual_seed(k) for k in range(b)]
-            return pipe(batch_size=b, num_inference_steps=nfe, solver="euler", generator=gens, output_type="pt").images
+            return pipe(batch_size=b, num_inference_steps=nfe, solver="euler", generator=gens, output_type="latent",
+                        batch_invariant=arm.get("batch_invariant", False)).images
     return run, time.perf_counter() - t0
+
+
+def as_png_bytes(images) -> list[bytes] | None:
+    """A pipeline arm's raw output (latent, [-1, 1]) -> each image's uint8 bytes, exactly as its PNG holds them."""
+    from pipelines.pixel_diffusion import to_uint8
+
+    if not torch.is_tensor(images):
+        return None  # the peer's numpy output: not compared
+    return [a.tobytes() for a in to_uint8(images.float()).cpu().numpy()]
+
+
+def identity_check(row: dict, out: dict, first_seen: dict) -> None:
+    """Add to `row` what a batch-invariant arm promises, checked on the images just drawn: how many of the
+    batched arm's images differ from the same seed drawn alone (the last-bit rounding that --batch-invariant
+    removes), and whether its images equal those it drew at the first batch size (seeds 0 .. min(B) - 1)."""
+    for arm, images in out.items():
+        if not arm.endswith("+batch-invariant") or images is None:
+            continue
+        batched = out.get(arm.removesuffix("+batch-invariant"))
+        if batched is not None:
+            row.setdefault("images_differing_from_drawn_alone", {})[arm.removesuffix("+batch-invariant")] = \
+                sum(a != b for a, b in zip(batched, images))
+        b0, earlier = first_seen.setdefault((arm, row["nfe"]), (row["batch_size"], images))
+        if b0 != row["batch_size"]:
+            n = min(len(earlier), len(images))
+            row.setdefault("same_bytes_as_batch_size", {})[arm] = {b0: earlier[:n] == images[:n]}
 
 
 def run_throughput(args) -> dict:
@@ -100,12 +138,12 @@ def run_throughput(args) -> dict:
 
     diffusers.utils.logging.set_verbosity_error()  # from_config's "attributes ignored", the dtype cast note
     device = pick_device(args.device)
+    arms, skipped = arms_for(device, args.no_compile, args.arms)  # before the model loads: a bad --arms is quick
     base = load_pipeline(args.model, device, attention="sdpa")  # each arm picks its own kernel
-    arms, skipped = arms_for(device, args.no_compile)
     runners, setup = {}, {}
     for arm in arms:
         runners[arm["name"]], setup[arm["name"]] = build_arm(base, arm, device)
-    rows = []
+    rows, first_seen = [], {}
     for b in args.batch_sizes:
         for nfe in args.nfe:
             times = {name: [] for name in runners}
@@ -114,18 +152,29 @@ def run_throughput(args) -> dict:
                 run(b, nfe)
                 _sync(device)
                 setup[name + f"@b{b}n{nfe}"] = round(time.perf_counter() - t0, 3)
-            for _ in range(args.repeats):
-                for name, run in runners.items():
+            out = {}
+            for _ in tqdm(range(args.repeats), desc=f"batch {b} NFE {nfe}", leave=False):
+                for name, run in runners.items():   # arms interleaved: a slow moment hits them all
                     _sync(device)
                     t0 = time.perf_counter()
-                    run(b, nfe)
+                    images = run(b, nfe)
                     _sync(device)
                     times[name].append(time.perf_counter() - t0)
+                    out[name] = images
             med = {k: statistics.median(v) for k, v in times.items()}
             first = next(iter(med))
             row = {"batch_size": b, "nfe": nfe,
                    "images_per_s": {k: round(b / v, 2) for k, v in med.items()},
-                   "ratio_to_" + first: {k: round(med[first] / v, 3) for k, v in med.items()}}
+                   "ratio_to_" + first: {k: round(med[first] / v, 3) for k, v in med.items()},
+                   # the spread: images/s of the slowest and fastest repeat, and the ratio within each repeat
+                   "images_per_s_range": {k: [round(b / max(v), 2), round(b / min(v), 2)] for k, v in times.items()},
+                   "ratio_to_" + first + "_range": {
+                       k: [round(min(f / t for f, t in zip(times[first], v)), 3),
+                           round(max(f / t for f, t in zip(times[first], v)), 3)] for k, v in times.items()}}
+            row["batch_invariant_slowdown"] = {  # time per image, batch-invariant over batched
+                k: round(med[k] / med[k.removesuffix("+batch-invariant")], 3)
+                for k in med if k.endswith("+batch-invariant") and k.removesuffix("+batch-invariant") in med}
+            identity_check(row, {k: as_png_bytes(v) for k, v in out.items()}, first_seen)
             rows.append(row)
             print(f"batch {b:4d} NFE {nfe:3d}: " + "  ".join(f"{k} {b / v:8.1f} img/s" for k, v in med.items()))
     result = {
@@ -137,6 +186,7 @@ def run_throughput(args) -> dict:
         "command": f"genkit bench throughput --model {args.model} --batch-sizes "
                    f"{','.join(map(str, args.batch_sizes))} --nfe {','.join(map(str, args.nfe))} "
                    f"--repeats {args.repeats}" + (" --no-compile" if args.no_compile else "")
+                   + (f" --arms {','.join(args.arms)}" if args.arms else "")
                    + (f" --device {args.device}" if args.device else ""),
         "genkit": __version__, "torch": torch.__version__,
     }

@@ -1,6 +1,6 @@
 """`genkit docs tables`: the measurement tables of README.md and the model cards, made from the committed JSON.
 
-A generated table sits between two markers in a markdown file:
+A generated table sits between two markers in a markdown file (README.md, weights/*/README.md, docs/*.md):
 
     <!-- table:NAME -->
     ...whatever TABLES[NAME](root) returns...
@@ -22,7 +22,7 @@ from pathlib import Path
 from genkit.io import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ("README.md", "weights/*/README.md")  # the files scanned for markers (globs, relative to the repo root)
+DOCS = ("README.md", "weights/*/README.md", "docs/*.md")  # the files scanned for markers (globs, from the repo root)
 MARKER = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S)
 
 
@@ -166,6 +166,52 @@ def _phase_minutes(rows) -> float:
     return total + last
 
 
+def batch_invariant(root: Path) -> str:
+    """The cost of --batch-invariant (`genkit bench throughput --arms fp32,fp32+batch-invariant`), one sentence."""
+    res = _json(root, "weights/openmoji-32/bench_batch_invariant.json")
+    arm = "fp32+batch-invariant"
+    parts = []
+    for row in res["rows"]:
+        ips, lo, hi = row["images_per_s"], *row["ratio_to_fp32_range"][arm]
+        parts.append(f"{row['batch_invariant_slowdown'][arm]:.2f}x at batch {row['batch_size']} "
+                     f"({ips['fp32']:.2f} vs {ips[arm]:.2f} images/s; {1 / hi:.2f}-{1 / lo:.2f}x within each of "
+                     f"the {res['repeats']} repeats)")
+    first = res["rows"][0]
+    same = [f"{'the same bytes' if ok else 'DIFFERENT bytes'} at batch {row['batch_size']} as at batch {b}"
+            for row in res["rows"] for b, ok in row.get("same_bytes_as_batch_size", {}).get(arm, {}).items()]
+    return (f"one network call per image costs {'; '.join(parts)}, NFE {first['nfe']}, Euler, no guidance; "
+            f"batched, {first['images_differing_from_drawn_alone']['fp32']} of {first['batch_size']} images "
+            f"differed from the same seed drawn alone; the batch-invariant images had {'; '.join(same) or '-'}")
+
+
+def app_bench(root: Path) -> str:
+    """docs/app.md: `genkit bench app` (the app served for real vs the same pipeline call in a script)."""
+    res = _json(root, "docs/bench_app.json")
+    d, m, c = res["diffusion"], res.get("draw"), res["concurrent"]
+    arms = ("app", "app_previews", "app_previews_no_download")
+
+    def row(label, part):
+        t = part["median_s"]
+        return (f"| {label} | {t['script']:.2f} s | "
+                + " | ".join(f"{t[a]:.2f} s ({part[f'ratio_{a}_over_script']:.2f}x)" for a in arms) + " |")
+    b = res["batch_size"]
+    lines = [f"`{res['command']}` ([bench_app.json](bench_app.json)), {res['device']}, medians of {res['repeats']} "
+             "(x: app / script, 1.00 = no overhead; the app columns are gradio_client calls, which download every "
+             "file of every update unless told not to):", "",
+             "| | script | app, previews off | previews every step | previews every step, client fetches no file |", "|---|---|---|---|---|",
+             row(f"Diffusion tab, {b} images, {res['steps']} steps, CFG", d)]
+    if m:
+        one = m["median_s"]["script_one_call_per_image"]
+        lines += [row(f"Text and image tab, {b} images", m),
+                  f"| the old Text and image tab: one pipeline call per image | {one:.2f} s "
+                  f"({m['ratio_script_one_call_per_image_over_script']:.2f}x) | | | |"]
+    lines += ["", f"{c['served']} of {res['clients']} concurrent `/generate` calls served ({len(c['errors'])} errors), "
+                  f"one at a time from the queue in {c['wall_s']:.0f} s: latency median {c['latency_median_s']:.0f} s, "
+                  f"max {c['latency_max_s']:.0f} s; the process's peak resident memory "
+                  f"{c['peak_rss_mb_before']:.0f} -> {c['peak_rss_mb_after']:.0f} MB over the {res['clients']} calls."]
+    return "\n".join(lines)
+
+
 def measured(root: Path) -> str:
     """README "Measured": one row per figure, each from the JSON its row links."""
     oh = _json(root, "weights/openmoji-32/bench_overhead.json")
@@ -189,6 +235,7 @@ def measured(root: Path) -> str:
     a = oh["all_s"]
     fl = _json(root, "weights/openmoji-32/eval.json")["floor"]
     byc = _json(root, "weights/openmoji-mm/by_caption.json")["rows"]
+    bi = _json(root, "weights/openmoji-32/bench_batch_invariant.json")
     s32 = san["32"] if "32" in san else san
     glob = ", ".join(f"{k} {v['global']:.2f}" for k, v in orders["solvers"].items())
     loc = ", ".join(f"{k} {v['local']:.2f}" for k, v in orders["solvers"].items())
@@ -256,6 +303,9 @@ def measured(root: Path) -> str:
          f"captioning {r['caption_speedup']:.2f}x faster ({r['caption_cached_s']:.3f} vs {r['caption_uncached_s']:.3f} s "
          f"for 16 images), text -> image {r['generate_speedup']:.3f}x ({r['generate_cached_s']:.3f} vs "
          f"{r['generate_uncached_s']:.3f} s)", "same command as text -> image", f"{mm['device']} (2-core box)"),
+        ("cost of `genkit sample --batch-invariant` (byte-identical images whatever the batch size)",
+         batch_invariant(root), f"`{bi['command']} --out weights/openmoji-32/bench_batch_invariant.json` "
+         "([json](weights/openmoji-32/bench_batch_invariant.json))", f"{bi['device']}, 2-core box, other jobs beside it"),
         ("shipped VQ tokenizer (FSQ 8,5,5,5, K = 1000)",
          f"val MSE {vqm['val_mse']:.4f}, usage {_pct(vqm['val_usage'])}, perplexity/K {_pct(vqm['val_perplexity_ratio'])}",
          "[model card](weights/openmoji-vq/README.md) ([json](weights/openmoji-vq/metrics.json))", "2-core CPU"),
@@ -285,7 +335,7 @@ def mm_disc(root: Path) -> str:
 
 
 TABLES = {"samplers": samplers, "vq": vq, "mm-ablations": mm_ablations, "mm-history": mm_history,
-          "measured": measured, "mm-disc": mm_disc}
+          "measured": measured, "mm-disc": mm_disc, "app-bench": app_bench}
 
 
 # -- the command ---------------------------------------------------------------------------------------------
