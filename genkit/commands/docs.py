@@ -334,8 +334,47 @@ def mm_disc(root: Path) -> str:
     return "\n".join(rows)
 
 
+def _span_pct(shares: list) -> str:
+    """[0.085, 0.17] -> '8.5-17.0%' (one value: '8.5%')."""
+    lo, hi = min(shares), max(shares)
+    return _pct(lo) if lo == hi else f"{100 * lo:.1f}-{_pct(hi)}"
+
+
+def mm_disc_why(root: Path) -> str:
+    """weights/openmoji-mm's "Japan's red disc", why: the --detail arms of japan_disc.json side by side."""
+    res = _json(root, "weights/openmoji-mm/japan_disc.json")
+    arms = {k: a["detail"] for k, a in res["arms"].items() if "detail" in a}
+    names = []
+    for k in arms:                                           # "step22000@99994bb" -> "step 22,000 (99994bb)"
+        step, _, commit = k.partition("@")
+        step = f"step {int(step.removeprefix('step')):,}"
+        names.append(f"shipped, {step}" if res["arms"][k]["model"] == "weights/openmoji-mm" else f"{step} ({commit})")
+    d0 = next(iter(arms.values()))
+    name = res["name"]
+    heads = [h for h in d0["head_red_share"] if h != "draws"]
+    gs = list(d0["temperature_1"])
+    lp = d0["logprob_name"]
+    rows = [
+        ("the disc's loss with the other patches shown: own name / no name",
+         lambda d: f"{_f(d['disc_loss_others_known']['own'])} / {_f(d['disc_loss_others_known']['none'])}"),
+        *[(f"the head alone draws a red disc patch ({d0['head_red_share']['draws']} draws per patch, no patch "
+           f"known), {h}", lambda d, h=h: _span_pct(d["head_red_share"][h])) for h in heads],
+        (f"drawings at temperature 1 with a red centre, guidance {' / '.join(gs)}",
+         lambda d: " / ".join(f"{d['temperature_1'][g]['red_centre']} of {d['temperature_1'][g]['n']}" for g in gs)),
+        (f'log p("{name}" \\| drawing), the guidance-{lp["guidance"]} drawings above: with a red centre / without '
+         "(how many)", lambda d: f"{_f(d['logprob_name']['drawn_red_centre'], 2)} ({d['logprob_name']['n_red']}) / "
+                                 f"{_f(d['logprob_name']['drawn_other'], 2)} ({d['logprob_name']['n_other']})"),
+        (f'log p("{name}" \\| the real image): as it is / its red pixels painted white',
+         lambda d: f"{_f(d['logprob_name']['real'], 2)} / {_f(d['logprob_name']['real_disc_painted_white'], 2)}"),
+        ("greedy caption of the real image", lambda d: f'"{d["real_caption"]}"'),
+    ]
+    out = ["| measurement | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    out += [f"| {label} | " + " | ".join(fn(d) for d in arms.values()) + " |" for label, fn in rows]
+    return "\n".join(out)
+
+
 TABLES = {"samplers": samplers, "vq": vq, "mm-ablations": mm_ablations, "mm-history": mm_history,
-          "measured": measured, "mm-disc": mm_disc, "app-bench": app_bench}
+          "measured": measured, "mm-disc": mm_disc, "mm-disc-why": mm_disc_why, "app-bench": app_bench}
 
 
 # -- the command ---------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@
 - captioning: greedy captions -> exact-match accuracy; retrieval: rank all val names by log p(name | image),
   top-1 / top-5 accuracy;
 - decode_speed: the same work with and without the KV cache;
-- centre_patch_losses, red_centre: whether a model draws a flag's central disc (`genkit bench japan-disc`).
+- centre_patch_losses, red_centre, head_red_share: whether a model draws a flag's central disc, and why not
+  (`genkit bench japan-disc`).
 """
 
 from __future__ import annotations
@@ -199,31 +200,81 @@ def decode_speed(pipe, images: torch.Tensor, caption: list[int], repeats: int = 
             "generate_speedup": round(med["generate_uncached"] / med["generate_cached"], 3)}
 
 
-def centre_patch_losses(model, image: torch.Tensor, captions: dict[str, list[int]], draws: int = 256,
-                        seed: int = 0) -> dict:
-    """Caption -> image loss (no patch known) of one image (3, H, W) in [-1, 1] for each named caption: on the
-    central 2 x 2 patches (a flag's disc) and on the whole image; the same `draws` noise draws per patch (seeded)
-    for every caption. {key: {"centre": float, "whole": float}}"""
+def centre_patches(model) -> torch.Tensor:
+    """Ids of the central 2 x 2 patches (a flag's disc) in the row-major patch grid, (4,)."""
     side = math.isqrt(model.num_patches)                                   # patches per row
-    c = slice(side // 2 - 1, side // 2 + 1)
+    rows = torch.arange(side // 2 - 1, side // 2 + 1)
+    return (rows[:, None] * side + rows[None, :]).flatten()
+
+
+def centre_patch_losses(model, image: torch.Tensor, captions: dict[str, list[int]], draws: int = 256,
+                        seed: int = 0, others_known: bool = False) -> dict:
+    """Caption -> image loss of one image (3, H, W) in [-1, 1] for each named caption: on the central 2 x 2
+    patches (a flag's disc) and on the whole image; the same `draws` noise draws per patch (seeded) for every
+    caption. No patch known, or with others_known the other N - 4 shown to the transformer (then "whole" is the
+    mean over the 4 hidden ones, = "centre"). {key: {"centre": float, "whole": float}}"""
+    centre = centre_patches(model)
+    known = None
+    if others_known:
+        known = torch.ones(1, model.num_patches, dtype=torch.bool)
+        known[0, centre] = False
     out = {}
     for key, caption in captions.items():
-        per = model.patch_losses(image.unsqueeze(0), [caption], draws=draws,
-                                 generator=torch.Generator().manual_seed(seed)).view(side, side)
-        out[key] = {"centre": per[c, c].mean().item(), "whole": per.mean().item()}
+        per = model.patch_losses(image.unsqueeze(0), [caption], known=known, draws=draws,
+                                 generator=torch.Generator().manual_seed(seed))[0]      # (N,), NaN where known
+        out[key] = {"centre": per[centre].mean().item(), "whole": per.nanmean().item()}
     return out
+
+
+def red_pixels(x: torch.Tensor) -> torch.Tensor:
+    """Which pixels of channels-last images (..., 3) in [-1, 1] are red: R - G > 0.5 (bool, (...))."""
+    return (x[..., 0] - x[..., 1]) > 0.5
+
+
+def red_centre_each(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image of uint8 (N, H, W, 3): (has a red centre (N,) bool, red share of the centre (N,)); see red_centre."""
+    red = red_pixels(images.float() / 127.5 - 1)                           # (N, H, W)
+    h, w = red.shape[1:]
+    centre = red[:, 3 * h // 8:5 * h // 8, 3 * w // 8:5 * w // 8].float().mean((1, 2))
+    outside = red.clone()
+    outside[:, 5 * h // 16:11 * h // 16, 5 * w // 16:11 * w // 16] = False
+    return (centre > 0.4) & (outside.float().mean((1, 2)) < 0.05), centre
 
 
 def red_centre(images: torch.Tensor) -> dict:
     """Red-disc check on uint8 images (N, H, W, 3): a pixel is red when R - G > 0.5 on the [-1, 1] scale; an image
     has a red centre when > 40% of its centre (H/4 x W/4, 8 x 8 at 32 px) is red and < 5% outside the central
     3H/8 x 3W/8 box (12 x 12). {"red_centre": count, "n": N, "centre_red": [share per image], "centre_red_mean"}"""
-    x = images.float() / 127.5 - 1
-    red = (x[..., 0] - x[..., 1]) > 0.5                                    # (N, H, W)
-    h, w = red.shape[1:]
-    centre = red[:, 3 * h // 8:5 * h // 8, 3 * w // 8:5 * w // 8].float().mean((1, 2))
-    outside = red.clone()
-    outside[:, 5 * h // 16:11 * h // 16, 5 * w // 16:11 * w // 16] = False
-    has = (centre > 0.4) & (outside.float().mean((1, 2)) < 0.05)
-    return {"red_centre": int(has.sum()), "n": len(x), "centre_red": [round(v, 6) for v in centre.tolist()],
+    has, centre = red_centre_each(images)
+    return {"red_centre": int(has.sum()), "n": len(images), "centre_red": [round(v, 6) for v in centre.tolist()],
             "centre_red_mean": centre.mean().item()}
+
+
+@torch.no_grad()
+def head_red_share(model, caption: list[int], draws: int = 200, guidance_scale: float = 1.0,
+                   temperature: float = 1.0, head_steps: int = 20, solver: str = "dpmpp_2m", seed: int = 0) -> list:
+    """What the diffusion head alone draws for each central patch with no patch known: the share of `draws`
+    samples from the transformer's output z there (guided against the no-name output when guidance_scale != 1)
+    that are red patches (more than half of the patch's pixels red, as red_pixels). [share per centre patch]"""
+    from .diffusion_head import sample_patches
+    from .tokens import unpatchify
+
+    was = model.training
+    model.eval()
+    z = {}
+    for key, cap in (("cond", caption), ("uncond", [])):
+        batch = model.batch([cap], [False])
+        hidden = torch.zeros(1, model.num_patches, dtype=torch.bool, device=model.device)    # 1. nothing known
+        units = torch.zeros(1, model.num_patches, model.patch_dim, device=model.device)
+        out = model.run(model.embed(batch["tokens"], batch["is_image"], batch["slot"], units, hidden), batch)
+        z[key] = model.image_outputs(out, batch["slot"])[0]                 # (N, d)
+    generator = torch.Generator().manual_seed(seed)
+    shares = []
+    for k in centre_patches(model).tolist():
+        zc, zu = (z[key][k].expand(draws, -1) for key in ("cond", "uncond"))                 # 2. one z, many draws
+        x = sample_patches(model.patch_head, zc, head_steps, solver, temperature, guidance_scale, zu, generator,
+                           model.patch_dim)                                 # (draws, P)
+        pix = unpatchify(x.float().cpu().unsqueeze(1), 1, model.config.patch_size).permute(0, 2, 3, 1)  # (D, p, p, 3)
+        shares.append(red_pixels(pix.clamp(-1, 1)).float().mean((1, 2)).gt(0.5).float().mean().item())  # 3. red?
+    model.train(was)
+    return shares
