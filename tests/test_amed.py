@@ -226,3 +226,17 @@ def test_a_cached_teacher_made_with_other_settings_is_refused(tmp_path):
     _train(folder, "--solver", "amed-euler", "--teacher_pool", "4", "--M", "3")
     with pytest.raises(ValueError, match=r"teacher-(eval|pool)\.pt was made with .*'M': 3.*'M': 2"):
         _train(folder, "--solver", "amed-euler", "--teacher_pool", "4", "--M", "2")
+
+
+def test_a_time_only_predictor_ignores_the_bottleneck():
+    torch.manual_seed(0)
+    pred = AMEDPredictor(use_feature=False)
+    for head in (pred.head_r, pred.head_c, pred.head_a):
+        torch.nn.init.normal_(head.weight)                                  # not the all-zero start
+    s, sn = torch.full((2,), 9.7), torch.full((2,), 0.47)
+    a, b = pred(torch.randn(2, 16, 4, 4), s, sn), pred(torch.randn(2, 16, 4, 4) * 9, s, sn)
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v, rtol=0, atol=0)
+    full = AMEDPredictor(use_feature=True)
+    full.load_state_dict(pred.state_dict())
+    assert not torch.equal(full(torch.randn(2, 16, 4, 4), s, sn)[0], full(torch.randn(2, 16, 4, 4) * 9, s, sn)[0])

@@ -58,6 +58,8 @@ def parse_args(argv=None):
                                          "faster here; its own error is about 0.006, far below NFE 5's)")
     a("--scale_dir", type=float, default=0.01, help="c in [1 - s, 1 + s] (0: off)")
     a("--scale_time", type=float, default=None, help="a in [1 - s, 1 + s] (default 0 for amed, 0.2 for plugins)")
+    a("--no_feature", dest="use_feature", action="store_false",
+      help="a time-only predictor: (r, c, a) per step, not per sample (the bottleneck feature overfits a small pool)")
     a("--num_trajectories", type=int, default=10000, help="teacher trajectories in all (the paper: 10k)")
     a("--teacher_pool", type=int, default=None,
       help="reuse a pool of this many teacher trajectories (cached in output_dir/teacher-pool.pt, resumable) "
@@ -281,7 +283,8 @@ def main(args):
     torch.manual_seed(args.seed)
     predictor = AMEDPredictor(solver=args.solver, num_steps=len(sigmas_full) - 1, grid=grid,
                               sigmas=[float(s) for s in sigmas], guidance_scale=float(guidance), afs=args.afs,
-                              teacher=unet_fingerprint(pipe.unet), scale_dir=args.scale_dir, scale_time=scale_time)
+                              teacher=unet_fingerprint(pipe.unet), scale_dir=args.scale_dir, scale_time=scale_time,
+                              use_feature=args.use_feature)
     opt = torch.optim.Adam(predictor.parameters(), lr=args.learning_rate, betas=(0.9, 0.999))
     wrapped, opt = accelerator.prepare(predictor, opt)
     model = accelerator.unwrap_model(wrapped)

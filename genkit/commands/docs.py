@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 from pathlib import Path
 
 from genkit.io import atomic_write_bytes
@@ -373,7 +372,36 @@ def mm_disc_why(root: Path) -> str:
     return "\n".join(out)
 
 
-TABLES = {"samplers": samplers, "vq": vq, "mm-ablations": mm_ablations, "mm-history": mm_history,
+def sid_curve(root: Path) -> str:
+    """weights/openmoji-32-sid: FD of the EMA generator against generator images seen (fd_curve.json)."""
+    rows = _json(root, "weights/openmoji-32-sid/fd_curve.json")["rows"]
+    out = ["| step | generator images | minutes | FD-OpenMoji (n = 1,000) |", "|---|---|---|---|"]
+    seen = {}
+    for r in rows:                                                    # a resumed run may log a step twice
+        if r.get("fd") is not None:
+            seen[r["step"]] = r
+    out += [f"| {r['step']} | {r['images']:,} | {r['minutes']:.1f} | {r['fd']:.1f} |" for r in seen.values()]
+    return "\n".join(out)
+
+
+def amed_ode(root: Path) -> str:
+    """weights/openmoji-32: ODE error at each NFE budget of bench_amed.json, each arm's ratio to Euler's."""
+    d = _json(root, "weights/openmoji-32/bench_amed.json")
+    rows, budgets = d["rows"], sorted({v["nfe_budget"] for v in d["rows"].values()})
+    arms = list(dict.fromkeys(v["arm"] for v in rows.values()))
+    head = " | ".join(f"NFE {n}: ODE error (x Euler), wall s" for n in budgets)
+    out = [f"| arm | {head} |", "|---" * (len(budgets) + 1) + "|"]
+    for arm in arms:
+        cells = []
+        for n in budgets:
+            v, e = rows.get(f"{arm}@{n}"), rows.get(f"euler/polynomial@{n}")
+            cells.append("-" if v is None else f"{v['ode_error']:.3f} ({v['ode_error'] / e['ode_error']:.2f}), "
+                         f"{v['seconds']:.0f}" if e else f"{v['ode_error']:.3f}, {v['seconds']:.0f}")
+        out.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+TABLES = {"samplers": samplers, "sid-curve": sid_curve, "amed-ode": amed_ode, "vq": vq, "mm-ablations": mm_ablations, "mm-history": mm_history,
           "measured": measured, "mm-disc": mm_disc, "mm-disc-why": mm_disc_why, "app-bench": app_bench}
 
 

@@ -173,14 +173,16 @@ class AMEDPredictor(ModelMixin, ConfigMixin):
 
     The bottleneck (N, C, h, w) is averaged over channels and pooled to 8x8 (64 values) -> 128 -> 4; each noise
     level gets a sinusoidal embedding -> 8; one linear head per output reads the 20 values. Heads start at
-    zero: an untrained predictor is DPM-Solver-2 (r = 0.5, c = 1, a = 1). The config records what the
+    zero: an untrained predictor is DPM-Solver-2 (r = 0.5, c = 1, a = 1). use_feature=False ignores the
+    bottleneck: (r, c, a) then depend on the step alone (fits from few teacher trajectories). The config records what the
     predictor was trained for; `check` refuses any other use.
     """
 
     @register_to_config
     def __init__(self, solver: str = "amed", num_steps: int = 4, grid: str = "polynomial", sigmas: list | None = None,
                  guidance_scale: float = 1.0, afs: bool = True, teacher: str = "", scale_dir: float = 0.01,
-                 scale_time: float = 0.0, pool: int = 8, hidden: int = 128, time_dim: int = 8):
+                 scale_time: float = 0.0, pool: int = 8, hidden: int = 128, time_dim: int = 8,
+                 use_feature: bool = True):
         super().__init__()
         self.feat = nn.Sequential(nn.Linear(pool * pool, hidden), nn.SiLU(), nn.Linear(hidden, 4))
         self.t_cur = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU())
@@ -204,7 +206,7 @@ class AMEDPredictor(ModelMixin, ConfigMixin):
         """feature (N, C, h, w) or None (AFS: no network call); sigma, sigma_next (N,) -> r, c, a each (N,)."""
         cfg, dtype = self.config, self.head_r.weight.dtype
         n = len(sigma)
-        if feature is None:
+        if feature is None or not cfg.use_feature:                      # AFS, or a time-only predictor
             f = torch.zeros(n, cfg.pool * cfg.pool, device=sigma.device, dtype=dtype)
         else:
             f = F.adaptive_avg_pool2d(feature.to(dtype).mean(1, keepdim=True), cfg.pool).flatten(1)
