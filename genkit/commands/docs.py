@@ -374,13 +374,17 @@ def mm_disc_why(root: Path) -> str:
 
 def sid_curve(root: Path) -> str:
     """weights/openmoji-32-sid: FD of the EMA generator against generator images seen (fd_curve.json)."""
-    rows = _json(root, "weights/openmoji-32-sid/fd_curve.json")["rows"]
+    curve = _json(root, "weights/openmoji-32-sid/fd_curve.json")
+    rows = curve["rows"]
     out = ["| step | generator images | minutes | FD-OpenMoji (n = 1,000) |", "|---|---|---|---|"]
     seen = {}
     for r in rows:                                                    # a resumed run may log a step twice
         if r.get("fd") is not None:
             seen[r["step"]] = r
     out += [f"| {r['step']} | {r['images']:,} | {r['minutes']:.1f} | {r['fd']:.1f} |" for r in seen.values()]
+    slope, n = curve["slope_log_fd_per_log_images"], sum(1 for r in seen.values() if r["images"] > 0)
+    if slope is not None:
+        out += ["", f"Least-squares slope of log FD on log images over the {n} rows with images > 0: {slope:.3f}."]
     return "\n".join(out)
 
 
