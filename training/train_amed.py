@@ -175,12 +175,10 @@ def predict_with(module, tap: BottleneckTap):
 
 
 def _save(path, obj) -> None:
-    from genkit.io import atomic_write_bytes
-    import io
+    from genkit.io import atomic_path
 
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _load_made_by(path, made_by: dict, empty: dict) -> dict:

@@ -107,7 +107,6 @@ def detail(pipe, name: str, image, args, guidance: list[tuple[float, int]]) -> d
 
 
 def run_disc(args) -> dict:
-    import json
     import platform
     import time
 
@@ -117,9 +116,8 @@ def run_disc(args) -> dict:
 
     from genkit.checks import bad, check_int
     from genkit.commands.bench_mm import parse_arms
-    from genkit.commands.common import weights_fingerprint
+    from genkit.commands.common import atomic_write_json, weights_fingerprint
     from genkit.data import OpenMojiDataset
-    from genkit.io import atomic_write_bytes
     from genkit.mm.evaluate import centre_patch_losses, red_centre
     from pipelines.multimodal import MAX_IMAGES_PER_PROMPT, MultimodalARPipeline
 
@@ -161,5 +159,5 @@ def run_disc(args) -> dict:
                   if args.detail else "")
                + f" --draws {args.draws} --num {args.num} --seed {args.seed} --out {args.out}",
                "device": f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)", "torch": torch.__version__}
-    atomic_write_bytes(args.out, (json.dumps(result, indent=1) + "\n").encode())
+    atomic_write_json(args.out, result)
     return result

@@ -95,15 +95,14 @@ def add_parser(bsub):
 
 
 def run_orders(args) -> dict:
-    from genkit.io import atomic_write_bytes
-    import json
+    from genkit.commands.common import atomic_write_json
 
     torch.set_num_threads(1)
     result = {"solvers": orders(),
               "global_grid_note": "64 -> 128 steps, sigma 0.002-80; iPNDM is 2nd order on non-uniform grids",
               "command": f"genkit bench orders --out {args.out}", "device": f"CPU ({platform.machine()}), float64",
               "torch": torch.__version__}
-    atomic_write_bytes(args.out, (json.dumps(result, indent=2) + "\n").encode())
+    atomic_write_json(args.out, result)
     for k, v in result["solvers"].items():
         print(f"{k:10s} global {v['global']:.2f} ({v['global_grid']})  local {v['local']:.2f} ({v['local_grid']})")
     return result

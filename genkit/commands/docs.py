@@ -314,6 +314,16 @@ def measured(root: Path) -> str:
     return "\n".join(out)
 
 
+def _disc_arm_label(key: str, arm: dict) -> str:
+    """A japan_disc.json arm -> its column/row name: "step22000@99994bb" -> "step 22,000 (99994bb)"; the shipped
+    model -> "shipped, step 24,800"."""
+    step, _, commit = key.partition("@")
+    step = f"step {int(step.removeprefix('step')):,}" if step.startswith("step") else step
+    if arm["model"] == "weights/openmoji-mm":
+        return f"shipped, {step}"
+    return f"{step} ({commit})" if commit else step
+
+
 def mm_disc(root: Path) -> str:
     """weights/openmoji-mm's "Japan's red disc": patch losses and drawings per model (`genkit bench japan-disc`)."""
     res = _json(root, "weights/openmoji-mm/japan_disc.json")
@@ -321,12 +331,9 @@ def mm_disc(root: Path) -> str:
     rows = [f'| model | disc: own name / "{sib}" / no name | whole image, own name | drawn with a red centre '
             f'| centre red, mean |', "|---|---|---|---|---|"]
     for arm, a in res["arms"].items():
-        step, _, commit = arm.partition("@")
-        step = f"step {int(step.removeprefix('step')):,}" if step.startswith("step") else step
-        shipped = a["model"] == "weights/openmoji-mm"
-        label = f"shipped, {step}" if shipped else (f"{step} ({commit})" if commit else step)
         own = _f(a["disc_loss"]["own"])
-        rows.append(f"| {label} | {f'**{own}**' if shipped else own} / {_f(a['disc_loss']['sibling'])} / "
+        shipped = a["model"] == "weights/openmoji-mm"
+        rows.append(f"| {_disc_arm_label(arm, a)} | {f'**{own}**' if shipped else own} / {_f(a['disc_loss']['sibling'])} / "
                     f"{_f(a['disc_loss']['none'])} | {_f(a['whole_loss_own'])} | {a['red_centre']} of {a['n']} "
                     f"| {_pct(a['centre_red_mean'], 0)} |")
     rows.append(f"| the real image | - | - | - | {_pct(res['real_centre_red'], 0)} |")
@@ -343,11 +350,7 @@ def mm_disc_why(root: Path) -> str:
     """weights/openmoji-mm's "Japan's red disc", why: the --detail arms of japan_disc.json side by side."""
     res = _json(root, "weights/openmoji-mm/japan_disc.json")
     arms = {k: a["detail"] for k, a in res["arms"].items() if "detail" in a}
-    names = []
-    for k in arms:                                           # "step22000@99994bb" -> "step 22,000 (99994bb)"
-        step, _, commit = k.partition("@")
-        step = f"step {int(step.removeprefix('step')):,}"
-        names.append(f"shipped, {step}" if res["arms"][k]["model"] == "weights/openmoji-mm" else f"{step} ({commit})")
+    names = [_disc_arm_label(k, res["arms"][k]) for k in arms]
     d0 = next(iter(arms.values()))
     name = res["name"]
     heads = [h for h in d0["head_red_share"] if h != "draws"]
@@ -375,14 +378,10 @@ def mm_disc_why(root: Path) -> str:
 def sid_curve(root: Path) -> str:
     """weights/openmoji-32-sid: FD of the EMA generator against generator images seen (fd_curve.json)."""
     curve = _json(root, "weights/openmoji-32-sid/fd_curve.json")
-    rows = curve["rows"]
+    rows = [r for r in curve["rows"] if r.get("fd") is not None]
     out = ["| step | generator images | minutes | FD-OpenMoji (n = 1,000) |", "|---|---|---|---|"]
-    seen = {}
-    for r in rows:                                                    # a resumed run may log a step twice
-        if r.get("fd") is not None:
-            seen[r["step"]] = r
-    out += [f"| {r['step']} | {r['images']:,} | {r['minutes']:.1f} | {r['fd']:.1f} |" for r in seen.values()]
-    slope, n = curve["slope_log_fd_per_log_images"], sum(1 for r in seen.values() if r["images"] > 0)
+    out += [f"| {r['step']} | {r['images']:,} | {r['minutes']:.1f} | {r['fd']:.1f} |" for r in rows]
+    slope, n = curve["slope_log_fd_per_log_images"], sum(1 for r in rows if r["images"] > 0)  # as sid_curve.curve
     if slope is not None:
         out += ["", f"Least-squares slope of log FD on log images over the {n} rows with images > 0: {slope:.3f}."]
     return "\n".join(out)
@@ -398,15 +397,19 @@ def amed_ode(root: Path) -> str:
     for arm in arms:
         cells = []
         for n in budgets:
-            v, e = rows.get(f"{arm}@{n}"), rows.get(f"euler/polynomial@{n}")
-            cells.append("-" if v is None else f"{v['ode_error']:.3f} ({v['ode_error'] / e['ode_error']:.2f}), "
-                         f"{v['seconds']:.0f}" if e else f"{v['ode_error']:.3f}, {v['seconds']:.0f}")
+            v, euler = rows.get(f"{arm}@{n}"), rows.get(f"euler/polynomial@{n}")
+            if v is None:
+                cells.append("-")
+                continue
+            ratio = f" ({v['ode_error'] / euler['ode_error']:.2f})" if euler else ""
+            cells.append(f"{v['ode_error']:.3f}{ratio}, {v['seconds']:.0f}")
         out.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
-TABLES = {"samplers": samplers, "sid-curve": sid_curve, "amed-ode": amed_ode, "vq": vq, "mm-ablations": mm_ablations, "mm-history": mm_history,
-          "measured": measured, "mm-disc": mm_disc, "mm-disc-why": mm_disc_why, "app-bench": app_bench}
+TABLES = {"samplers": samplers, "amed-ode": amed_ode, "sid-curve": sid_curve, "vq": vq, "mm-ablations": mm_ablations,
+          "mm-history": mm_history, "measured": measured, "mm-disc": mm_disc, "mm-disc-why": mm_disc_why,
+          "app-bench": app_bench}
 
 
 # -- the command ---------------------------------------------------------------------------------------------

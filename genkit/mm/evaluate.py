@@ -262,12 +262,10 @@ def head_red_share(model, caption: list[int], draws: int = 200, guidance_scale: 
     was = model.training
     model.eval()
     z = {}
+    hidden = torch.zeros(1, model.num_patches, dtype=torch.bool, device=model.device)        # 1. nothing known
+    units = torch.zeros(1, model.num_patches, model.patch_dim, device=model.device)
     for key, cap in (("cond", caption), ("uncond", [])):
-        batch = model.batch([cap], [False])
-        hidden = torch.zeros(1, model.num_patches, dtype=torch.bool, device=model.device)    # 1. nothing known
-        units = torch.zeros(1, model.num_patches, model.patch_dim, device=model.device)
-        out = model.run(model.embed(batch["tokens"], batch["is_image"], batch["slot"], units, hidden), batch)
-        z[key] = model.image_outputs(out, batch["slot"])[0]                 # (N, d)
+        z[key] = model.patch_outputs([cap], units, hidden)[0]                # (N, d)
     generator = torch.Generator().manual_seed(seed)
     shares = []
     for k in centre_patches(model).tolist():

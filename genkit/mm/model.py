@@ -234,6 +234,13 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         return loss, {"text_loss": text_loss.detach(), "image_loss": image_loss.detach()}
 
     @torch.no_grad()
+    def patch_outputs(self, captions: list[list[int]], patches: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """The transformer's output z at every patch (B, N, d) for captions followed by an image whose `known`
+        (B, N) patches are shown (the others masked): what the head is conditioned on there."""
+        batch = self.batch(captions, [False] * len(captions))
+        out = self.run(self.embed(batch["tokens"], batch["is_image"], batch["slot"], patches, known), batch)
+        return self.image_outputs(out, batch["slot"])
+
     def patch_losses(self, images: torch.Tensor, captions: list[list[int]], known: torch.Tensor | None = None,
                      draws: int = 64, generator: torch.Generator | None = None) -> torch.Tensor:
         """The caption -> image loss of each patch, (B, N), each the mean of `draws` noise draws; NaN where
@@ -247,10 +254,8 @@ class MultimodalAR(ModelMixin, ConfigMixin):
         known = torch.zeros(b, n, dtype=torch.bool) if known is None else self._check_known(known, b)
         known, was = known.to(self.device), self.training
         self.eval()                                                          # no dropout in a measurement
-        batch = self.batch(captions, [False] * b)
         patches = self.units(images)                                         # (B, N, P)
-        out = self.run(self.embed(batch["tokens"], batch["is_image"], batch["slot"], patches, known), batch)
-        z = self.image_outputs(out, batch["slot"])                           # (B, N, d)
+        z = self.patch_outputs(captions, patches, known)                     # (B, N, d)
         per = patch_diffusion_loss(self.patch_head, patches[~known], z[~known], repeats=draws,
                                    generator=generator, reduction="none")
         self.train(was)
