@@ -145,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--nfe", default="5,10,20,50", metavar="LIST", help="NFE budgets (default 5,10,20,50); "
                     "2-evaluation solvers (heun, dpm2) get the most steps that fit")
     bs.add_argument("--num", type=_positive_int("num"), default=512, metavar="N", help="images per arm (default 512)")
-    bs.add_argument("--ode-num", type=_positive_int("ode-num"), default=64, metavar="M",
-                    help="the first M seeds also get the ODE error against a Heun reference (default 64)")
+    bs.add_argument("--ode-num", type=_nonneg_int("ode-num"), default=64, metavar="M",
+                    help="the first M seeds also get the ODE error against a Heun reference (default 64; 0: none)")
     bs.add_argument("--ode-ref-steps", type=_positive_int("ode-ref-steps"), default=256, metavar="S",
                     help="steps of that Heun reference on the polynomial grid (default 256 = 511 NFE)")
     bs.add_argument("--solvers", default="euler,heun,dpm2,dpmpp_2m,dpmpp_3m,ipndm", metavar="LIST",
@@ -166,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--features-model", default=None, metavar="DIR",
                     help="the FD-OpenMoji network (default weights/openmoji-features)")
     bs.add_argument("--ref", default=None, metavar="NAME|FILE", help="default openmoji-train-<resolution>")
+    bs.add_argument("--bootstrap", type=_nonneg_int("bootstrap"), default=1000, metavar="B",
+                    help="bootstrap resamples of the seeds for the FDs' 95%% intervals (default 1000; 0: none)")
+    bs.add_argument("--teacher-nfe", type=_nonneg_int("teacher-nfe"), default=0, metavar="M",
+                    help="also measure every arm's FD to the model's own samples at M NFE from the same seeds "
+                         "(fd_teacher; e.g. 50; default 0: off)")
+    bs.add_argument("--teacher-solver", default="dpmpp_2m", metavar="NAME",
+                    help="the solver of those teacher samples (default dpmpp_2m, polynomial grid)")
+    bs.add_argument("--generators", default=None, metavar="DIR,...",
+                    help="one-step generators distilled from --model (e.g. weights/openmoji-32-sid): arms at NFE 1")
     bs.add_argument("--device", default=None)
     bs.add_argument("--out", required=True, metavar="FILE.json")
 

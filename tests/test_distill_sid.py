@@ -165,3 +165,26 @@ def test_bad_flags_name_the_flag(tmp_path, flag, value):
 
     with pytest.raises(ValueError, match=f"^{flag}="):
         parse_args(["--output_dir", str(tmp_path), flag, value])
+
+
+def test_init_generator_continues_a_saved_generator_and_refuses_a_mismatched_one(genkit_teacher, tmp_path):
+    """--init_generator: the generator starts from a one-step folder (here a UNet with other weights than the
+    teacher's); with lr ~0 the saved EMA generator is that folder's UNet, not the teacher's. A folder made with
+    another sigma_init, or one that is not a one-step generator, is refused before anything loads."""
+    from genkit.scheduler import GenkitScheduler
+    from training.distill_sid import parse_args
+
+    init = tmp_path / "init"
+    OneStepPipeline(tiny_unet(4, seed=1), GenkitScheduler(image_size=8), class_names=["a", "b", "c"],
+                    sigma_init=2.5).save_pretrained(init)
+    out = tmp_path / "sid"
+    log = run(cmd(genkit_teacher, out, 2, "--learning_rate", "1e-12", "--init_generator", str(init)))
+    assert f"generator starts from {init}" in log
+    want = tiny_unet(4, seed=1).state_dict()
+    gen = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.allclose(gen[k], want[k], atol=1e-6) for k in want)
+    with pytest.raises(ValueError, match=r"--init_generator=.* made with --sigma_init 1.0 \(it was made with 2.5\)"):
+        parse_args(["--teacher", genkit_teacher, "--output_dir", str(out), "--init_generator", str(init),
+                    "--sigma_init", "1.0"])
+    with pytest.raises(ValueError, match="--init_generator=.* a one-step generator folder"):
+        parse_args(["--teacher", genkit_teacher, "--output_dir", str(out), "--init_generator", genkit_teacher])

@@ -231,3 +231,31 @@ def test_bench_samplers_on_a_tiny_model_resumes_and_writes_a_table(tiny, capsys,
     assert all(second["rows"][k] == v for k, v in first["rows"].items())
     assert len(second["commands"]) == 2 and "--nfe 2,3" in second["commands"][1]     # both runs are listed
     assert "--nfe 2 " in (tmp_path / "bench.md").read_text()
+
+
+def test_bench_samplers_measures_fd_to_the_teachers_samples_and_a_one_step_generator(tiny, capsys, tmp_path):
+    """An arm run exactly as the teacher's samples (dpmpp_2m, same NFE, same seeds) is at FD 0 from them, paired;
+    a one-step generator is an arm at NFE 1 with the same classes; every FD has an ordered 95% interval."""
+    from genkit.scheduler import GenkitScheduler
+    from helpers import CLASS_NAMES, tiny_unet
+    from pipelines.one_step import OneStepPipeline
+
+    OneStepPipeline(tiny_unet(4, seed=1), GenkitScheduler(image_size=8), class_names=CLASS_NAMES,
+                    sigma_init=2.5).save_pretrained(tmp_path / "gen")
+    out = tmp_path / "b.json"
+    rc, _, err = cli(capsys, "bench", "samplers", "--model", tiny["model"], "--nfe", "4", "--num", 8, "--ode-num", 0,
+                     "--solvers", "euler,dpmpp_2m", "--grids", "polynomial", "--schedulers", "", "--batch-size", 4,
+                     "--teacher-nfe", 4, "--generators", tmp_path / "gen", "--bootstrap", 40,
+                     "--ref", tiny["ref"], "--features-model", tiny["features"], "--device", "cpu", "--out", out)
+    assert rc == 0, err
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert set(rows) == {"generator:gen@1", "euler/polynomial@4", "dpmpp_2m/polynomial@4", "teacher:dpmpp_2m@4"}
+    assert rows["dpmpp_2m/polynomial@4"]["fd_teacher_ci95"] == [0.0, 0.0]
+    assert rows["dpmpp_2m/polynomial@4"]["fd"] == rows["teacher:dpmpp_2m@4"]["fd"]
+    assert rows["euler/polynomial@4"]["fd_teacher"] > 0
+    gen = rows["generator:gen@1"]
+    assert (gen["nfe"], gen["network_evals"], gen["ode_error"]) == (1, 1, None) and gen["fd_teacher"] > 0
+    assert all(v["fd_ci95"][0] <= v["fd_ci95"][1] and "fd_teacher_ci95" in v for v in rows.values())
+    assert result["config"]["teacher"] == "dpmpp_2m@4, polynomial grid"
+    assert "--teacher-nfe 4" in result["command"] and "FD to the teacher" in (tmp_path / "b.md").read_text()

@@ -7,6 +7,8 @@ Many GPUs (DDP; torchrun --nproc_per_node 2 does the same with gloo ranks on a C
         --teacher weights/openmoji-32 --output_dir runs/sid --train_batch_size 32
 Resume (generator, fake score, EMA, both optimizers, step, losses, minutes; exact on one device):
     ... --output_dir runs/sid --resume_from_checkpoint latest
+Continue a shipped generator in a new run folder (its own run folder gone; fake score and optimizers start afresh):
+    ... --output_dir runs/sid-b --init_generator weights/openmoji-32-sid
 
 The teacher is any pipeline folder genkit can load: a genkit PixelDiffusionPipeline (v prediction, log-SNR time)
 or a plain diffusers DDPM folder (unet/ + a DDPM-family scheduler: eps or v, 1000 discrete steps). Generator and
@@ -66,6 +68,10 @@ def parse_args(argv=None):
     a("--alpha", type=float, default=1.2, help="alpha in (L2 - alpha L1)/omega (paper: 1.0 or 1.2)")
     a("--tmax", type=float, default=800, help="generator-loss sigmas: u ~ U[0, tmax/1000] through the Karras map")
     a("--sigma_init", type=float, default=2.5, help="the generator is D(sigma_init z; sigma_init) at init")
+    a("--init_generator", default=None, metavar="DIR",
+      help="start the generator (and its EMA) from this one-step folder, e.g. weights/openmoji-32-sid, instead of "
+           "the teacher: a new run that continues a shipped generator when its run folder is gone (the fake score "
+           "and optimizers start afresh; a checkpoint to resume from wins over this)")
     a("--teacher_guidance", type=float, default=None,
       help="classifier-free guidance of the teacher the generator matches (default 2 for a class-conditional "
            "genkit teacher, 1 otherwise)")
@@ -114,6 +120,15 @@ def check_args(args):
     check_int("--seed", args.seed, 0, 2**63 - 1)
     if args.max_minutes is not None:
         check_float("--max_minutes", args.max_minutes, 0.0)
+    if args.init_generator is not None:
+        index = Path(args.init_generator) / "model_index.json"
+        config = json.loads(index.read_text()) if index.is_file() else {}
+        if config.get("_class_name") != "OneStepPipeline":
+            bad_flag("init_generator", args.init_generator, "a one-step generator folder (OneStepPipeline), "
+                     "e.g. weights/openmoji-32-sid")
+        if config.get("sigma_init") != args.sigma_init:
+            bad_flag("init_generator", args.init_generator, f"a generator made with --sigma_init {args.sigma_init} "
+                     f"(it was made with {config.get('sigma_init')})")
     if not (Path(args.teacher) / "model_index.json").is_file():
         bad_flag("teacher", args.teacher, "a pipeline folder with model_index.json, unet/ and scheduler/")
 
@@ -210,6 +225,13 @@ def main(args):
                  "model with a null class)")
     teacher_unet.requires_grad_(False).eval().to(device)
     g_unet = copy.deepcopy(teacher_unet).requires_grad_(True).train()
+    if args.init_generator is not None:  # same architecture as the teacher, or a clear error
+        init = UNet2DModel.from_pretrained(Path(args.init_generator) / "unet")
+        try:
+            g_unet.load_state_dict(init.state_dict())
+        except RuntimeError as e:
+            bad_flag("init_generator", args.init_generator, f"a generator of the teacher's architecture ({e})")
+        logger.info(f"generator starts from {args.init_generator}")
     f_unet = copy.deepcopy(teacher_unet).requires_grad_(True).train()
     ema = EMAModel(g_unet.parameters(), decay=0.5 ** (B / args.ema_halflife_images), use_ema_warmup=False,
                    model_cls=UNet2DModel, model_config=g_unet.config)

@@ -11,7 +11,15 @@ For each arm and NFE budget, on seeds K..K+N-1 (class 'cycle' and the model's de
   ranking of the arms is the same on both halves, N is large enough for the ranking);
 - class_accuracy: the shipped classifier's accuracy on the asked classes;
 - ode_error: mean per-image RMS distance (in [-1, 1] pixel units) to Heun at --ode-ref-steps steps (256:
-  511 NFE) from the same noise, on the first --ode-num seeds.
+  511 NFE) from the same noise, on the first --ode-num seeds (0: none);
+- with --bootstrap B: fd_ci95, a bootstrap 95% interval of fd over B resamples of the seeds;
+- with --teacher-nfe M: fd_teacher (and its paired interval), the FD to the model's own samples at M NFE
+  (--teacher-solver) from the same seeds and classes. A solver's job is to reproduce the teacher's distribution;
+  FD to data can fall as a few-step solver smooths images, so this is the fairer distribution check. The
+  teacher's own arm is a row (`teacher:SOLVER@M`);
+- --generators DIR,...: one-step generators distilled from the model (weights/openmoji-32-sid) as arms at NFE 1,
+  same seeds and classes (their guidance is built in).
+Per-arm features are cached beside FILE (.FILE.features/), so intervals and ratios can be recomputed.
 NFE counts denoiser calls per image; with CFG each is two network evaluations (network_evals).
 Results are written after every arm (atomically), so a killed run resumes where it stopped; FILE.md gets
 a markdown table.
@@ -24,13 +32,15 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..io import atomic_path
 from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, earlier_result, generate, load_pipeline,
                      pick_device, resolve_conditioning, weights_fingerprint)
-from .evaluate import load_classifier, load_features, resolve_ref
+from .evaluate import batched_features, load_classifier, load_features, resolve_ref
 
 SCHEDULERS = {"ddim": "DDIMScheduler", "dpmsolver": "DPMSolverMultistepScheduler", "unipc": "UniPCMultistepScheduler"}
 
@@ -61,7 +71,8 @@ def arm_list(solvers, grids, schedulers, skip_rhos=()) -> list[dict]:
 def run_samplers(args) -> dict:
     import diffusers
 
-    from genkit.metrics import REFERENCE_SOLVER, FrechetDistance, ode_error
+    from genkit.metrics import REFERENCE_SOLVER, frechet_distance, ode_error
+    from genkit.metrics.bootstrap import fd_between, fd_with_interval
     from genkit.checks import check_float
     from genkit.sampling import GRIDS, solver_entry, solver_names, steps_for_nfe
     from genkit.sampling.amed import list_predictors
@@ -79,8 +90,13 @@ def run_samplers(args) -> dict:
         raise ValueError(f"--num={args.num} is not allowed: at least 4 images (FD on each half needs 2)")
     if args.dtype not in ("float32", "bfloat16"):
         raise ValueError(f"--dtype={args.dtype!r} is not allowed: float32 or bfloat16")
-    if not 1 <= args.ode_num <= args.num:
-        raise ValueError(f"--ode-num={args.ode_num} is not allowed: an int in [1, --num={args.num}]")
+    if not 0 <= args.ode_num <= args.num:
+        raise ValueError(f"--ode-num={args.ode_num} is not allowed: an int in [0, --num={args.num}]")
+    draws, teacher_nfe = getattr(args, "bootstrap", 0), getattr(args, "teacher_nfe", 0)
+    teacher_solver = getattr(args, "teacher_solver", "dpmpp_2m")
+    generators = parse_list("generators", args.generators) if getattr(args, "generators", None) else []
+    if teacher_nfe:
+        solver_entry(teacher_solver)  # a registry name, or a ValueError naming it
     device = pick_device(args.device)
     pipe = load_pipeline(args.model, device)
     diffusers.utils.logging.set_verbosity_error()  # from_config's "attributes ignored" notes, once per arm
@@ -98,6 +114,10 @@ def run_samplers(args) -> dict:
               "class": cls, "guidance": guidance, "features": fid, "ref": ref_name, "ref_n": ref.n,
               "resolution": res, "ode_reference": f"{REFERENCE_SOLVER}, polynomial grid, {args.ode_ref_steps} steps",
               "model_sha": weights_fingerprint(args.model, "unet/*.safetensors"), "dtype": args.dtype}
+    if teacher_nfe:  # keys only when used: an older JSON of the same run still resumes
+        config["teacher"] = f"{teacher_solver}@{teacher_nfe}, polynomial grid"
+    if draws:
+        config["bootstrap_draws"] = draws
     out = Path(args.out)
     result = _resume(out, config)
     # Rows from earlier invocations of the same configuration are kept (e.g. a later run adding NFE 50 for a few
@@ -109,21 +129,19 @@ def run_samplers(args) -> dict:
                   device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device))
     result["floor"] = _floor(net, fid, ref, res, args.num, args.features_model)
 
-    def sample(n_seeds, **kw):
-        yield from generate(pipe, n_seeds, args.batch_size, cls, device, guidance_scale=guidance, **kw)
-
     # 1. The reference ODE solutions (cached beside the output: the most expensive single arm)
     def solve(desc, **kw):  # the ODE seeds only, all at once
-        return torch.cat([x for _, x in tqdm(sample(ode_seeds, **kw), total=-(-len(ode_seeds) // args.batch_size),
-                                             desc=desc)])
+        return torch.cat([x for _, x in tqdm(generate(pipe, ode_seeds, args.batch_size, cls, device,
+                                                      guidance_scale=guidance, **kw),
+                                             total=-(-len(ode_seeds) // args.batch_size), desc=desc)])
 
     x_ref = _load_or_make_reference(out, config, lambda: solve(
         f"ODE reference (Heun, {args.ode_ref_steps} steps, float32)", num_inference_steps=args.ode_ref_steps,
-        solver=REFERENCE_SOLVER, grid="polynomial"))
+        solver=REFERENCE_SOLVER, grid="polynomial")) if ode_seeds else None
     if args.dtype == "bfloat16":
         # The arms run the network in bf16 (about twice as fast on a CPU with AVX512-BF16); the reference stays
         # float32. What bf16 alone changes at a fine grid bounds the ODE errors that can be told apart.
-        if "bf16_floor" not in result:
+        if "bf16_floor" not in result and ode_seeds:
             fine = dict(num_inference_steps=50, solver="dpmpp_2m", grid="polynomial")
             x32 = solve("bf16 floor: dpmpp_2m at 50 NFE, float32", **fine)
             pipe.unet.to(torch.bfloat16)
@@ -132,55 +150,108 @@ def run_samplers(args) -> dict:
                                     "note": "dpmpp_2m at 50 NFE, same noise: bfloat16 network vs float32"}
         pipe.unet.to(torch.bfloat16)
 
-    # 2. Every arm at every NFE budget: same seeds, same noise
-    have = {(p["solver"], p["nfe"], p["guidance_scale"]) for p in list_predictors(args.model)}
-    todo = [(arm, n) for n in nfes for arm in arm_list(solvers, grids, schedulers, skip_rhos)
-            if f"{arm['arm']}@{n}" not in result["rows"]
-            and ("solver" not in arm or not solver_entry(arm["solver"]).needs_predictor  # AMED: a predictor
-                 or (arm["solver"], n, guidance) in have)]                           # for this NFE, guidance
-    bar = tqdm(todo, desc="bench samplers")
-    for arm, n in bar:
-        bar.set_postfix(arm=f"{arm['arm']}@{n}")
-        if "scheduler" in arm:
-            pipe.scheduler = getattr(diffusers, arm["scheduler"]).from_config(genkit_scheduler.config)
-            call, steps = dict(solver=None, num_inference_steps=n), n
-        else:
-            pipe.scheduler = genkit_scheduler
-            steps = steps_for_nfe(arm["solver"], n)
-            call = dict(solver=arm["solver"], grid=arm["grid"], num_inference_steps=steps,
-                        skip_tuning=arm.get("skip_tuning"))
-        fds = {k: FrechetDistance(net, fid, resolution=res) for k in ("all", "even", "odd")}
-        for f in fds.values():
-            f.set_reference(ref)
-        correct, errs, t0 = 0, [], time.perf_counter()
-        for batch, x in sample(seeds, **call):
+    features = _FeatureCache(out, config)
+
+    def run_arm(key: str, arm: dict, n: int, nfe_seen: int, network_evals: int, steps: int, arm_pipe=pipe, **call):
+        """One row: FD (all / even / odd seeds, interval), class accuracy, ODE error, time; the features cached."""
+        feats, correct, errs, t0 = [], 0, [], time.perf_counter()
+        for batch, x in generate(arm_pipe, seeds, args.batch_size, cls, device, **call):
             images = to_uint8(x)
-            fds["all"].update(images)
-            parity = torch.tensor([s % 2 for s in batch])
-            for k, p in (("even", 0), ("odd", 1)):
-                if (parity == p).any():
-                    fds[k].update(images[parity == p])
+            feats.append(batched_features(net, images).double().numpy())
             if classifier is not None:
                 want = torch.tensor(class_ids_for(pipe, cls, batch))
                 correct += int((classifier.predict(images).cpu() == want).sum())
             in_ode = [i for i, s in enumerate(batch) if s in ode_seeds]
             if in_ode:
-                errs.append(ode_error(x[in_ode].cpu(), x_ref[[ode_seeds.index(batch[i]) for i in in_ode]]))
+                errs.append(ode_error(x[in_ode].float().cpu(), x_ref[[ode_seeds.index(batch[i]) for i in in_ode]]))
         seconds = time.perf_counter() - t0
-        nfe_seen = count_nfe(arm["solver"], steps) if "solver" in arm else steps      # per guided call
-        result["rows"][f"{arm['arm']}@{n}"] = {
-            **arm, "nfe_budget": n, "nfe": nfe_seen, "network_evals": nfe_seen * cfg_factor, "steps": steps,
-            "fd": round(fds["all"].compute(), 4), "fd_even": round(fds["even"].compute(), 4),
-            "fd_odd": round(fds["odd"].compute(), 4),
-            "class_accuracy": round(correct / len(seeds), 4) if classifier is not None else None,
-            "ode_error": round(float(torch.cat(errs).mean()), 6), "seconds": round(seconds, 2)}
+        f = np.concatenate(feats)
+        features.save(key, f)
+        fd = lambda g: round(frechet_distance(g.mean(0), np.cov(g, rowvar=False), ref.mu, ref.sigma), 4)  # noqa: E731
+        row = {**arm, "nfe_budget": n, "nfe": nfe_seen, "network_evals": network_evals, "steps": steps,
+               "fd": fd(f), "fd_even": fd(f[args.seed % 2::2]), "fd_odd": fd(f[(args.seed + 1) % 2::2]),
+               "class_accuracy": round(correct / len(seeds), 4) if classifier is not None else None,
+               "ode_error": round(float(torch.cat(errs).mean()), 6) if errs else None, "seconds": round(seconds, 2)}
+        if draws:
+            row["fd_ci95"] = fd_with_interval(f, ref, draws, args.seed)["fd_ci95"]
+        result["rows"][key] = row
         atomic_write_json(out, result)
+
+    # 2. Every arm at every NFE budget, same seeds and noise (the one-step generators first: they are cheap)
+    have = {(p["solver"], p["nfe"], p["guidance_scale"]) for p in list_predictors(args.model)}
+    todo = [({"arm": f"generator:{Path(g).name}", "generator": str(g)}, 1) for g in generators]
+    todo += [(arm, n) for n in nfes for arm in arm_list(solvers, grids, schedulers, skip_rhos)
+             if "solver" not in arm or not solver_entry(arm["solver"]).needs_predictor  # AMED: a predictor
+             or (arm["solver"], n, guidance) in have]                                   # for this NFE, guidance
+    if teacher_nfe:  # 3. the teacher's own samples, last: the most expensive arm
+        todo.append(({"arm": f"teacher:{teacher_solver}", "solver": teacher_solver, "grid": "polynomial"},
+                     teacher_nfe))
+    bar = tqdm([(a, n) for a, n in todo if f"{a['arm']}@{n}" not in result["rows"]], desc="bench samplers")
+    for arm, n in bar:
+        bar.set_postfix(arm=f"{arm['arm']}@{n}")
+        key = f"{arm['arm']}@{n}"
+        if "generator" in arm:  # no ODE error: a generator does not solve the teacher's ODE from this noise
+            gpipe = _load_generator(arm["generator"], pipe, device, args.dtype)
+            run_arm(key, arm, 1, 1, 1, 1, arm_pipe=gpipe, num_inference_steps=1)
+            result["rows"][key]["ode_error"] = None
+        elif "scheduler" in arm:
+            pipe.scheduler = getattr(diffusers, arm["scheduler"]).from_config(genkit_scheduler.config)
+            run_arm(key, arm, n, n, n * cfg_factor, n, solver=None, num_inference_steps=n, guidance_scale=guidance)
+        else:
+            pipe.scheduler = genkit_scheduler
+            steps = steps_for_nfe(arm["solver"], n)
+            nfe_seen = count_nfe(arm["solver"], steps)  # per guided call
+            run_arm(key, arm, n, nfe_seen, nfe_seen * cfg_factor, steps, solver=arm["solver"], grid=arm["grid"],
+                    num_inference_steps=steps, skip_tuning=arm.get("skip_tuning"), guidance_scale=guidance)
+    # 4. Every row's FD to the teacher's samples (paired: row k of both from seed k)
+    teacher = features.load(f"teacher:{teacher_solver}@{teacher_nfe}") if teacher_nfe else None
+    for key, row in result["rows"].items():
+        f = features.load(key) if teacher is not None and "fd_teacher" not in row else None
+        if f is not None:
+            between = fd_between(f, teacher, max(draws, 1), args.seed)
+            row["fd_teacher"] = between["fd"]
+            if draws:
+                row["fd_teacher_ci95"] = between["fd_ci95"]
     pipe.scheduler = genkit_scheduler
     result["ranking_agreement"] = _ranking_agreement(result["rows"])
     atomic_write_json(out, result)
     atomic_write_bytes(out.with_suffix(".md"), markdown_table(result).encode())
     print(markdown_table(result))
     return result
+
+
+class _FeatureCache:
+    """Per-arm FD features (num, d) float64 as .npy in a hidden folder beside FILE.json, keyed by the run's config:
+    a resumed run reads the teacher's back, and intervals / paired ratios can be recomputed offline."""
+
+    def __init__(self, out: Path, config: dict):
+        key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+        self.dir = out.with_name(f".{out.stem}.features-{key}")
+
+    def _path(self, arm: str) -> Path:
+        return self.dir / (arm.replace("/", "_").replace(":", "_") + ".npy")
+
+    def save(self, arm: str, feats: np.ndarray) -> None:
+        with atomic_path(self._path(arm), suffix=".npy") as tmp:
+            np.save(tmp, feats)
+
+    def load(self, arm: str) -> np.ndarray | None:
+        path = self._path(arm)
+        return np.load(path) if path.is_file() else None
+
+
+def _load_generator(path: str, teacher, device, dtype: str):
+    """A one-step generator for the teacher's arms: the same class names (so seed s gets the same class)."""
+    from genkit.loading import load_pipeline as load
+
+    from .common import is_one_step
+
+    gen = load(path, device, dtype=getattr(torch, dtype))
+    if not is_one_step(gen):
+        raise ValueError(f"--generators={path!r} is not allowed: not a one-step generator folder (OneStepPipeline)")
+    if list(gen.config.get("class_names") or []) != list(teacher.config.get("class_names") or []):
+        raise ValueError(f"--generators={path!r} is not allowed: its class names differ from the model's")
+    return gen
 
 
 def _floor(net, fid, ref, res: int, n: int, features_model) -> dict | None:
@@ -215,6 +286,12 @@ def _command(args) -> str:
              f"--grids {args.grids}",
              f"--schedulers {args.schedulers}", f"--seed {args.seed}", f"--batch-size {args.batch_size}",
              f"--dtype {args.dtype}"] + ([f"--skip-rhos {args.skip_rhos}"] if getattr(args, "skip_rhos", None) else [])
+    if getattr(args, "bootstrap", 0):
+        parts.append(f"--bootstrap {args.bootstrap}")
+    if getattr(args, "teacher_nfe", 0):
+        parts.append(f"--teacher-nfe {args.teacher_nfe} --teacher-solver {args.teacher_solver}")
+    if getattr(args, "generators", None):
+        parts.append(f"--generators {args.generators}")
     if args.guidance is not None:
         parts.append(f"--guidance {args.guidance}")
     if args.class_label is not None:
@@ -239,9 +316,8 @@ def _load_or_make_reference(out: Path, config: dict, make) -> torch.Tensor:
     if path.is_file():
         return load_file(str(path))["x"]
     x = make().cpu().contiguous()
-    tmp = path.with_suffix(".tmp")
-    save_file({"x": x}, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path, suffix=".safetensors") as tmp:  # creates the folder too
+        save_file({"x": x}, str(tmp))
     return x
 
 
@@ -273,7 +349,9 @@ def markdown_table(result: dict) -> str:
                  f"(range {f['subsets_min']:.2f}-{f['subsets_max']:.2f} over 5 subsets)")
     else:
         floor = f", floor FD(val vs train) = {f['fd_val_vs_train']:.3f}"
-    lines = [f"FD-OpenMoji (lower is better) / class accuracy / ODE error, n = {c['num']} "
+    what = "FD-OpenMoji to the train reference [95% interval]" + (
+        f" / FD to the teacher's samples ({c['teacher']})" if "teacher" in c else "")
+    lines = [f"{what} (lower is better) / class accuracy / ODE error, n = {c['num']} "
              f"(ODE error on {c['ode_num']}), guidance {c['guidance']}, class {c['class']}{floor}",
              "", "| arm | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---" * (len(nfes) + 1) + "|"]
     best = {n: min((v["fd"] for v in rows.values() if v["nfe_budget"] == n), default=None) for n in nfes}
@@ -285,8 +363,14 @@ def markdown_table(result: dict) -> str:
                 cells.append("")
                 continue
             fd = f"**{v['fd']:.2f}**" if v["fd"] == best[n] else f"{v['fd']:.2f}"
+            if "fd_ci95" in v:
+                fd += " [{:.2f}, {:.2f}]".format(*v["fd_ci95"])
+            if "fd_teacher" in v:
+                fd += f" / {v['fd_teacher']:.2f}" + (" [{:.2f}, {:.2f}]".format(*v["fd_teacher_ci95"])
+                                                     if "fd_teacher_ci95" in v else "")
             acc = f"{100 * v['class_accuracy']:.0f}%" if v["class_accuracy"] is not None else "-"
-            cells.append(f"{fd} / {acc} / {v['ode_error']:.3f}")
+            ode = f"{v['ode_error']:.3f}" if v["ode_error"] is not None else "-"
+            cells.append(f"{fd} / {acc} / {ode}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     agreement = result.get("ranking_agreement")
     lines += ["", f"Ranking agreement between even and odd seeds (Spearman rho per NFE): {agreement}",

@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -30,6 +29,7 @@ from .. import __version__
 from ..checks import bad, check_float, check_int
 from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, earlier_result, image_grid, load_pipeline,
                      pick_device, resolve_conditioning, save_png_atomic, weights_fingerprint)
+from ..metrics.bootstrap import fd_with_interval
 from .evaluate import batched_features, load_classifier, load_features, resolve_ref
 from .resolution import parse_windows
 
@@ -73,20 +73,6 @@ def parse_natives(items) -> dict:
 def bicubic(x: torch.Tensor, size: int) -> torch.Tensor:
     """(N, C, r, r) in [-1, 1] -> (N, C, size, size), bicubic (no antialias needed when enlarging), clamped."""
     return torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
-
-
-def fd_with_interval(feats: np.ndarray, ref, draws: int, seed: int) -> dict:
-    """FD of (n, d) features against ref, and the 2.5 / 97.5 percentiles over `draws` bootstrap resamples."""
-    from genkit.metrics import frechet_distance
-
-    def fd(f):
-        return frechet_distance(f.mean(0), np.cov(f, rowvar=False), ref.mu, ref.sigma)
-
-    rng = np.random.default_rng(seed)
-    boot = [fd(feats[rng.integers(0, len(feats), len(feats))]) for _ in range(draws)]
-    return {"fd": round(fd(feats), 4), "fd_ci95": [round(float(np.percentile(boot, 2.5)), 4),
-                                                   round(float(np.percentile(boot, 97.5)), 4)],
-            "bootstrap_draws": draws}
 
 
 def run_upsample(args) -> dict:

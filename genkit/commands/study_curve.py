@@ -37,6 +37,7 @@ from .. import __version__
 from ..checks import bad
 from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, earlier_result, load_pipeline,
                      pick_device, resolve_conditioning)
+from ..metrics.bootstrap import fd_with_interval, paired_ratio
 from .evaluate import batched_features, load_classifier, load_features, resolve_ref
 
 EMA_FILE, LEGACY_EMA_FILE, RAW_FILE = "ema_unet.safetensors", "custom_checkpoint_0.pkl", "model.safetensors"
@@ -133,22 +134,7 @@ def measure(pipe, seeds, cls, guidance, args, device, net, ref, classifier) -> t
     return np.concatenate(feats), (correct / len(seeds) if classifier is not None else None)
 
 
-def paired_ratio(fa: np.ndarray, fb: np.ndarray, ref, draws: int, seed: int) -> dict:
-    """FD(b) / FD(a) on the same seeds, with a paired bootstrap 95% interval (one index draw for both)."""
-    from genkit.metrics import frechet_distance
-
-    fd = lambda f: frechet_distance(f.mean(0), np.cov(f, rowvar=False), ref.mu, ref.sigma)  # noqa: E731
-    rng = np.random.default_rng(seed)
-    ratios = []
-    for _ in range(draws):
-        idx = rng.integers(0, len(fa), len(fa))
-        ratios.append(fd(fb[idx]) / fd(fa[idx]))
-    return {"ratio": round(fd(fb) / fd(fa), 4),
-            "ci95": [round(float(np.percentile(ratios, 2.5)), 4), round(float(np.percentile(ratios, 97.5)), 4)]}
-
-
 def run_curve(args) -> dict:
-    from .bench_upsample import fd_with_interval
 
     runs = parse_runs(args.run)
     if args.num < 2:
@@ -202,8 +188,6 @@ def run_curve(args) -> dict:
 
 def _ratios(result, runs, cache, args) -> dict:
     """FD(run) / FD(first run) at every step all runs share, with paired bootstrap intervals."""
-    from genkit.metrics import ReferenceStats  # noqa: F401  (ref type)
-
     names = list(runs)
     if len(names) < 2:
         return {}
