@@ -10,7 +10,7 @@ Tabs: Diffusion (live previews, Stop, seeds, PNG parameters, zip, history), Text
 Each event is also an API endpoint (gradio_client):
 
     from gradio_client import Client
-    gallery, info, zip_path = Client("http://127.0.0.1:7860/").predict(
+    gallery, info = Client("http://127.0.0.1:7860/").predict(
         "face-smiling", 0, 20, "dpmpp_2m", "polynomial", 2.0, 4, 1, 32, 0.0, False, 1.0, 0,
         api_name="/generate")
     gallery, info = Client(url).predict("red apple", 0, 4, 5.0, 0.7, "", api_name="/text_to_image")
@@ -22,7 +22,8 @@ size (32, or 64 with upsample guidance), upsample guidance, batch-invariant, ski
 every k steps (0 = none; previews only matter in a browser), model (a folder name of the Model menu, e.g.
 "openmoji-32-sid"; default the first; a one-step model ignores steps, sampler, grid, guidance, size, upsample
 guidance and skip-tuning). Image k of a run uses seed + k, the image
-`genkit sample --seed SEED` gives for that seed. Every image is a PNG with a `parameters` chunk.
+`genkit sample --seed SEED` gives for that seed. Every image is a PNG with a `parameters` chunk. /generate
+returns the gallery and the info line; the browser's "Download all" zip is made by a follow-up after the run.
 Bad input is answered with an error naming the parameter, the value and what is allowed; the app keeps serving.
 Environment: GRADIO_SERVER_NAME / GRADIO_SERVER_PORT set the defaults of --host / --port. The app never
 opens a share link and runs offline (GRADIO_ANALYTICS_ENABLED=False and HF_HUB_OFFLINE=1 unless set).

@@ -5,8 +5,10 @@ PNG-info round trip regenerates the identical bytes; a bad value shows a message
 Skipped when the `playwright` package or /usr/bin/chromium is missing (.ci/run installs both).
 """
 
+import io
 import shutil
 import time
+import zipfile
 
 import pytest
 
@@ -74,6 +76,14 @@ def image_bytes(page, index):
     return page.request.get(src).body()
 
 
+def zip_names(page):
+    """The "Download all" zip's file names, once the follow-up after the run has made it."""
+    link = page.locator("#zip a[download='images.zip']")
+    link.wait_for()
+    with zipfile.ZipFile(io.BytesIO(page.request.get(link.get_attribute("href")).body())) as z:
+        return z.namelist()
+
+
 def test_generate_shows_previews_then_final_images(page):
     set_value(page, "class", "c")
     set_value(page, "seed", 3)
@@ -84,6 +94,7 @@ def test_generate_shows_previews_then_final_images(page):
     page.wait_for_selector("#info:has-text('step 20/20')")
     page.wait_for_function(FINAL.format(n=8))
     assert captions(page) == [f"seed {k}" for k in range(3, 11)]
+    assert zip_names(page) == [f"{k}.png" for k in range(3, 11)]
 
 
 def test_stop_mid_run_keeps_the_finished_batch(page):
@@ -96,6 +107,7 @@ def test_stop_mid_run_keeps_the_finished_batch(page):
     page.wait_for_selector("#info:has-text('stopped')")
     done = [c for c in captions(page) if "step" not in c]
     assert 4 <= len(done) < 16 and len(done) % 4 == 0 and done[0] == "seed 100"
+    assert zip_names(page) == [f"{c.split()[1]}.png" for c in done]                # the finished batches
 
 
 def test_png_info_round_trip_regenerates_identical_bytes(page, tmp_path):

@@ -21,7 +21,7 @@ def run(pipe, *form, stops=None, preview_every=1, max_batch_size=4):
 
 def test_images_match_per_seed_pipeline_calls_across_batches(tiny_pipe):
     outs = run(tiny_pipe, "b", 5, 3, "heun", "polynomial", 2.0, 2, 2)
-    gallery, info, archive, history = outs[-1]
+    gallery, info, files, history = outs[-1]
     assert [c for _, c in gallery] == ["seed 5", "seed 6", "seed 7", "seed 8"]
     assert "NFE per image:** 10" in info and "step 6/6" in info      # heun: 2*3-1 = 5, x2 for guidance
     for b, seeds in enumerate(([5, 6], [7, 8])):      # batch b == one pipeline call with those seeds
@@ -29,14 +29,15 @@ def test_images_match_per_seed_pipeline_calls_across_batches(tiny_pipe):
                         generator=[torch.Generator().manual_seed(k) for k in seeds]).images
         for (path, _), im in zip(gallery[2 * b:2 * b + 2], ref):
             assert np.array_equal(np.asarray(Image.open(path)), np.asarray(im))
-    # previews: one per step (3 steps x 2 batches) and one after each batch, then the final result
+    # previews: one per step (3 steps x 2 batches) and one after each batch but the last, then the final result
     previews = [o for o in outs if any("step" in c for _, c in o[0])]
-    assert len(previews) == 6 and len(outs) == 6 + 2 + 1
-    with zipfile.ZipFile(archive) as z:
+    assert len(previews) == 6 and len(outs) == 6 + 1 + 1
+    assert files == [p for p, _ in gallery]                 # what the browser's zip is made of, after the run
+    with zipfile.ZipFile(diffusion.zip_run(files)) as z:
         assert z.namelist() == ["5.png", "6.png", "7.png", "8.png"]
         assert z.read("6.png") == open(gallery[1][0], "rb").read()   # stored as written, chunk included
     assert [h["caption"] for h in history] == ["seed 8", "seed 7", "seed 6", "seed 5"]   # newest first
-    assert len(run(tiny_pipe, "b", 5, 3, "euler", "polynomial", 2.0, 1, 1, preview_every=0)) == 2   # no previews
+    assert len(run(tiny_pipe, "b", 5, 3, "euler", "polynomial", 2.0, 1, 1, preview_every=0)) == 1   # the result
 
 
 def test_unconditional_and_diffusers_schedulers(tiny_pipe):
@@ -101,11 +102,14 @@ def test_stop_ends_the_run_within_one_network_evaluation_and_keeps_finished_imag
             stops.stop("local")
     handle = tiny_pipe.unet.register_forward_hook(count)
     try:   # heun at 3 steps = 5 evaluations per batch: batch 1 takes 5, the 9th is in batch 2
-        gallery, info, archive, _ = run(tiny_pipe, "a", 0, 3, "heun", "polynomial", 1.0, 2, 3, stops=stops)[-1]
+        gallery, info, files, _ = run(tiny_pipe, "a", 0, 3, "heun", "polynomial", 1.0, 2, 3, stops=stops)[-1]
     finally:
         handle.remove()
     assert len(calls) == 9                     # no evaluation after the one during which Stop was pressed
-    assert [c for _, c in gallery] == ["seed 0", "seed 1"] and "stopped" in info and archive.endswith(".zip")
+    assert [c for _, c in gallery] == ["seed 0", "seed 1"] and "stopped" in info
+    with zipfile.ZipFile(diffusion.zip_run(files)) as z:     # the finished batch's zip
+        assert z.namelist() == ["0.png", "1.png"]
+    assert diffusion.zip_run([]) is None                     # a run stopped before any image: no zip
     gallery, info, _, _ = run(tiny_pipe, "a", 0, 3, "heun", "polynomial", 1.0, 2, 1, stops=stops)[-1]
     assert len(gallery) == 2 and "stopped" not in info       # the next run is not affected
 

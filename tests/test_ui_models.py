@@ -99,12 +99,12 @@ def test_served_model_menu(models):
     client = None
     try:
         client = Client(url, verbose=False)
-        gallery, info, _ = client.predict("a", 0, 20, "heun", "polynomial", 2.0, 2, 1, 8, 0.0, False, 1.0, 0,
+        gallery, info = client.predict("a", 0, 20, "heun", "polynomial", 2.0, 2, 1, 8, 0.0, False, 1.0, 0,
                                           "teacher-sid", api_name="/generate")
         assert len(gallery) == 2 and "NFE per image:** 1" in info
         out = client.predict(handle_file(gallery[1]["image"]), api_name="/png_info")
         assert out[-1] == "teacher-sid" and out[2] == 0   # the model restored, the run's first seed
-        gallery, info, _ = client.predict("a", 0, 2, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 1.0, 0,
+        gallery, info = client.predict("a", 0, 2, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 1.0, 0,
                                           api_name="/generate")                 # the old API: the first model
         assert "Model: teacher," in read_parameters(gallery[0]["image"]) and "NFE per image:** 2" in info
     finally:

@@ -108,7 +108,7 @@ def test_served_text_and_image_tab(tiny_pipe, tiny_mm, tmp_path):
         for bad, name in [(("", 0, 1, 2.0, 1.0, ""), "prompt=''"), (("a", 0, 1, 1e6, 0.7, ""), "guidance=")]:
             with pytest.raises(Exception, match=name):
                 client.predict(*bad, api_name="/text_to_image")
-        gallery, _, _ = client.predict("a", 0, 1, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 1.0, 0,
+        gallery, _ = client.predict("a", 0, 1, "euler", "polynomial", 1.0, 1, 1, 8, 0.0, False, 1.0, 0,
                                        api_name="/generate")
         assert len(gallery) == 1                                                       # still serving
     finally:

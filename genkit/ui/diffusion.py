@@ -4,10 +4,10 @@ the batch and a history that restores its settings.
 
 API endpoint /generate (gradio_client), the form's values in order (class, seed, steps, sampler, grid, guidance,
 batch size, batch count, size, upsample guidance, batch-invariant, skip-tuning rho, preview every k steps); it
-returns the final gallery, info and zip:
+returns the final gallery and info (the browser's "Download all" zip is built after the run, not by /generate):
 
-    gallery, info, zip_path = Client(url).predict("face-smiling", 0, 20, "dpmpp_2m", "polynomial", 2.0, 4, 1,
-                                                  32, 0.0, False, 1.0, 0, api_name="/generate")
+    gallery, info = Client(url).predict("face-smiling", 0, 20, "dpmpp_2m", "polynomial", 2.0, 4, 1,
+                                        32, 0.0, False, 1.0, 0, api_name="/generate")
 
 Image j of batch b has seed + b * batch_size + j, so it is the image `genkit sample --seed` gives for that seed.
 """
@@ -226,8 +226,9 @@ def to_pil(x):
 
 def make_generate(pipe, stops: Stops | None = None, max_batch_size: int = 16, model_name: str | None = None,
                   out_dir: str | None = None):
-    """The event handler: a generator yielding (gallery, info, zip path, history) as the images form. `pipe`:
-    one pipeline (named model_name) or the Model menu's {name: pipeline}."""
+    """The event handler: a generator yielding (gallery, info, finished PNG paths, history) as the images form
+    (zip_run makes the "Download all" zip of the paths). `pipe`: one pipeline (named model_name) or the Model
+    menu's {name: pipeline}."""
     stops = stops or Stops()
     models = as_models(pipe, model_name)
     samplers = {name: Sampler(p) for name, p in models.items()}
@@ -277,6 +278,9 @@ def make_generate(pipe, stops: Stops | None = None, max_batch_size: int = 16, mo
                 s.class_name == opt.UNCONDITIONAL else ""
             return f"{head}{extra} · **seed** {s.seed} · **device:** {pipe.device}{unused}{note}"
 
+        def paths() -> list[str]:
+            return [p for p, _ in finished]
+
         previews, nfe, done, low_res = [], None, 0, [0]
         for kind, *payload in stops.run(session, work):
             if kind == "step":
@@ -285,7 +289,7 @@ def make_generate(pipe, stops: Stops | None = None, max_batch_size: int = 16, mo
                 progress((done, total), desc="sampling", unit="steps")
                 if x is not None:
                     previews = [(im, f"seed {k} · step {i + 1}/{s.steps}") for im, k in zip(to_pil(x), s.seeds(b))]
-                    yield finished + previews, info(done), None, history
+                    yield finished + previews, info(done), paths(), history
             elif kind == "batch":
                 b, seeds, images, nfe, low_res[0] = payload
                 for j, (k, im) in enumerate(zip(seeds, images)):
@@ -295,15 +299,15 @@ def make_generate(pipe, stops: Stops | None = None, max_batch_size: int = 16, mo
                     finished.append((str(path), f"seed {k}"))
                     texts.append(text)
                 previews = []
-                yield finished, info(done, nfe=nfe), None, history
+                if b + 1 < s.batch_count:   # the last batch is shown by the final update, which follows at once
+                    yield finished, info(done, nfe=nfe), paths(), history
             else:  # "done" or "stopped"
                 note = "" if kind == "done" else f" · **stopped**: kept {len(finished)} finished image" \
                     f"{'s' if len(finished) != 1 else ''}"
-                archive = _zip(finished, run_dir / "images.zip") if finished else None
                 history = ([{"path": p, "caption": c, "parameters": t, "run_seed": s.seed}
                             for (p, c), t in zip(finished, texts)][::-1]
                            + history)[:opt.HISTORY_SIZE]
-                yield finished, info(done, note, nfe), archive, history
+                yield finished, info(done, note, nfe), paths(), history
 
     return generate
 
@@ -313,11 +317,15 @@ def _mkdir(p: Path) -> Path:
     return p
 
 
-def _zip(items, path: Path) -> str:
-    """The batch's PNGs, stored byte for byte (their parameters chunks kept), in one zip."""
+def zip_run(paths: list[str]) -> str | None:
+    """A run's PNGs, stored byte for byte (their parameters chunks kept), in images.zip beside them; None if the
+    run kept no image."""
+    if not paths:
+        return None
+    path = Path(paths[0]).parent / "images.zip"
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-        for p, _ in items:
+        for p in paths:
             z.write(p, Path(p).name)
     path.write_bytes(buf.getvalue())
     return str(path)
@@ -330,6 +338,7 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
     generate = make_generate(models, stops, max_batch_size)
     pipe = next(iter(models.values()))
     history = gr.State([])
+    run_files = gr.State([])   # the last run's PNG paths, for the zip
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             model = gr.Dropdown(opt.model_choices(models), value=next(iter(models)), elem_id="model",
@@ -381,8 +390,13 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
     # API is answered with the parameter's name rather than the components' anonymous range errors. The model comes
     # after preview_every: API calls written before the Model menu existed keep their meaning.
     event = go.click(generate, inputs=[*form, preview_every, model, history],
-                     outputs=[gallery, info, download, history], api_name="generate", concurrency_id="model",
+                     outputs=[gallery, info, run_files, history], api_name="generate", concurrency_id="model",
                      concurrency_limit=1, preprocess=False)
+    # The zip is built by a browser-only follow-up, not by /generate: gradio_client fetches every file of every
+    # update, each with a new HTTP client (~35-60 ms here), and the final update arrives twice (last yield, then
+    # completion), so a zip in /generate's outputs cost an API caller two fetches per call.
+    go.click(lambda: None, None, download, api_visibility="private", queue=False)   # no stale zip during a run
+    event.success(zip_run, inputs=[run_files], outputs=[download], api_visibility="private", queue=False)
 
     def show_model(name, class_name, size_value):
         """The form for the chosen model: its classes, samplers and sizes; a one-step model hides what it lacks."""
