@@ -43,3 +43,12 @@ def test_draws_are_seeded_and_unequal_sets_are_refused():
     assert fd_between(a, b, 30, seed=5) == fd_between(a, b, 30, seed=5)
     with pytest.raises(ValueError, match="one row per seed"):
         fd_between(a, b[:-1], 10, seed=0)
+
+
+def test_a_ratio_against_a_paired_reference_set_is_exact_for_shifted_copies():
+    """Reference set t = a + c1 and b = a + c2 from the same seeds: FD(a, t) = |c1|^2 and FD(b, t) = |c2 - c1|^2 in
+    every paired draw, so the ratio and both ends of its interval are |c2 - c1|^2 / |c1|^2."""
+    a = feats()
+    c1, c2 = np.array([1.0, 0, 0, 0, 0, 0]), np.array([1.0, 2.0, 0, 0, 0, 0])
+    out = paired_ratio(a, a + c2, a + c1, draws=30, seed=0)
+    assert out["ratio"] == pytest.approx(4.0, abs=1e-3) and out["ci95"] == pytest.approx([4.0, 4.0], abs=1e-3)

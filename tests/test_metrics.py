@@ -257,5 +257,12 @@ def test_bench_samplers_measures_fd_to_the_teachers_samples_and_a_one_step_gener
     gen = rows["generator:gen@1"]
     assert (gen["nfe"], gen["network_evals"], gen["ode_error"]) == (1, 1, None) and gen["fd_teacher"] > 0
     assert all(v["fd_ci95"][0] <= v["fd_ci95"][1] and "fd_teacher_ci95" in v for v in rows.values())
+    ratios = result["ratios"]            # each arm over Euler at its NFE, the generator over the teacher's samples
+    assert set(ratios) == {"dpmpp_2m/polynomial@4 / euler/polynomial@4", "generator:gen@1 / teacher:dpmpp_2m@4"}
+    same = ratios["dpmpp_2m/polynomial@4 / euler/polynomial@4"]
+    assert same["fd"]["ratio"] == pytest.approx(rows["dpmpp_2m/polynomial@4"]["fd"] / rows["euler/polynomial@4"]["fd"],
+                                                rel=1e-3)
+    assert same["fd_teacher"]["ratio"] == 0.0      # dpmpp_2m@4 *is* the teacher's samples
+    assert "fd_teacher" not in ratios["generator:gen@1 / teacher:dpmpp_2m@4"]
     assert result["config"]["teacher"] == "dpmpp_2m@4, polynomial grid"
     assert "--teacher-nfe 4" in result["command"] and "FD to the teacher" in (tmp_path / "b.md").read_text()

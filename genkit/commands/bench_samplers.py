@@ -212,12 +212,37 @@ def run_samplers(args) -> dict:
             row["fd_teacher"] = between["fd"]
             if draws:
                 row["fd_teacher_ci95"] = between["fd_ci95"]
+    if draws:
+        result["ratios"] = _paired_ratios(result["rows"], features, ref, teacher, draws, args.seed)
     pipe.scheduler = genkit_scheduler
     result["ranking_agreement"] = _ranking_agreement(result["rows"])
     atomic_write_json(out, result)
     atomic_write_bytes(out.with_suffix(".md"), markdown_table(result).encode())
     print(markdown_table(result))
     return result
+
+
+def _paired_ratios(rows: dict, features, ref, teacher, draws: int, seed: int) -> dict:
+    """Each arm's FD over its baseline's on the same seeds, with paired bootstrap intervals (an interval that
+    excludes 1 separates the two arms even where their own FD intervals overlap): genkit and diffusers arms over
+    Euler at the same NFE budget; one-step generators over the teacher's samples row. "fd": to the train reference;
+    "fd_teacher": to the teacher's samples (when measured)."""
+    from genkit.metrics.bootstrap import paired_ratio
+
+    teacher_key = next((k for k in rows if k.startswith("teacher:")), None)
+    out = {}
+    for key, row in rows.items():
+        base = teacher_key if "generator" in row else f"euler/polynomial@{row['nfe_budget']}"
+        if key.startswith("teacher:") or base in (None, key) or base not in rows:
+            continue
+        fa, fb = features.load(base), features.load(key)
+        if fa is None or fb is None:
+            continue
+        pair = {"fd": paired_ratio(fa, fb, ref, draws, seed)}
+        if teacher is not None and base != teacher_key:
+            pair["fd_teacher"] = paired_ratio(fa, fb, teacher, draws, seed)
+        out[f"{key} / {base}"] = pair
+    return out
 
 
 class _FeatureCache:
@@ -349,7 +374,7 @@ def markdown_table(result: dict) -> str:
                  f"(range {f['subsets_min']:.2f}-{f['subsets_max']:.2f} over 5 subsets)")
     else:
         floor = f", floor FD(val vs train) = {f['fd_val_vs_train']:.3f}"
-    what = "FD-OpenMoji to the train reference [95% interval]" + (
+    what = "FD-OpenMoji" + (" to the train reference [95% interval]" if c.get("bootstrap_draws") else "") + (
         f" / FD to the teacher's samples ({c['teacher']})" if "teacher" in c else "")
     lines = [f"{what} (lower is better) / class accuracy / ODE error, n = {c['num']} "
              f"(ODE error on {c['ode_num']}), guidance {c['guidance']}, class {c['class']}{floor}",

@@ -183,9 +183,9 @@ def batch_invariant(root: Path) -> str:
             f"differed from the same seed drawn alone; the batch-invariant images had {'; '.join(same) or '-'}")
 
 
-def app_bench(root: Path) -> str:
+def app_bench(root: Path, rel: str = "docs/bench_app.json") -> str:
     """docs/app.md: `genkit bench app` (the app served for real vs the same pipeline call in a script)."""
-    res = _json(root, "docs/bench_app.json")
+    res = _json(root, rel)
     d, m, c = res["diffusion"], res.get("draw"), res["concurrent"]
     arms = ("app", "app_previews", "app_previews_no_download")
 
@@ -194,7 +194,8 @@ def app_bench(root: Path) -> str:
         return (f"| {label} | {t['script']:.2f} s | "
                 + " | ".join(f"{t[a]:.2f} s ({part[f'ratio_{a}_over_script']:.2f}x)" for a in arms) + " |")
     b = res["batch_size"]
-    lines = [f"`{res['command']}` ([bench_app.json](bench_app.json)), {res['device']}, medians of {res['repeats']} "
+    name = Path(rel).name
+    lines = [f"`{res['command']}` ([{name}]({name})), {res['device']}, medians of {res['repeats']} "
              "(x: app / script, 1.00 = no overhead; the app columns are gradio_client calls, which download every "
              "file of every update unless told not to):", "",
              "| | script | app, previews off | previews every step | previews every step, client fetches no file |", "|---|---|---|---|---|",
@@ -209,6 +210,11 @@ def app_bench(root: Path) -> str:
                   f"max {c['latency_max_s']:.0f} s; the process's peak resident memory "
                   f"{c['peak_rss_mb_before']:.0f} -> {c['peak_rss_mb_after']:.0f} MB over the {res['clients']} calls."]
     return "\n".join(lines)
+
+
+def app_bench_defaults(root: Path) -> str:
+    """The same at the Diffusion tab's defaults (20 steps, 4 images)."""
+    return app_bench(root, "docs/bench_app_defaults.json")
 
 
 def measured(root: Path) -> str:
@@ -407,9 +413,44 @@ def amed_ode(root: Path) -> str:
     return "\n".join(out)
 
 
-TABLES = {"samplers": samplers, "amed-ode": amed_ode, "sid-curve": sid_curve, "vq": vq, "mm-ablations": mm_ablations,
+def _ci(v: dict, key: str) -> str:
+    lo_hi = v.get(f"{key}_ci95")
+    return f"{v[key]:.1f}" + (" [{:.1f}, {:.1f}]".format(*lo_hi) if lo_hi else "")
+
+
+def fewstep_fd(root: Path) -> str:
+    """weights/openmoji-32 and -sid cards: FD at n >= 1,000 with intervals, to data and to the teacher's samples
+    (bench_fewstep_n1000.json), one row per arm, by NFE; wall time per image relative to Euler at the same NFE."""
+    d = _json(root, "weights/openmoji-32/bench_fewstep_n1000.json")
+    c, rows = d["config"], sorted(d["rows"].values(), key=lambda v: (v["nfe_budget"], v["fd"]))
+    euler = {v["nfe_budget"]: v["seconds"] for v in rows if v["arm"] == "euler/polynomial"}
+    cls = "class = seed mod K" if c["class"] == "cycle" else f"class {c['class']}"
+    out = [f"n = {c['num']} seeds ({c['seed']}..{c['seed'] + c['num'] - 1}, {cls}), guidance "
+           f"{c['guidance']}, bootstrap 95% intervals over {c.get('bootstrap_draws', 0)} resamples of the seeds; "
+           f"teacher samples: {c.get('teacher', '-')}; {d['device']}",
+           "", "| arm | NFE | network evals / image | FD to data [95%] | FD to teacher samples [95%] | "
+           "class accuracy | wall s (x Euler) |", "|---|---|---|---|---|---|---|"]
+    for v in rows:
+        x = f" ({v['seconds'] / euler[v['nfe_budget']]:.2f})" if v["nfe_budget"] in euler else ""
+        out.append(f"| {v['arm']} | {v['nfe']} | {v['network_evals']} | {_ci(v, 'fd')} | "
+                   f"{_ci(v, 'fd_teacher') if 'fd_teacher' in v else '-'} | {_pct(v['class_accuracy'], 0)} | "
+                   f"{v['seconds']:.0f}{x} |")
+    if d.get("ratios"):
+        r = lambda p: "{:.2f} [{:.2f}, {:.2f}]".format(p["ratio"], *p["ci95"]) if p else "-"  # noqa: E731
+        out += ["", "Paired ratios on the same seeds (bootstrap 95% interval; an interval that excludes 1 separates the "
+                "two arms even where their own intervals overlap):", "",
+                "| arm / baseline | FD to data | FD to teacher samples |", "|---|---|---|"]
+        out += [f"| {k} | {r(p['fd'])} | {r(p.get('fd_teacher'))} |" for k, p in d["ratios"].items()]
+    floor = d.get("floor") or {}
+    if "fd_val_subsets_at_n" in floor:
+        out += ["", f"Floor: {floor['n']} real val emoji (never trained on) score {floor['fd_val_subsets_at_n']:.1f} "
+                f"(range {floor['subsets_min']:.1f}-{floor['subsets_max']:.1f} over 5 subsets)."]
+    return "\n".join(out)
+
+
+TABLES = {"fewstep-fd": fewstep_fd, "samplers": samplers, "amed-ode": amed_ode, "sid-curve": sid_curve, "vq": vq, "mm-ablations": mm_ablations,
           "mm-history": mm_history, "measured": measured, "mm-disc": mm_disc, "mm-disc-why": mm_disc_why,
-          "app-bench": app_bench}
+          "app-bench": app_bench, "app-bench-defaults": app_bench_defaults}
 
 
 # -- the command ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     fd_with_interval(feats, ref, draws, seed)       FD of (n, d) features to reference stats, resampling the images
     fd_between(fa, fb, draws, seed)                 FD between two image sets from the same seeds (paired draws)
-    paired_ratio(fa, fb, ref, draws, seed)          FD(b) / FD(a) to one reference, same seeds in both
+    paired_ratio(fa, fb, ref, draws, seed)          FD(b) / FD(a) to one reference (stats, or a paired set)
 
 Paired means one index draw for both sets: image k of each comes from seed k, so the seed-to-seed noise that
 both share cancels and the interval is about the arms, not the seeds.
@@ -65,7 +65,16 @@ def fd_between(fa: np.ndarray, fb: np.ndarray, draws: int, seed: int) -> dict:
 
 
 def paired_ratio(fa: np.ndarray, fb: np.ndarray, ref, draws: int, seed: int) -> dict:
-    """FD(b) / FD(a) on the same seeds, with a paired bootstrap 95% interval (one index draw for both)."""
+    """FD(b) / FD(a) on the same seeds, with a paired bootstrap 95% interval (one index draw for both). ref: the
+    reference statistics, or (n, d) features of a reference set from the same seeds (a teacher's samples), then
+    resampled with the same indices too."""
+    if isinstance(ref, np.ndarray):
+        def fd(f, i):
+            return frechet_distance(*_stats(f[i]), *_stats(ref[i]))
+    else:
+        def fd(f, i):
+            return _fd_to(f[i], ref)
+    every = slice(None)
     with _one_thread():
-        ratios = [_fd_to(fb[i], ref) / _fd_to(fa[i], ref) for i in _draws(len(fa), draws, seed)]
-    return {"ratio": round(_fd_to(fb, ref) / _fd_to(fa, ref), 4), "ci95": _interval(ratios)}
+        ratios = [fd(fb, i) / fd(fa, i) for i in _draws(len(fa), draws, seed)]
+    return {"ratio": round(fd(fb, every) / fd(fa, every), 4), "ci95": _interval(ratios)}
