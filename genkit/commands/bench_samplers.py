@@ -19,7 +19,7 @@ For each arm and NFE budget, on seeds K..K+N-1 (class 'cycle' and the model's de
   teacher's own arm is a row (`teacher:SOLVER@M`);
 - --generators DIR,...: one-step generators distilled from the model (weights/openmoji-32-sid) as arms at NFE 1,
   same seeds and classes (their guidance is built in).
-Per-arm features are cached beside FILE (.FILE.features/), so intervals and ratios can be recomputed.
+Per-arm features are cached beside FILE (.FILE.features-<config hash>/), so intervals and ratios can be recomputed.
 NFE counts denoiser calls per image; with CFG each is two network evaluations (network_evals).
 Results are written after every arm (atomically), so a killed run resumes where it stopped; FILE.md gets
 a markdown table.
@@ -71,8 +71,8 @@ def arm_list(solvers, grids, schedulers, skip_rhos=()) -> list[dict]:
 def run_samplers(args) -> dict:
     import diffusers
 
-    from genkit.metrics import REFERENCE_SOLVER, frechet_distance, ode_error
-    from genkit.metrics.bootstrap import fd_between, fd_with_interval
+    from genkit.metrics import REFERENCE_SOLVER, ode_error
+    from genkit.metrics.bootstrap import fd_between, fd_to, fd_with_interval
     from genkit.checks import check_float
     from genkit.sampling import GRIDS, solver_entry, solver_names, steps_for_nfe
     from genkit.sampling.amed import list_predictors
@@ -167,7 +167,7 @@ def run_samplers(args) -> dict:
         seconds = time.perf_counter() - t0
         f = np.concatenate(feats)
         features.save(key, f)
-        fd = lambda g: round(frechet_distance(g.mean(0), np.cov(g, rowvar=False), ref.mu, ref.sigma), 4)  # noqa: E731
+        fd = lambda g: round(fd_to(g, ref), 4)  # noqa: E731
         row = {**arm, "nfe_budget": n, "nfe": nfe_seen, "network_evals": network_evals, "steps": steps,
                "fd": fd(f), "fd_even": fd(f[args.seed % 2::2]), "fd_odd": fd(f[(args.seed + 1) % 2::2]),
                "class_accuracy": round(correct / len(seeds), 4) if classifier is not None else None,

@@ -1,5 +1,6 @@
 """Bootstrap 95% intervals for Frechet distances of per-image features (numpy, float64).
 
+    fd_to(feats, ref)                               FD of (n, d) features to reference stats
     fd_with_interval(feats, ref, draws, seed)       FD of (n, d) features to reference stats, resampling the images
     fd_between(fa, fb, draws, seed)                 FD between two image sets from the same seeds (paired draws)
     paired_ratio(fa, fb, ref, draws, seed)          FD(b) / FD(a) to one reference (stats, or a paired set)
@@ -22,7 +23,8 @@ def _stats(f: np.ndarray):
     return f.mean(0), np.cov(f, rowvar=False)
 
 
-def _fd_to(f: np.ndarray, ref) -> float:
+def fd_to(f: np.ndarray, ref) -> float:
+    """FD of (n, d) features against reference statistics (mu, sigma)."""
     return frechet_distance(*_stats(f), ref.mu, ref.sigma)
 
 
@@ -50,8 +52,8 @@ def _one_thread():
 def fd_with_interval(feats: np.ndarray, ref, draws: int, seed: int) -> dict:
     """FD of (n, d) features against ref, and the 2.5 / 97.5 percentiles over `draws` bootstrap resamples."""
     with _one_thread():
-        boot = [_fd_to(feats[i], ref) for i in _draws(len(feats), draws, seed)]
-    return {"fd": round(_fd_to(feats, ref), 4), "fd_ci95": _interval(boot), "bootstrap_draws": draws}
+        boot = [fd_to(feats[i], ref) for i in _draws(len(feats), draws, seed)]
+    return {"fd": round(fd_to(feats, ref), 4), "fd_ci95": _interval(boot), "bootstrap_draws": draws}
 
 
 def fd_between(fa: np.ndarray, fb: np.ndarray, draws: int, seed: int) -> dict:
@@ -73,7 +75,7 @@ def paired_ratio(fa: np.ndarray, fb: np.ndarray, ref, draws: int, seed: int) -> 
             return frechet_distance(*_stats(f[i]), *_stats(ref[i]))
     else:
         def fd(f, i):
-            return _fd_to(f[i], ref)
+            return fd_to(f[i], ref)
     every = slice(None)
     with _one_thread():
         ratios = [fd(fb, i) / fd(fa, i) for i in _draws(len(fa), draws, seed)]
