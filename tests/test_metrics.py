@@ -266,3 +266,6 @@ def test_bench_samplers_measures_fd_to_the_teachers_samples_and_a_one_step_gener
     assert "fd_teacher" not in ratios["generator:gen@1 / teacher:dpmpp_2m@4"]
     assert result["config"]["teacher"] == "dpmpp_2m@4, polynomial grid"
     assert "--teacher-nfe 4" in result["command"] and "FD to the teacher" in (tmp_path / "b.md").read_text()
+    rc, _, err = cli(capsys, "bench", "samplers", "--model", tiny["model"], "--num", 8, "--ode-num", 0,
+                     "--teacher-nfe", 4, "--teacher-solver", "bogus", "--out", tmp_path / "bad.json")
+    assert rc == 2 and "--teacher-solver='bogus' is not allowed" in err and not (tmp_path / "bad.json").exists()

@@ -96,7 +96,10 @@ def run_samplers(args) -> dict:
     teacher_solver = getattr(args, "teacher_solver", "dpmpp_2m")
     generators = parse_list("generators", args.generators) if getattr(args, "generators", None) else []
     if teacher_nfe:
-        solver_entry(teacher_solver)  # a registry name, or a ValueError naming it
+        try:
+            solver_entry(teacher_solver)
+        except ValueError as e:  # the registry's message, with the flag's name
+            raise ValueError(str(e).replace("solver=", "--teacher-solver=", 1)) from None
     device = pick_device(args.device)
     pipe = load_pipeline(args.model, device)
     diffusers.utils.logging.set_verbosity_error()  # from_config's "attributes ignored" notes, once per arm
