@@ -344,8 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .commands.bench_captions import add_parser as add_bench_captions
     from .commands.bench_disc import add_parser as add_bench_disc
+    from .commands.bench_cfg_head import add_parser as add_bench_cfg_head
     from .commands.bench_orders import add_parser as add_bench_orders
     add_bench_orders(bsub)
+    add_bench_cfg_head(bsub)
     add_bench_captions(bsub)
     add_bench_disc(bsub)
 
@@ -433,6 +435,9 @@ def main(argv=None) -> int:
         elif args.command == "bench" and args.bench == "skip":
             from .commands.bench_skip import run_skip
             run_skip(args)
+        elif args.command == "bench" and args.bench == "cfg-head":
+            from .commands.bench_cfg_head import run_cfg_head
+            run_cfg_head(args)
         elif args.command == "bench" and args.bench == "orders":
             from .commands.bench_orders import run_orders
             run_orders(args)

@@ -40,6 +40,7 @@ from genkit.checks import LIMITS, bad, check_choice, check_float, check_int, che
 from genkit.denoiser import Denoiser
 from genkit.guidance import cfg_combine, classifier_free_guidance, upsample_guidance
 from genkit.sampling import default_sigma_range, make_grid, solver_entry, solver_names
+from genkit.sampling.grids import LEARNED
 from genkit.sampling.amed import AMEDPredictor, BottleneckTap, find_predictor, unet_fingerprint
 from genkit.scheduler import GenkitScheduler
 from genkit.skip_tuning import SkipTuning, best_rho
@@ -262,13 +263,13 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             return best_rho(self.config.get("_name_or_path"), solver, num_steps, guidance_scale)
         return skip_tuning  # checked by SkipTuning
 
-    def amed_predictor(self, solver: str, sigmas, guidance_scale: float, given=None) -> AMEDPredictor:
-        """The AMED predictor for this run (given, or found in the model folder), checked against it."""
+    def amed_predictor(self, solver: str, num_steps: int, guidance_scale: float, given=None,
+                       grid: str | None = None) -> AMEDPredictor:
+        """The AMED predictor for this run: given, or found in the model folder (grid None: a learned-grid one
+        first). Not yet checked: that needs the run's sigmas, which a learned grid takes from the predictor."""
         if given is None:
-            given = find_predictor(self.config.get("_name_or_path"), solver, len(sigmas) - 1, guidance_scale)
+            given = find_predictor(self.config.get("_name_or_path"), solver, num_steps, guidance_scale, grid)
         pred = given if isinstance(given, AMEDPredictor) else AMEDPredictor.load(given)
-        pred.check(solver=solver, sigmas=[float(v) for v in sigmas[:-1]], guidance_scale=float(guidance_scale),
-                   teacher=unet_fingerprint(self.unet))
         return pred.to(self._execution_device)
 
     def _sample(self, noise, solver, entry, num_inference_steps, grid, sigmas, labels, guidance_scale, cfg_factor,
@@ -293,6 +294,12 @@ class PixelDiffusionPipeline(DiffusionPipeline):
                                             time_adjustment="time" in upsample_guidance_adjust,
                                             power_adjustment="power" in upsample_guidance_adjust,
                                             table_logsnr=den.table_logsnr if den.time_input == "discrete" else None)
+            pred = None
+            if entry.needs_predictor:
+                pred = self.amed_predictor(solver, num_inference_steps, guidance_scale, amed_predictor,
+                                           grid if sigmas is None else None)
+                if sigmas is None and pred.config.grid == LEARNED and grid in (None, LEARNED):
+                    sigmas = [*pred.config.sigmas, 0.0]  # the grid it learned with (train_amed --learn_grid)
             if sigmas is None:
                 if genkit_model:
                     sigmas = self.scheduler.sigma_grid(num_inference_steps, grid,
@@ -310,7 +317,8 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             else:
                 if num_steps < entry.min_steps:
                     bad("num_inference_steps", num_steps, f"an int >= {entry.min_steps} for solver={solver!r}")
-                pred = self.amed_predictor(solver, sigmas, guidance_scale, amed_predictor)
+                pred.check(solver=solver, sigmas=[float(v) for v in sigmas[:-1]],
+                           guidance_scale=float(guidance_scale), teacher=unet_fingerprint(self.unet))
                 with BottleneckTap(self.unet) as tap:  # the predictor reads the UNet's mid_block output
                     x = entry.fn(tuned, noise * sigmas[0], sigmas, callback=callback,
                                  predictor=pred.step_predictor(tap), afs=pred.config.afs)

@@ -240,3 +240,60 @@ def test_a_time_only_predictor_ignores_the_bottleneck():
     full = AMEDPredictor(use_feature=True)
     full.load_state_dict(pred.state_dict())
     assert not torch.equal(full(torch.randn(2, 16, 4, 4), s, sn)[0], full(torch.randn(2, 16, 4, 4) * 9, s, sn)[0])
+
+
+def test_a_learned_grid_lowers_the_toy_error_and_keeps_its_ends():
+    """learn_grid on the Gaussian toy (exact final samples): from the polynomial grid the search lowers the
+    Euler plugin's error by a third, keeps the ends, stays strictly decreasing, and a second start (1, 0.1)
+    lands on the same grid."""
+    from training.train_amed import UNTRAINED, learn_grid
+
+    den, x = gaussian(), x_start(64)
+    truth = exact(x, SIGMA_MAX, SIGMA_MIN)
+    err = lambda g: student_error(den, UNTRAINED, g.double(), [x, truth], "euler", False)  # noqa: E731
+    start = grid_polynomial(4, SIGMA_MIN, SIGMA_MAX)[:-1]
+    learned, history = learn_grid(err, start, max_evals=60)
+    assert history[0][1] == pytest.approx(err(start)) and len(history) <= 60
+    assert math.isclose(float(learned[0]), SIGMA_MAX, rel_tol=1e-9)
+    assert math.isclose(float(learned[-1]), SIGMA_MIN, rel_tol=1e-9)
+    assert bool((learned[1:] < learned[:-1]).all())
+    assert err(learned) < 0.7 * err(start), (err(start), err(learned))
+    again, _ = learn_grid(err, torch.tensor([SIGMA_MAX, 1.0, 0.1, SIGMA_MIN], dtype=torch.float64), 60)
+    torch.testing.assert_close(again, learned, rtol=0.03, atol=0)
+
+
+def test_a_learned_grid_predictor_brings_its_grid_to_the_pipeline(tmp_path):
+    from pipelines.pixel_diffusion import PixelDiffusionPipeline
+
+    folder = save_tiny_pipeline(tmp_path / "model")
+    _train(folder, "--solver", "amed-euler")                                 # the model's grid (polynomial)
+    _train(folder, "--solver", "amed-euler", "--learn_grid", "2", "--grid_evals", "5")
+    cfg = load_predictor(f"{folder}/amed/amed-euler-nfe3-g2-learned").config
+    poly = load_predictor(f"{folder}/amed/amed-euler-nfe3-g2").config.sigmas
+    assert cfg.grid == "learned" and len(cfg.sigmas) == 3 and cfg.sigmas[::2] == pytest.approx(poly[::2])
+    pipe = PixelDiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    seen = {}
+
+    def run(**kw):
+        seen.clear()
+        cb = lambda p, i, t, kw_: seen.setdefault(i, float(t)) and {}  # noqa: E731
+        return pipe(batch_size=1, num_inference_steps=3, solver="amed-euler", guidance_scale=2.0, class_labels="a",
+                    callback_on_step_end=cb, output_type="pt", **kw)
+
+    run()                                                                # no grid asked: the learned one
+    assert [seen[i] for i in range(2)] == pytest.approx(cfg.sigmas[:2], rel=1e-5)
+    run(grid="polynomial")                                               # the polynomial predictor
+    assert [seen[i] for i in range(2)] == pytest.approx(poly[:2], rel=1e-5)
+    with pytest.raises(ValueError, match="grid='learned' is not allowed here: a learned grid belongs to an AMED"):
+        pipe(num_inference_steps=3, solver="euler", grid="learned", guidance_scale=2.0, class_labels="a")
+    from genkit.commands.sample import check_early                      # the CLI: the same rule, before loading
+    check_early("amed-euler", "learned")
+    with pytest.raises(ValueError, match="--grid='learned' is not allowed: one of polynomial, .* --solver=euler"):
+        check_early("euler", "learned")
+    from genkit.ui import diffusion                                      # the app offers it, for AMED only
+    assert diffusion.opt.grid_names(diffusion.opt.model_dir(pipe))[-1] == "learned"
+    assert diffusion.opt.grid_names(None)[-1] != "learned"
+    assert diffusion.validate(pipe, "a", 0, 3, "amed-euler", "learned", 2.0, 1, 1).grid == "learned"
+    with pytest.raises(ValueError, match="grid='learned' is not allowed: .* for sampler 'euler'"):
+        diffusion.validate(pipe, "a", 0, 3, "euler", "learned", 2.0, 1, 1)

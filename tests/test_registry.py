@@ -97,6 +97,15 @@ def test_diffusion_head_cfg_costs_two_evaluations_per_call():
     z, zu = torch.randn(3, 8), torch.randn(3, 8)
     sample_patches(head, z, steps=4, solver="dpmpp_2m", guidance_scale=2.0, z_uncond=zu)
     assert batches == [6] * nfe("dpmpp_2m", 4)                           # one call of 2N per solver evaluation
+    from genkit.commands.bench_cfg_head import before_issue_16            # the bench's "before" arm: 3 calls
+    batches.clear()
+    g = torch.Generator().manual_seed(1)
+    fused = sample_patches(head, z, steps=4, guidance_scale=2.0, z_uncond=zu, generator=g)
+    with before_issue_16():
+        before = sample_patches(head, z, steps=4, guidance_scale=2.0, z_uncond=zu,
+                                generator=torch.Generator().manual_seed(1))
+    assert batches == [6] * 4 + [3] * 12                                    # same math, 3 evaluations per step
+    torch.testing.assert_close(before, fused, rtol=1e-5, atol=1e-5)
 
 
 def test_one_step_runs_with_gradients_and_sampling_keeps_none():

@@ -76,13 +76,14 @@ def run_samplers(args) -> dict:
     from genkit.checks import check_float
     from genkit.sampling import GRIDS, solver_entry, solver_names, steps_for_nfe
     from genkit.sampling.amed import list_predictors
+    from genkit.sampling.grids import LEARNED
     from genkit.skip_tuning import RHO_RANGE
     from genkit.sampling import nfe as count_nfe
     from pipelines.pixel_diffusion import to_uint8
 
     nfes = parse_list("nfe", args.nfe, cast=int)
     solvers = parse_list("solvers", args.solvers, solver_names())
-    grids = parse_list("grids", args.grids, GRIDS)
+    grids = parse_list("grids", args.grids, GRIDS + (LEARNED,))  # learned: AMED arms only (the predictor's)
     schedulers = parse_list("schedulers", args.schedulers, SCHEDULERS) if args.schedulers else []
     skip_rhos = [check_float("--skip-rhos", r, *RHO_RANGE) for r in parse_list("skip-rhos", args.skip_rhos, cast=float)] \
         if getattr(args, "skip_rhos", None) else []
@@ -181,11 +182,17 @@ def run_samplers(args) -> dict:
         atomic_write_json(out, result)
 
     # 2. Every arm at every NFE budget, same seeds and noise (the one-step generators first: they are cheap)
-    have = {(p["solver"], p["nfe"], p["guidance_scale"]) for p in list_predictors(args.model)}
+    have = {(p["solver"], p["nfe"], p["guidance_scale"], p["grid"]) for p in list_predictors(args.model)}
+
+    def runnable(arm, n):  # AMED: a predictor for this NFE, guidance and grid; a learned grid: AMED only
+        if "solver" not in arm:
+            return True
+        if solver_entry(arm["solver"]).needs_predictor:
+            return (arm["solver"], n, guidance, arm["grid"]) in have
+        return arm["grid"] != LEARNED
+
     todo = [({"arm": f"generator:{Path(g).name}", "generator": str(g)}, 1) for g in generators]
-    todo += [(arm, n) for n in nfes for arm in arm_list(solvers, grids, schedulers, skip_rhos)
-             if "solver" not in arm or not solver_entry(arm["solver"]).needs_predictor  # AMED: a predictor
-             or (arm["solver"], n, guidance) in have]                                   # for this NFE, guidance
+    todo += [(arm, n) for n in nfes for arm in arm_list(solvers, grids, schedulers, skip_rhos) if runnable(arm, n)]
     if teacher_nfe:  # 3. the teacher's own samples, last: the most expensive arm
         todo.append(({"arm": f"teacher:{teacher_solver}", "solver": teacher_solver, "grid": "polynomial"},
                      teacher_nfe))

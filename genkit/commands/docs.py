@@ -242,6 +242,7 @@ def measured(root: Path) -> str:
     byc = _json(root, "weights/openmoji-mm/by_caption.json")["rows"]
     bi = _json(root, "weights/openmoji-32/bench_batch_invariant.json")
     s32 = san["32"] if "32" in san else san
+    ch = _json(root, "docs/bench_cfg_head.json")
     glob = ", ".join(f"{k} {v['global']:.2f}" for k, v in orders["solvers"].items())
     loc = ", ".join(f"{k} {v['local']:.2f}" for k, v in orders["solvers"].items())
     rows = [
@@ -308,6 +309,13 @@ def measured(root: Path) -> str:
          f"captioning {r['caption_speedup']:.2f}x faster ({r['caption_cached_s']:.3f} vs {r['caption_uncached_s']:.3f} s "
          f"for 16 images), text -> image {r['generate_speedup']:.3f}x ({r['generate_cached_s']:.3f} vs "
          f"{r['generate_uncached_s']:.3f} s)", "same command as text -> image", f"{mm['device']} (2-core box)"),
+        ("multimodal head's classifier-free guidance, one [cond; uncond] batch (issue 16) vs before",
+         f"{ch['head_evals_per_patch_step']['fused']:g} vs {ch['head_evals_per_patch_step']['before']:g} head "
+         f"evaluations per patch and step; a draw of {len(ch['prompts'])} images at guidance {ch['guidance']:g}: "
+         f"{ch['median_s_per_draw']['fused']:.2f} vs {ch['median_s_per_draw']['before']:.2f} s (before / now = "
+         f"{ch['ratio_before_over_fused']:.2f}x, medians of {ch['repeats']} interleaved rounds); the same images "
+         f"(largest pixel difference {ch['max_abs_pixel_diff']:.1g})",
+         f"`{ch['command']}` ([json](docs/bench_cfg_head.json))", f"{ch['device']}, 2-core box, other jobs beside it"),
         ("cost of `genkit sample --batch-invariant` (byte-identical images whatever the batch size)",
          batch_invariant(root), f"`{bi['command']} --out weights/openmoji-32/bench_batch_invariant.json` "
          "([json](weights/openmoji-32/bench_batch_invariant.json))", f"{bi['device']}, 2-core box, other jobs beside it"),
@@ -413,6 +421,44 @@ def amed_ode(root: Path) -> str:
     return "\n".join(out)
 
 
+def fewstep_ode(root: Path) -> str:
+    """weights/openmoji-32: ODE error on >= 128 seeds per arm and NFE (bench_ode128.json), each as a ratio to the
+    best training-free arm at that NFE; then the issue-16 comparisons, worked out from the same rows."""
+    d = _json(root, "weights/openmoji-32/bench_ode128.json")
+    c, rows = d["config"], d["rows"]
+    budgets = sorted({v["nfe_budget"] for v in rows.values()})
+    learned = lambda v: v.get("solver", "").startswith("amed")  # noqa: E731
+    best = {n: min((v for v in rows.values() if v["nfe_budget"] == n and not learned(v)
+                    and v.get("skip_tuning") is None), key=lambda v: v["ode_error"], default=None) for n in budgets}
+    out = [f"ODE error: mean per-image RMS distance (pixels in [-1, 1]) to {c['ode_reference']} (float32) from "
+           f"the same noise, {c['ode_num']} seeds, guidance {c['guidance']}, class = seed mod K; in brackets the "
+           "ratio to the best training-free arm at that NFE (**bold**); wall seconds for the "
+           f"{c['num']} images; {d['device']}", "",
+           "| arm | " + " | ".join(f"NFE {n}" for n in budgets) + " |", "|---" * (len(budgets) + 1) + "|"]
+    for arm in dict.fromkeys(v["arm"] for v in rows.values()):
+        cells = []
+        for n in budgets:
+            v = rows.get(f"{arm}@{n}")
+            if v is None or v["ode_error"] is None:
+                cells.append("-")
+                continue
+            err = f"**{v['ode_error']:.3f}**" if v is best[n] else f"{v['ode_error']:.3f}"
+            cells.append(f"{err} ({v['ode_error'] / best[n]['ode_error']:.2f}), {v['seconds']:.0f} s")
+        out.append(f"| {arm} | " + " | ".join(cells) + " |")
+    amed5 = min((v for v in rows.values() if learned(v) and v["nfe_budget"] == 5), key=lambda v: v["ode_error"],
+                default=None)
+    if amed5 is not None and best.get(5):
+        e = amed5["ode_error"]
+        out += ["", f"- Best AMED arm at NFE 5: {amed5['arm']}, {e:.3f} = {e / best[5]['ode_error']:.2f}x the best "
+                    f"training-free arm at NFE 5 ({best[5]['arm']}, {best[5]['ode_error']:.3f})."]
+        reach = [n for n in budgets if best[n] is not None and best[n]["ode_error"] <= e]
+        tf10 = f"; at NFE 10 the best training-free arm is {best[10]['arm']}, {best[10]['ode_error']:.3f}" \
+            if best.get(10) else ""
+        out.append(f"- NFE saved: the best training-free arm first reaches {e:.3f} at NFE {reach[0]}" if reach
+                   else f"- NFE saved: no training-free arm reaches {e:.3f} at any NFE up to {budgets[-1]}{tf10}.")
+    return "\n".join(out)
+
+
 def _ci(v: dict, key: str) -> str:
     lo_hi = v.get(f"{key}_ci95")
     return f"{v[key]:.1f}" + (" [{:.1f}, {:.1f}]".format(*lo_hi) if lo_hi else "")
@@ -448,7 +494,7 @@ def fewstep_fd(root: Path) -> str:
     return "\n".join(out)
 
 
-TABLES = {"fewstep-fd": fewstep_fd, "samplers": samplers, "amed-ode": amed_ode, "sid-curve": sid_curve, "vq": vq, "mm-ablations": mm_ablations,
+TABLES = {"fewstep-fd": fewstep_fd, "samplers": samplers, "amed-ode": amed_ode, "fewstep-ode": fewstep_ode, "sid-curve": sid_curve, "vq": vq, "mm-ablations": mm_ablations,
           "mm-history": mm_history, "measured": measured, "mm-disc": mm_disc, "mm-disc-why": mm_disc_why,
           "app-bench": app_bench, "app-bench-defaults": app_bench_defaults}
 

@@ -73,12 +73,16 @@ def _float_flag(name: str, text: str) -> float:
 
 def check_early(solver: str | None, grid: str | None) -> None:
     """The checks that need no model, so that a typo fails in a second, not after a 15 s load."""
-    from genkit.sampling import GRIDS, solver_names
+    from genkit.sampling import GRIDS, solver_entry, solver_names
+    from genkit.sampling.grids import LEARNED
 
     if solver is not None:
         check_choice("--solver", solver, solver_names())
     if grid is not None:
-        check_choice("--grid", grid, GRIDS)
+        check_choice("--grid", grid, (*GRIDS, LEARNED))
+        if grid == LEARNED and (solver is None or not solver_entry(solver).needs_predictor):
+            bad("--grid", grid, f"one of {', '.join(GRIDS)} with --solver={solver}: a learned grid belongs to an "
+                "AMED predictor (--solver amed-...)")
 
 
 def check_batch_size(batch_size: int) -> None:

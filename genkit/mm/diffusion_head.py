@@ -94,6 +94,14 @@ def head_denoiser(head, z: torch.Tensor):
     return denoise
 
 
+def guided_head_denoiser(head, z: torch.Tensor, guidance_scale: float = 1.0, z_uncond: torch.Tensor | None = None):
+    """D(x, sigma) given z (M, d), guided away from z_uncond when given: [cond; uncond] as one batch, so a
+    guided step costs 2 head evaluations in 1 call (before issue 16: 3 calls, the unconditional one twice)."""
+    if z_uncond is None or guidance_scale == 1.0:
+        return head_denoiser(head, z)
+    return guided_pair(head_denoiser(head, torch.cat([z, z_uncond])), guidance_scale)
+
+
 @torch.no_grad()
 def sample_patches(head, z: torch.Tensor, steps: int = 20, solver: str = "dpmpp_2m", temperature: float = 1.0,
                    guidance_scale: float = 1.0, z_uncond: torch.Tensor | None = None,
@@ -104,9 +112,7 @@ def sample_patches(head, z: torch.Tensor, steps: int = 20, solver: str = "dpmpp_
     to data). With z_uncond and guidance_scale w: D = D_u + w (D_c - D_u) (classifier-free guidance).
     """
     patch_dim = patch_dim or head.out.out_features
-    den = head_denoiser(head, z)
-    if z_uncond is not None and guidance_scale != 1.0:  # [cond; uncond] as one batch: 2 evaluations per call
-        den = guided_pair(head_denoiser(head, torch.cat([z, z_uncond])), guidance_scale)
+    den = guided_head_denoiser(head, z, guidance_scale, z_uncond)
     lo, hi = default_sigma_range(PATCH_SCHEDULE)
     sigmas = make_grid("polynomial", steps, lo, hi).to(z.device)
     noise = torch.randn(len(z), patch_dim, device="cpu", generator=generator).to(z.device)

@@ -29,6 +29,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ..checks import bad
+from .grids import LEARNED
 from .solvers import IPNDM_COEFFS, _loop, _report
 
 AMED_BASES = ("amed", "euler", "dpm2", "dpmpp_2m", "ipndm")
@@ -285,19 +286,20 @@ def list_predictors(model_dir) -> list[dict]:
         cfg = json.loads(cfg_path.read_text())
         out.append({"path": str(cfg_path.parent), "solver": cfg["solver"], "num_steps": cfg["num_steps"],
                     "nfe": 2 * (cfg["num_steps"] - 1) - (1 if cfg["afs"] else 0),
-                    "guidance_scale": cfg["guidance_scale"], "afs": cfg["afs"]})
+                    "guidance_scale": cfg["guidance_scale"], "afs": cfg["afs"], "grid": cfg["grid"]})
     return out
 
 
-def find_predictor(model_dir, solver: str, num_steps: int, guidance_scale: float) -> str:
-    """The folder of the predictor in model_dir for this solver, grid steps and guidance; ValueError if none."""
+def find_predictor(model_dir, solver: str, num_steps: int, guidance_scale: float, grid: str | None = None) -> str:
+    """The folder of the predictor in model_dir for this solver, grid steps, guidance and grid (None: a
+    learned-grid one if there is one, else any); ValueError naming what there is if none fits."""
     found = list_predictors(model_dir)
-    for p in found:
-        if p["solver"] == solver and p["num_steps"] == num_steps and \
-                math.isclose(p["guidance_scale"], guidance_scale, rel_tol=1e-6):
-            return p["path"]
-    have = ", ".join(f"{p['solver']} steps={p['num_steps']} (NFE {p['nfe']}) guidance={p['guidance_scale']:g}"
-                     for p in found) or "none"
+    fits = [p for p in found if p["solver"] == solver and p["num_steps"] == num_steps
+            and math.isclose(p["guidance_scale"], guidance_scale, rel_tol=1e-6) and grid in (None, p["grid"])]
+    if fits:
+        return sorted(fits, key=lambda p: p["grid"] != LEARNED)[0]["path"]
+    have = ", ".join(f"{p['solver']} steps={p['num_steps']} (NFE {p['nfe']}) guidance={p['guidance_scale']:g} "
+                     f"grid={p['grid']}" for p in found) or "none"
     bad("solver", solver, f"no AMED predictor in {model_dir}/{PREDICTOR_DIR} for num_inference_steps={num_steps}, "
-        f"guidance_scale={guidance_scale:g} (have: {have}); train one with training/train_amed.py or pass "
-        "amed_predictor=")
+        f"guidance_scale={guidance_scale:g}{'' if grid is None else f', grid={grid}'} (have: {have}); train one "
+        "with training/train_amed.py or pass amed_predictor=")

@@ -7,6 +7,7 @@ import math
 import torch
 
 GRIDS = ("polynomial", "logsnr", "time")
+LEARNED = "learned"  # a grid an AMED predictor learned (train_amed.py --learn_grid): its sigmas live in its config
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0  # EDM's range: data in [-1, 1] is pure noise long before sigma = 80
 
 
@@ -54,6 +55,9 @@ def default_sigma_range(schedule=None, model_range: tuple[float, float] | None =
 
 def make_grid(name: str, num_steps: int, sigma_min: float, sigma_max: float, schedule=None,
               rho: float = 7.0) -> torch.Tensor:
+    if name == LEARNED:
+        raise ValueError(f"grid={name!r} is not allowed here: a learned grid belongs to an AMED predictor (its "
+                         f"config's sigmas); use an amed solver, or one of {', '.join(GRIDS)}")
     if name not in GRIDS:
         raise ValueError(f"grid={name!r} is not allowed: one of {', '.join(GRIDS)}")
     if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:

@@ -27,6 +27,8 @@ import gradio as gr
 
 from genkit.checks import bad, check_choice, check_float, check_int
 from genkit.png_info import diffusion_settings, fingerprint, format_parameters, parse_parameters, png_bytes
+from genkit.sampling import solver_entry, solver_names
+from genkit.sampling.grids import LEARNED
 from genkit.skip_tuning import RHO_RANGE
 
 from . import options as opt
@@ -95,7 +97,10 @@ def validate(pipe, class_name, seed, steps, sampler, grid, guidance, batch_size,
                         pipe.unet.config.sample_size, 0.0, batch_invariant, 1.0, model)
     steps = as_int("steps", steps, 1, opt.MAX_STEPS)
     sampler = check_choice("sampler", sampler, opt.sampler_choices(opt.model_dir(pipe)))
-    grid = check_choice("grid", grid, opt.grid_names())
+    grid = check_choice("grid", grid, opt.grid_names(opt.model_dir(pipe)))
+    if grid == LEARNED and not (sampler in solver_names() and solver_entry(sampler).needs_predictor):
+        bad("grid", grid, f"a grid other than {LEARNED!r} for sampler {sampler!r}: a learned grid belongs to an "
+            "AMED predictor (sampler amed-...)")
     guidance = check_float("guidance", guidance, 0, opt.MAX_GUIDANCE)
     native = pipe.unet.config.sample_size
     size = native if size in (None, 0, "") else check_choice("size", as_int("size", size, 1, 4096), opt.sizes(pipe))
@@ -208,7 +213,7 @@ def form_values(text: str, pipe) -> list:
         values = [prompt, int(kv["Seed"]) - pos, None, None, None, None, size, 1, None, None, invariant, None, name]
     else:
         values = [prompt, int(kv["Seed"]) - pos, int(kv["Steps"]), kv["Sampler"],
-                  grid if grid in opt.grid_names() else pipe.scheduler.config.get("grid", opt.grid_names()[0]),
+                  grid if grid in opt.grid_names(opt.model_dir(pipe)) else pipe.scheduler.config.get("grid", "polynomial"),
                   float(kv["CFG scale"]), size, 1, int(kv.get("Size", "0x0").split("x")[0]),
                   float(kv.get("Upsample guidance", 0.0)), invariant, float(kv.get("Skip tuning", 1.0)), name]
     validate(models, *values[:-1], max_batch_size=max(size, 1), model=name)
@@ -353,7 +358,7 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
             sampler = gr.Dropdown(opt.sampler_choices(opt.model_dir(pipe)),
                                   value=pipe.scheduler.config.get("solver", "dpmpp_2m"), elem_id="sampler",
                                   label="Sampler (genkit solvers, AMED arms with a predictor; diffusers' schedulers)")
-            grid = gr.Dropdown(opt.grid_names(), value=pipe.scheduler.config.get("grid", opt.grid_names()[0]),
+            grid = gr.Dropdown(opt.grid_names(opt.model_dir(pipe)), value=pipe.scheduler.config.get("grid", "polynomial"),
                                label="Sigma grid (genkit solvers)", elem_id="grid")
             guidance = gr.Slider(0, opt.MAX_GUIDANCE, value=2.0, step=0.1, label="Guidance (1 = off)",
                                  elem_id="guidance")

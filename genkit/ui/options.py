@@ -30,10 +30,14 @@ def solver_names(model_dir=None) -> list[str]:
     return available_solvers(model_dir)
 
 
-def grid_names() -> list[str]:
+def grid_names(model_dir: str | None = None) -> list[str]:
+    """The sigma grids, and "learned" when model_dir/amed/ holds a predictor with a learned grid (AMED only)."""
     from genkit.sampling import GRIDS
+    from genkit.sampling.amed import list_predictors
+    from genkit.sampling.grids import LEARNED
 
-    return list(GRIDS)
+    learned = any(p["grid"] == LEARNED for p in list_predictors(model_dir))
+    return list(GRIDS) + ([LEARNED] if learned else [])
 
 
 def model_dir(pipe) -> str | None:
