@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="solver steps (default 20; a one-step generator such as weights/openmoji-32-sid: 1); NFE "
                         "is reported in manifest.json")
     s.add_argument("--solver", default=None, metavar="NAME", help=_SOLVER_HELP)
-    s.add_argument("--grid", default=None, metavar="NAME", help="sigma grid: polynomial (default), logsnr, time")
+    s.add_argument("--grid", default=None, metavar="NAME",
+                   help="sigma grid: polynomial (default), logsnr, time; learned: an AMED predictor's own (the "
+                        "default for --solver amed-... when its predictor learned one)")
     _add_methods(s)
     s.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K", help="first seed (default 0)")
     _add_class_guidance(s)
@@ -154,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "folder's amed/ has a predictor at this guidance")
     bs.add_argument("--skip-rhos", default=None, metavar="LIST",
                     help="also run every genkit arm with skip-tuning at each rho_bottom (e.g. 0.7,0.8,0.9)")
-    bs.add_argument("--grids", default="polynomial,logsnr,time", metavar="LIST")
+    bs.add_argument("--grids", default="polynomial,logsnr,time", metavar="LIST",
+                    help="sigma grids: polynomial, logsnr, time; learned (AMED arms whose predictor learned its grid)")
     bs.add_argument("--schedulers", default="ddim,dpmsolver,unipc", metavar="LIST",
                     help="diffusers schedulers: ddim, dpmsolver, unipc ('' for none)")
     _add_class_guidance(bs)
