@@ -287,7 +287,14 @@ def test_a_learned_grid_predictor_brings_its_grid_to_the_pipeline(tmp_path):
     assert [seen[i] for i in range(2)] == pytest.approx(poly[:2], rel=1e-5)
     with pytest.raises(ValueError, match="grid='learned' is not allowed here: a learned grid belongs to an AMED"):
         pipe(num_inference_steps=3, solver="euler", grid="learned", guidance_scale=2.0, class_labels="a")
-    from genkit.commands.sample import check_early                      # the CLI: the same rule, before loading
+    from argparse import Namespace
+
+    from genkit.commands.sample import check_early, resolve_grid        # the CLI records what it samples on
+    args = lambda pred=None: Namespace(grid=None, model=folder, steps=3, amed_predictor=pred)  # noqa: E731
+    assert resolve_grid(pipe, args(), "amed-euler", 2.0) == "learned"
+    model_grid = pipe.scheduler.config.get("grid")
+    assert resolve_grid(pipe, args(f"{folder}/amed/amed-euler-nfe3-g2"), "amed-euler", 2.0) == model_grid
+    assert resolve_grid(pipe, args(), "euler", 2.0) == model_grid
     check_early("amed-euler", "learned")
     with pytest.raises(ValueError, match="--grid='learned' is not allowed: one of polynomial, .* --solver=euler"):
         check_early("euler", "learned")

@@ -422,10 +422,18 @@ def amed_ode(root: Path) -> str:
 
 
 def fewstep_ode(root: Path) -> str:
-    """weights/openmoji-32: ODE error on >= 128 seeds per arm and NFE (bench_ode128.json), each as a ratio to the
-    best training-free arm at that NFE; then the issue-16 comparisons, worked out from the same rows."""
+    """weights/openmoji-32: ODE error on >= 128 seeds per arm and NFE (bench_ode128.json, and the AMED arms of
+    bench_ode128_amed.json: a second run of the same configuration, same seeds and cached reference), each as a
+    ratio to the best training-free arm at that NFE; then the issue-16 comparisons, from the same rows."""
     d = _json(root, "weights/openmoji-32/bench_ode128.json")
-    c, rows = d["config"], d["rows"]
+    c, rows = d["config"], dict(d["rows"])
+    amed = root / "weights/openmoji-32/bench_ode128_amed.json"
+    if amed.is_file():
+        more = json.loads(amed.read_text())
+        if more["config"] != c:
+            raise ValueError(f"{amed} was run with another configuration than bench_ode128.json: its rows do not "
+                             "compare")
+        rows.update(more["rows"])
     budgets = sorted({v["nfe_budget"] for v in rows.values()})
     learned = lambda v: v.get("solver", "").startswith("amed")  # noqa: E731
     best = {n: min((v for v in rows.values() if v["nfe_budget"] == n and not learned(v)
@@ -454,7 +462,9 @@ def fewstep_ode(root: Path) -> str:
         reach = [n for n in budgets if best[n] is not None and best[n]["ode_error"] <= e]
         tf10 = f"; at NFE 10 the best training-free arm is {best[10]['arm']}, {best[10]['ode_error']:.3f}" \
             if best.get(10) else ""
-        out.append(f"- NFE saved: the best training-free arm first reaches {e:.3f} at NFE {reach[0]}" if reach
+        measured = ", ".join(map(str, budgets))
+        out.append(f"- NFE saved: of the budgets measured ({measured}), the best training-free arm first reaches "
+                   f"{e:.3f} at NFE {reach[0]} ({best[reach[0]]['arm']}, {best[reach[0]]['ode_error']:.3f})." if reach
                    else f"- NFE saved: no training-free arm reaches {e:.3f} at any NFE up to {budgets[-1]}{tf10}.")
     return "\n".join(out)
 

@@ -157,7 +157,7 @@ def _fd_of_model(args, state) -> dict | None:
 
     from genkit.metrics import FrechetDistance
     from .resolution import resolution_fields, size_ug_kwargs
-    from .sample import check_batch_size, check_solver_grid, method_kwargs
+    from .sample import check_batch_size, check_solver_grid, method_kwargs, resolve_grid
 
     check_batch_size(args.batch_size)
     device = pick_device(args.device) if state.num_processes == 1 else state.device
@@ -165,6 +165,7 @@ def _fd_of_model(args, state) -> dict | None:
     args.steps = default_steps(pipe, args.steps)
     cls, guidance = resolve_conditioning(pipe, args.class_label, args.guidance)
     solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, guidance)
+    args.grid = resolve_grid(pipe, args, solver, guidance)
     size_kw = size_ug_kwargs(pipe, args)
     res = size_kw.get("height", pipe.trained_size)
     info = {"nfe_low_res": 0}
@@ -196,7 +197,7 @@ def _fd_of_model(args, state) -> dict | None:
         return None
     row = {"fd": round(value, 6), "n": args.num, "features": fid, "ref": ref_name, "ref_n": ref.n,
            "resolution": res, "model": args.model, "solver": solver, "steps": args.steps,
-           "grid": None if solver == "one_step" else (args.grid or pipe.scheduler.config.get("grid")),
+           "grid": args.grid,
            "guidance": guidance, "class": cls, "nfe_per_image": nfe, "seeds": [seeds[0], seeds[-1]],
            "num_processes": state.num_processes, **resolution_fields(pipe, args, size_kw, info)}
     if accuracy is not None:

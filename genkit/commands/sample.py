@@ -44,6 +44,25 @@ def check_solver_grid(pipe, solver: str | None, grid: str | None, steps: int, gu
     return solver, nfe(solver, steps) * (2 if guidance != 1.0 else 1)
 
 
+def resolve_grid(pipe, args, solver: str, guidance: float) -> str | None:
+    """The grid a run really samples on, recorded in manifests and PNG parameters and passed to the pipeline:
+    --grid; else, for an AMED solver, its predictor's (a learned one is preferred, as the pipeline does); else
+    the model's. None for a one-step generator."""
+    from genkit.sampling import solver_entry
+    from genkit.sampling.amed import find_predictor, load_predictor
+
+    if solver == "one_step":
+        return None
+    if args.grid:
+        return args.grid
+    if solver_entry(solver).needs_predictor:
+        path = getattr(args, "amed_predictor", None) or find_predictor(args.model, solver, args.steps, guidance)
+        grid = load_predictor(path, "--amed-predictor").config.grid
+        if grid == "learned":
+            return grid
+    return pipe.scheduler.config.get("grid")
+
+
 def method_kwargs(args) -> dict:
     """--amed-predictor / --skip-tuning / --skip-sigma-range -> pipeline keyword arguments."""
     from genkit.checks import check_float
@@ -142,7 +161,7 @@ def png_parameters(pipe, args, cls: str, solver: str, size_kw: dict | None = Non
     from genkit.png_info import diffusion_settings, fingerprint, format_parameters
 
     names = pipe.config.class_names or [str(i) for i in range(pipe.num_classes)]
-    common = dict(steps=args.steps, solver=solver, grid=args.grid or pipe.scheduler.config.get("grid"),
+    common = dict(steps=args.steps, solver=solver, grid=args.grid,
                   guidance=args.guidance, size=(size_kw or {}).get("height", pipe.trained_size),
                   model_hash=fingerprint(pipe.unet), model=Path(args.model).name)
     if (size_kw or {}).get("upsample_guidance_scale"):
@@ -182,12 +201,12 @@ def _sample(args, state) -> None:
     args.steps = default_steps(pipe, args.steps)
     cls, args.guidance = resolve_conditioning(pipe, args.class_label, args.guidance)
     solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, args.guidance)
+    args.grid = resolve_grid(pipe, args, solver, args.guidance)
     invariant = args.batch_invariant
     # what decides an image besides its seed: a resume must match these (a rerun may change --num, --seed,
     # --device, and --batch-size when batch-invariant)
     settings = {"model_sha256": weights_fingerprint(args.model), "steps": args.steps, "solver": solver,
-                "grid": None if solver == "one_step" else (args.grid or pipe.scheduler.config.get("grid")),
-                "class": cls, "guidance": args.guidance,
+                "grid": args.grid, "class": cls, "guidance": args.guidance,
                 "batch_invariant": invariant, **{k: str(v) for k, v in method_kwargs(args).items()}}
     if not invariant:  # then the batch size decides the last bits of an image too
         settings["batch_size"] = args.batch_size
