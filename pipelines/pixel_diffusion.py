@@ -195,7 +195,9 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         byte-identical whatever batch it is drawn in (genkit sample's default; see Denoiser.model_output).
         solver: a name from genkit.sampling.solver_names() (AMED ones need a predictor: found in the model
         folder's amed/ for this solver, num_inference_steps and guidance_scale, or given as `amed_predictor`,
-        a folder or an AMEDPredictor), or "scheduler" for a diffusers scheduler's own loop.
+        a folder or an AMEDPredictor), or "scheduler" for a diffusers scheduler's own loop. grid: None = the
+        model's, except that an AMED solver then prefers a predictor that learned its own grid ("learned",
+        train_amed.py --learn_grid) and samples on it; a named grid asks for the predictor trained on it.
         skip_tuning: rho_bottom of skip-tuning (None / False = off; True = the best rho that `genkit bench
         skip` stored in the model folder for this solver and steps); skip_sigma_range: apply it only there."""
         # 1. Check inputs (genkit/checks.py: one message format; NaN / inf never pass)
