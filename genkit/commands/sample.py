@@ -50,6 +50,7 @@ def resolve_grid(pipe, args, solver: str, guidance: float) -> str | None:
     the model's. None for a one-step generator."""
     from genkit.sampling import solver_entry
     from genkit.sampling.amed import find_predictor, load_predictor
+    from genkit.sampling.grids import LEARNED
 
     if solver == "one_step":
         return None
@@ -58,7 +59,7 @@ def resolve_grid(pipe, args, solver: str, guidance: float) -> str | None:
     if solver_entry(solver).needs_predictor:
         path = getattr(args, "amed_predictor", None) or find_predictor(args.model, solver, args.steps, guidance)
         grid = load_predictor(path, "--amed-predictor").config.grid
-        if grid == "learned":
+        if grid == LEARNED:
             return grid
     return pipe.scheduler.config.get("grid")
 
