@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--steps", type=_positive_int("steps"), default=20)
     o.add_argument("--batch-size", type=_positive_int("batch-size"), default=16)
     o.add_argument("--repeats", type=_positive_int("repeats"), default=5)
+    o.add_argument("--solvers", default="euler", metavar="A,B",
+                   help="pipeline arms at exactly --steps NFE; each after the first is also reported as a ratio "
+                        "over the first (e.g. euler,amed-euler: what the AMED predictor adds)")
+    o.add_argument("--guidance", type=float, default=1.0, help="CFG scale of the pipeline arms (an AMED predictor "
+                   "is trained for one: 2 for the shipped ones); the bare arm then runs 2B rows")
     o.add_argument("--device", default=None)
     o.add_argument("--out", default=None, metavar="FILE.json")
 

@@ -40,8 +40,7 @@ from genkit.checks import LIMITS, bad, check_choice, check_float, check_int, che
 from genkit.denoiser import Denoiser
 from genkit.guidance import cfg_combine, classifier_free_guidance, upsample_guidance
 from genkit.sampling import default_sigma_range, make_grid, solver_entry, solver_names
-from genkit.sampling.grids import LEARNED
-from genkit.sampling.amed import AMEDPredictor, BottleneckTap, find_predictor, unet_fingerprint
+from genkit.sampling.amed import AMEDPredictor, BottleneckTap, find_predictor, learned_sigmas, unet_fingerprint
 from genkit.scheduler import GenkitScheduler
 from genkit.skip_tuning import SkipTuning, best_rho
 
@@ -266,11 +265,13 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         return skip_tuning  # checked by SkipTuning
 
     def amed_predictor(self, solver: str, num_steps: int, guidance_scale: float, given=None,
-                       grid: str | None = None) -> AMEDPredictor:
+                       grid: str | None = None, sigmas=None) -> AMEDPredictor:
         """The AMED predictor for this run: given, or found in the model folder (grid None: a learned-grid one
-        first). Not yet checked: that needs the run's sigmas, which a learned grid takes from the predictor."""
+        first; explicit sigmas: the one trained on them). Not yet checked: that needs the run's sigmas, which
+        a learned grid takes from the predictor."""
         if given is None:
-            given = find_predictor(self.config.get("_name_or_path"), solver, num_steps, guidance_scale, grid)
+            given = find_predictor(self.config.get("_name_or_path"), solver, num_steps, guidance_scale, grid,
+                                   sigmas)
         pred = given if isinstance(given, AMEDPredictor) else AMEDPredictor.load(given)
         return pred.to(self._execution_device)
 
@@ -298,10 +299,10 @@ class PixelDiffusionPipeline(DiffusionPipeline):
                                             table_logsnr=den.table_logsnr if den.time_input == "discrete" else None)
             pred = None
             if entry.needs_predictor:
-                pred = self.amed_predictor(solver, num_inference_steps, guidance_scale, amed_predictor,
-                                           grid if sigmas is None else None)
-                if sigmas is None and pred.config.grid == LEARNED and grid in (None, LEARNED):
-                    sigmas = [*pred.config.sigmas, 0.0]  # the grid it learned with (train_amed --learn_grid)
+                pred = self.amed_predictor(solver, num_inference_steps, guidance_scale, amed_predictor, grid,
+                                           sigmas)
+                if sigmas is None:
+                    sigmas = learned_sigmas(pred, grid)  # None: the run's own grid
             if sigmas is None:
                 if genkit_model:
                     sigmas = self.scheduler.sigma_grid(num_inference_steps, grid,

@@ -206,6 +206,15 @@ def test_bench_samplers_runs_amed_and_skip_arms_and_bench_skip_stores_the_best_r
     best = json.loads((tmp_path / "model" / "skip_tuning.json").read_text())["best"]
     assert [(b["solver"], b["nfe"], b["num_steps"]) for b in best] == [("euler", 3, 3)]
     assert best[0]["rho_bottom"] in (0.7, 0.9, 1.0)
+    rc, _, err = run_cli(capsys, "bench", "overhead", "--model", folder, "--steps", 4, "--solvers", "euler,amed",
+                         "--guidance", 2, "--out", tmp_path / "o.json")
+    assert rc == 2 and "--steps=4 is not allowed" in err and "amed reaches 3 and 5" in err, err
+    rc, out, err = run_cli(capsys, "bench", "overhead", "--model", folder, "--steps", 3, "--solvers", "euler,amed",
+                           "--guidance", 2, "--batch-size", 2, "--repeats", 1, "--out", tmp_path / "o.json")
+    assert rc == 0, err                                                  # the predictor's cost at equal NFE
+    o = json.loads((tmp_path / "o.json").read_text())
+    assert o["steps"] == {"euler": 3, "amed": 3} and set(o["all_s"]) == {"bare", "pipeline", "pipeline:amed"}
+    assert o["ratio_over_first_solver"]["amed"] > 0 and "amed / euler at 3 NFE" in out
 
 
 def test_the_default_teacher_is_accurate_and_a_crude_one_is_not():
@@ -285,6 +294,11 @@ def test_a_learned_grid_predictor_brings_its_grid_to_the_pipeline(tmp_path):
     assert [seen[i] for i in range(2)] == pytest.approx(cfg.sigmas[:2], rel=1e-5)
     run(grid="polynomial")                                               # the polynomial predictor
     assert [seen[i] for i in range(2)] == pytest.approx(poly[:2], rel=1e-5)
+    for trained_on in (poly, cfg.sigmas):                                # explicit sigmas: the predictor for them
+        run(sigmas=[*trained_on, 0.0])
+        assert [seen[i] for i in range(2)] == pytest.approx(trained_on[:2], rel=1e-5)
+    with pytest.raises(ValueError, match=r"no AMED predictor .* sigmas=\[80\.0, 5\.0, 0\.002, 0\.0\] \(have: "):
+        run(sigmas=[80.0, 5.0, 0.002, 0.0])
     with pytest.raises(ValueError, match="grid='learned' is not allowed here: a learned grid belongs to an AMED"):
         pipe(num_inference_steps=3, solver="euler", grid="learned", guidance_scale=2.0, class_labels="a")
     from argparse import Namespace
@@ -304,3 +318,5 @@ def test_a_learned_grid_predictor_brings_its_grid_to_the_pipeline(tmp_path):
     assert diffusion.validate(pipe, "a", 0, 3, "amed-euler", "learned", 2.0, 1, 1).grid == "learned"
     with pytest.raises(ValueError, match="grid='learned' is not allowed: .* for sampler 'euler'"):
         diffusion.validate(pipe, "a", 0, 3, "euler", "learned", 2.0, 1, 1)
+    with pytest.raises(ValueError, match=r"grid\.json was made with .*'evals': 5.*'evals': 6.*another --output_dir"):
+        _train(folder, "--solver", "amed-euler", "--learn_grid", "2", "--grid_evals", "6")  # never a silent redo

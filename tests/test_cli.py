@@ -190,7 +190,7 @@ def test_bench_overhead_writes_json(model, tmp_path, capsys):
     assert r["median_s"] == pytest.approx(med, abs=1.5e-4)                  # all_s is rounded to 1e-4 s
     assert r["ratio_pipeline_over_bare"] == pytest.approx(r["median_s"]["pipeline"] / r["median_s"]["bare"],
                                                           rel=5e-3)
-    assert "pipeline / bare UNet" in out
+    assert "pipeline (euler) / bare UNet" in out
 
 
 def console_script():

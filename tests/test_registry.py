@@ -108,6 +108,14 @@ def test_diffusion_head_cfg_costs_two_evaluations_per_call():
     torch.testing.assert_close(before, fused, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("flag, value, allowed", [("--head-steps", "0", "an int in"), ("--guidance", "nan", "a finite")])
+def test_the_cfg_head_bench_names_its_own_flags(capsys, tmp_path, flag, value, allowed):
+    from tests.helpers import run_cli
+
+    rc, _, err = run_cli(capsys, "bench", "cfg-head", "--model", tmp_path, flag, value, "--out", tmp_path / "b.json")
+    assert rc == 2 and f"{flag}={value}" in err.replace("'", "") and allowed in err, err
+
+
 def test_one_step_runs_with_gradients_and_sampling_keeps_none():
     r = torch.full((3,), 0.5, dtype=torch.float64, requires_grad=True)
     x = torch.randn(3, 2, dtype=torch.float64)

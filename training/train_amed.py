@@ -275,10 +275,12 @@ def search_grid(out_dir, args, pipe, denoiser_for, sigmas, base, teacher, M, gri
     made_by = {"teacher": teacher, "M": M, "start": [round(float(s), 6) for s in sigmas], "seed": args.seed,
                "K": args.learn_grid, "evals": args.grid_evals, "base": base, "afs": args.afs,
                "guidance": float(guidance), "dtype": args.dtype}
-    if path.is_file():
+    if path.is_file():  # a resumed run: the same search, or a refusal (never a silent second search)
         done = json.loads(path.read_text())
-        if done.get("made_by") == made_by:
-            return torch.tensor(done["sigmas"], dtype=torch.float32)
+        if done.get("made_by") != made_by:
+            raise ValueError(f"--output_dir={str(out_dir)!r} is not allowed: its grid.json was made with "
+                             f"{done.get('made_by')}, this run asks {made_by}; use another --output_dir")
+        return torch.tensor(done["sigmas"], dtype=torch.float32)
     noise, labels = draw(pipe, 2 * 10 ** 8 + args.seed, args.learn_grid, num_classes, device)
     den = denoiser_for(labels)
     with torch.no_grad():

@@ -1,9 +1,13 @@
 """`genkit bench overhead`: what the pipeline costs on top of the network.
 
 Arms, side by side on the same model, batch and noise, interleaved to share the machine's noise:
-  bare      S forward calls of the UNet on a fixed batch (the floor)
-  pipeline  PixelDiffusionPipeline at S NFE (euler, so S steps = S network calls), output_type="pt"
-Reports the median time of each arm over --repeats and the ratio pipeline / bare.
+  bare               S forward calls of the UNet on a fixed batch (the floor; 2B rows under CFG)
+  pipeline           PixelDiffusionPipeline at exactly S NFE with the first of --solvers (euler: S steps),
+                     output_type="pt"
+  pipeline:SOLVER    the same for every further solver of --solvers, at the same S NFE
+Reports the median time of each arm over --repeats, the ratio pipeline / bare, and each further solver over the
+first: `--solvers euler,amed-euler --guidance 2 --steps 5` is what an AMED predictor adds to Euler at equal NFE
+(it runs once per step and reads the UNet's bottleneck through a hook).
 """
 
 from __future__ import annotations
@@ -23,13 +27,32 @@ def _sync(device):
 
 
 def run_overhead(args) -> dict:
+    from genkit.checks import LIMITS, bad, check_float
+    from genkit.sampling import solver_entry, steps_for_nfe
+
+    solvers = [v.strip() for v in args.solvers.split(",") if v.strip()]
+    if not solvers or len(set(solvers)) != len(solvers):
+        bad("--solvers", args.solvers, "a comma-separated list of distinct solver names, e.g. euler,amed-euler")
+    guidance = check_float("--guidance", args.guidance, 0, LIMITS["guidance"])
+    s = args.steps
+    steps = {}
+    for name in solvers:
+        entry = solver_entry(name, "--solvers")
+        steps[name] = steps_for_nfe(name, s)
+        if entry.nfe(steps[name]) != s:  # equal NFE or the ratio says nothing
+            bad("--steps", s, f"an NFE that every one of --solvers reaches exactly ({name} reaches "
+                f"{entry.nfe(steps[name])} and {entry.nfe(steps[name] + 1)}, not {s})")
     device = pick_device(args.device)
     pipe = load_pipeline(args.model, device)
-    unet, b, s = pipe.unet, args.batch_size, args.steps
+    if guidance != 1.0 and not pipe.num_classes:
+        bad("--guidance", guidance, "1 for an unconditional model")
+    unet, b = pipe.unet, args.batch_size
     cfg = unet.config
-    x = torch.randn(b, cfg.in_channels, cfg.sample_size, cfg.sample_size, device=device)
-    t = torch.full((b,), 500.0, device=device)
-    labels = torch.full((b,), pipe.num_classes, device=device) if pipe.num_classes else None
+    rows = b * (2 if guidance != 1.0 else 1)  # CFG: cond and uncond in one call, as the pipeline batches them
+    x = torch.randn(rows, cfg.in_channels, cfg.sample_size, cfg.sample_size, device=device)
+    t = torch.full((rows,), 500.0, device=device)
+    labels = torch.full((rows,), pipe.num_classes, device=device) if pipe.num_classes else None
+    classes = [i % pipe.num_classes for i in range(b)] if guidance != 1.0 else None
     gens = [torch.Generator(device).manual_seed(i) for i in range(b)]
 
     def bare():
@@ -37,10 +60,12 @@ def run_overhead(args) -> dict:
             for _ in range(s):
                 unet(x, t, class_labels=labels)
 
-    def pipeline():
-        pipe(batch_size=b, num_inference_steps=s, solver="euler", generator=gens, output_type="pt")
+    def pipeline(name):
+        return lambda: pipe(batch_size=b, num_inference_steps=steps[name], solver=name, generator=gens,
+                            guidance_scale=guidance, class_labels=classes, output_type="pt")
 
-    arms = {"bare": bare, "pipeline": pipeline}
+    arms = {"bare": bare, "pipeline": pipeline(solvers[0])}
+    arms.update({f"pipeline:{name}": pipeline(name) for name in solvers[1:]})
     for fn in arms.values():  # warm-up
         fn()
     times = {k: [] for k in arms}
@@ -59,11 +84,17 @@ def run_overhead(args) -> dict:
         "median_s": {k: round(v, 4) for k, v in med.items()},
         "all_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
         "ratio_pipeline_over_bare": round(med["pipeline"] / med["bare"], 4),
-        "command": f"genkit bench overhead --model {args.model} --steps {s} --batch-size {b} --repeats {args.repeats}",
+        "solvers": solvers, "steps": steps, "guidance": guidance,
+        "ratio_over_first_solver": {n: round(med[f"pipeline:{n}"] / med["pipeline"], 4) for n in solvers[1:]},
+        "command": f"genkit bench overhead --model {args.model} --steps {s} --batch-size {b} --repeats {args.repeats}"
+                   + (f" --solvers {','.join(solvers)}" if solvers != ["euler"] else "")
+                   + (f" --guidance {guidance:g}" if guidance != 1.0 else ""),
         "genkit": __version__, "torch": torch.__version__,
     }
-    print(f"pipeline / bare UNet at {s} NFE, batch {b}: {result['ratio_pipeline_over_bare']:.3f}x "
+    print(f"pipeline ({solvers[0]}) / bare UNet at {s} NFE, batch {b}: {result['ratio_pipeline_over_bare']:.3f}x "
           f"({med['pipeline']:.3f}s vs {med['bare']:.3f}s, median of {args.repeats})")
+    for n, r in result["ratio_over_first_solver"].items():
+        print(f"{n} / {solvers[0]} at {s} NFE: {r:.3f}x")
     if args.out:
         from pathlib import Path
         atomic_write_json(Path(args.out), result)

@@ -49,13 +49,16 @@ def before_issue_16():
 
 
 def run_cfg_head(args) -> dict:
-    from genkit.checks import check_int
+    from genkit.checks import LIMITS, check_float, check_int
 
     from genkit.loading import load_mm_pipeline
     from pipelines.multimodal import DEFAULT_GUIDANCE
 
     check_int("--prompts", args.prompts, 1, len(PROMPTS))
     check_int("--repeats", args.repeats, 1, 100)
+    check_int("--head-steps", args.head_steps, 1, LIMITS["steps"])    # the CLI's names, not the pipeline's
+    if args.guidance is not None:
+        check_float("--guidance", args.guidance, 0, LIMITS["guidance"])
     device = pick_device(args.device)
     pipe = load_mm_pipeline(args.model, device)
     pipe.set_progress_bar_config(disable=True)

@@ -49,7 +49,7 @@ def resolve_grid(pipe, args, solver: str, guidance: float) -> str | None:
     --grid; else, for an AMED solver, its predictor's (a learned one is preferred, as the pipeline does); else
     the model's. None for a one-step generator."""
     from genkit.sampling import solver_entry
-    from genkit.sampling.amed import find_predictor, load_predictor
+    from genkit.sampling.amed import find_predictor, learned_sigmas, load_predictor
     from genkit.sampling.grids import LEARNED
 
     if solver == "one_step":
@@ -58,9 +58,8 @@ def resolve_grid(pipe, args, solver: str, guidance: float) -> str | None:
         return args.grid
     if solver_entry(solver).needs_predictor:
         path = getattr(args, "amed_predictor", None) or find_predictor(args.model, solver, args.steps, guidance)
-        grid = load_predictor(path, "--amed-predictor").config.grid
-        if grid == LEARNED:
-            return grid
+        if learned_sigmas(load_predictor(path, "--amed-predictor"), None) is not None:
+            return LEARNED
     return pipe.scheduler.config.get("grid")
 
 

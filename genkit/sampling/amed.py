@@ -236,8 +236,7 @@ class AMEDPredictor(ModelMixin, ConfigMixin):
         for key, value in want.items():
             have = self.config[key]
             if key == "sigmas":
-                same = have is not None and len(have) == len(value) and \
-                    all(math.isclose(a, float(b), rel_tol=1e-5) for a, b in zip(have, value))
+                same = _same_sigmas(have, value)
                 have, value = [round(v, 4) for v in have or []], [round(float(v), 4) for v in value]
             elif isinstance(value, float):
                 same = math.isclose(float(have), value, rel_tol=1e-6)
@@ -275,7 +274,8 @@ AMEDPredictor.load = staticmethod(load_predictor)
 
 
 def list_predictors(model_dir) -> list[dict]:
-    """[{path, solver, num_steps, nfe, guidance_scale, afs}] for every predictor under <model_dir>/amed/."""
+    """[{path, solver, num_steps, nfe, guidance_scale, afs, grid, sigmas}] for every predictor under
+    <model_dir>/amed/."""
     import json
     from pathlib import Path
 
@@ -286,20 +286,42 @@ def list_predictors(model_dir) -> list[dict]:
         cfg = json.loads(cfg_path.read_text())
         out.append({"path": str(cfg_path.parent), "solver": cfg["solver"], "num_steps": cfg["num_steps"],
                     "nfe": 2 * (cfg["num_steps"] - 1) - (1 if cfg["afs"] else 0),
-                    "guidance_scale": cfg["guidance_scale"], "afs": cfg["afs"], "grid": cfg["grid"]})
+                    "guidance_scale": cfg["guidance_scale"], "afs": cfg["afs"], "grid": cfg["grid"],
+                    "sigmas": cfg["sigmas"]})
     return out
 
 
-def find_predictor(model_dir, solver: str, num_steps: int, guidance_scale: float, grid: str | None = None) -> str:
+def _same_sigmas(have, want) -> bool:
+    return have is not None and len(have) == len(want) and \
+        all(math.isclose(a, float(b), rel_tol=1e-5) for a, b in zip(have, want))
+
+
+def find_predictor(model_dir, solver: str, num_steps: int, guidance_scale: float, grid: str | None = None,
+                   sigmas=None) -> str:
     """The folder of the predictor in model_dir for this solver, grid steps, guidance and grid (None: a
-    learned-grid one if there is one, else any); ValueError naming what there is if none fits."""
+    learned-grid one if there is one, else any); with explicit `sigmas` (ending in 0) the one trained on
+    exactly those. ValueError naming what there is if none fits."""
     found = list_predictors(model_dir)
+    if sigmas is not None:
+        num_steps, grid = len(sigmas) - 1, None
     fits = [p for p in found if p["solver"] == solver and p["num_steps"] == num_steps
-            and math.isclose(p["guidance_scale"], guidance_scale, rel_tol=1e-6) and grid in (None, p["grid"])]
+            and math.isclose(p["guidance_scale"], guidance_scale, rel_tol=1e-6) and grid in (None, p["grid"])
+            and (sigmas is None or _same_sigmas(p["sigmas"], list(sigmas)[:-1]))]
     if fits:
         return sorted(fits, key=lambda p: p["grid"] != LEARNED)[0]["path"]
     have = ", ".join(f"{p['solver']} steps={p['num_steps']} (NFE {p['nfe']}) guidance={p['guidance_scale']:g} "
                      f"grid={p['grid']}" for p in found) or "none"
+    asked = "" if grid is None else f", grid={grid}"
+    if sigmas is not None:
+        asked = f", sigmas={[round(float(v), 4) for v in sigmas]}"
     bad("solver", solver, f"no AMED predictor in {model_dir}/{PREDICTOR_DIR} for num_inference_steps={num_steps}, "
-        f"guidance_scale={guidance_scale:g}{'' if grid is None else f', grid={grid}'} (have: {have}); train one "
+        f"guidance_scale={guidance_scale:g}{asked} (have: {have}); train one "
         "with training/train_amed.py or pass amed_predictor=")
+
+
+def learned_sigmas(pred: AMEDPredictor, grid: str | None) -> list[float] | None:
+    """The sigmas (ending in 0) a run samples on because of its predictor: the grid it learned
+    (train_amed.py --learn_grid) when the run names no grid or 'learned'; None: the run's own grid applies.
+    The one rule for the pipeline and for what genkit sample / eval fd record."""
+    cfg = pred.config
+    return [*cfg.sigmas, 0.0] if cfg.grid == LEARNED and grid in (None, LEARNED) else None
