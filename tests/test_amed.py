@@ -10,7 +10,7 @@ from diffusers import DDPMPipeline, DDPMScheduler
 from genkit.sampling import dpm2, get_solver, grid_polynomial, make_grid
 from genkit.sampling.amed import AMED_BASES, AMEDPredictor, amed_sample, load_predictor
 from tests.helpers import save_tiny_pipeline, tiny_unet
-from training.train_amed import main, parse_args, student_error, teacher_points, train_batch
+from training.train_amed import main, parse_args, student_error, teacher_points, train_batch, train_batch_final
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 
@@ -51,7 +51,7 @@ def test_r_moves_the_midpoint_and_c_scales_the_direction():
     torch.testing.assert_close(got, x + c * (sn - s) * (x_mid - den(x_mid, a * s_mid)) / s_mid)
 
 
-def _toy_training(base, steps=40, num_steps=4, afs=True, seed=0):
+def _toy_training(base, steps=40, num_steps=4, afs=True, seed=0, loss="interval"):
     """Train a predictor on the toy for `steps` batches; -> (error before, error after) to the exact ODE."""
     den = gaussian()
     sigmas = grid_polynomial(num_steps, SIGMA_MIN, SIGMA_MAX)[:-1]
@@ -67,7 +67,10 @@ def _toy_training(base, steps=40, num_steps=4, afs=True, seed=0):
     for step in range(steps):
         x = x_start(64, seed=step)
         points = teacher_points(den, x, sigmas, "heun", 8, "polynomial")
-        train_batch(den, predict, opt, sigmas, points, base, afs)
+        if loss == "final":
+            train_batch_final(den, predict, opt, sigmas, points, base, afs)
+        else:
+            train_batch(den, predict, opt, sigmas, points, base, afs)
     return before, student_error(den, predict, sigmas, truth, base, afs)
 
 
@@ -80,6 +83,15 @@ def test_a_toy_trained_predictor_lowers_the_ode_error():
 def test_every_plugin_trains_on_the_toy(base):
     before, after = _toy_training(base, steps=40)
     assert after < before, (before, after)
+
+
+@pytest.mark.parametrize("base", AMED_BASES)
+def test_the_final_sample_loss_trains_every_arm_on_the_toy(base):
+    """--loss final (backprop through the whole student run) at least halves the toy's final-sample error."""
+    before, after = _toy_training(base, steps=40, loss="final")
+    assert after < 0.5 * before, (before, after)
+    with pytest.raises(ValueError, match="--teacher_forcing=True is not allowed: off with --loss final"):
+        parse_args(["--model", "m", "--loss", "final", "--teacher_forcing"])
 
 
 def test_teacher_points_follow_the_exact_flow():

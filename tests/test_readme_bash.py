@@ -33,6 +33,8 @@ RUN = {
         "--nfe 2 --num 4 --ode-num 2 --ode-ref-steps 4 --solvers euler --grids polynomial --schedulers ''",
     "genkit bench vq --out vq.json": "--arms fsq --codebook-sizes 256 --steps 2",
     "genkit bench overhead --model weights/openmoji-32 --out overhead.json": "--steps 2 --batch-size 2 --repeats 1",
+    "genkit bench overhead --model weights/openmoji-32 --steps 5 --solvers euler,amed-euler --guidance 2 --out amed.json":
+        "--batch-size 2 --repeats 1",
     "genkit sample --model weights/openmoji-32 --solver amed-euler --steps 4 --out amed/": "--num 2",
     "genkit sample --model weights/openmoji-32 --solver euler --steps 5 --skip-tuning 0.8 --out skip/": "--num 2",
     "genkit sample --model weights/openmoji-32 --size 64 --ug 1.0 --out big/": "--num 2 --steps 2",
@@ -50,6 +52,8 @@ RUN = {
 EXPECT = {
     "genkit sample --model weights/openmoji-32 --num 64 --steps 20 --solver dpmpp_2m --seed 0 --out samples/":
         r"wrote 8 images, grid.png and manifest.json to samples",
+    "genkit bench overhead --model weights/openmoji-32 --steps 5 --solvers euler,amed-euler --guidance 2 --out amed.json":
+        r"amed-euler / euler at 5 NFE: \d+\.\d+x",                          # the predictor found and timed
     "genkit classes --model weights/openmoji-32": r"(?m)^\d+\theart$",          # the class the line above names
     "genkit eval fd --samples samples/": r'"fd": \d+\.\d+, "n": 8,',        # a finite FD of the 8 images drawn
     "genkit eval fd --model weights/openmoji-32 --num 1000 --solver dpmpp_2m --steps 20": r'"fd": \d+\.\d+, "n": 8,',

@@ -453,19 +453,21 @@ def fewstep_ode(root: Path) -> str:
             err = f"**{v['ode_error']:.3f}**" if v is best[n] else f"{v['ode_error']:.3f}"
             cells.append(f"{err} ({v['ode_error'] / best[n]['ode_error']:.2f}), {v['seconds']:.0f} s")
         out.append(f"| {arm} | " + " | ".join(cells) + " |")
-    amed5 = min((v for v in rows.values() if learned(v) and v["nfe_budget"] == 5), key=lambda v: v["ode_error"],
-                default=None)
-    if amed5 is not None and best.get(5):
-        e = amed5["ode_error"]
-        out += ["", f"- Best AMED arm at NFE 5: {amed5['arm']}, {e:.3f} = {e / best[5]['ode_error']:.2f}x the best "
-                    f"training-free arm at NFE 5 ({best[5]['arm']}, {best[5]['ode_error']:.3f})."]
-        reach = [n for n in budgets if best[n] is not None and best[n]["ode_error"] <= e]
-        tf10 = f"; at NFE 10 the best training-free arm is {best[10]['arm']}, {best[10]['ode_error']:.3f}" \
-            if best.get(10) else ""
-        measured = ", ".join(map(str, budgets))
-        out.append(f"- NFE saved: of the budgets measured ({measured}), the best training-free arm first reaches "
-                   f"{e:.3f} at NFE {reach[0]} ({best[reach[0]]['arm']}, {best[reach[0]]['ode_error']:.3f})." if reach
-                   else f"- NFE saved: no training-free arm reaches {e:.3f} at any NFE up to {budgets[-1]}{tf10}.")
+    notes = []
+    for n in budgets:  # per NFE: the best AMED arm against the best training-free one, and the NFE it saves
+        am = min((v for v in rows.values() if learned(v) and v["nfe_budget"] == n and v["ode_error"] is not None),
+                 key=lambda v: v["ode_error"], default=None)
+        if am is None or best[n] is None:
+            continue
+        e = am["ode_error"]
+        reach = [m for m in budgets if best[m] is not None and best[m]["ode_error"] <= e]
+        saved = (f"the best training-free arm first reaches {e:.3f} at NFE {reach[0]} ({best[reach[0]]['arm']}, "
+                 f"{best[reach[0]]['ode_error']:.3f})" if reach
+                 else f"no training-free arm reaches {e:.3f} at any NFE measured")
+        notes.append(f"- NFE {n}: best AMED arm {am['arm']}, {e:.3f} = {e / best[n]['ode_error']:.2f}x the best "
+                     f"training-free arm ({best[n]['arm']}, {best[n]['ode_error']:.3f}); NFE saved: {saved}.")
+    if notes:
+        out += ["", *notes, f"- NFE budgets measured: {', '.join(map(str, budgets))}."]
     return "\n".join(out)
 
 
