@@ -293,12 +293,13 @@ def main(args):
 
     def save():
         state = {"minutes": minutes(), "avg": avg, "images_seen": images_seen}
-        save_checkpoint(accelerator, out_dir, step, args.checkpoints_total_limit, emas, state)
-        if main_proc:
+        if main_proc:  # the generator folder first: a kill before the checkpoint redoes both (see train_diffusion)
             pipe = ema_pipeline()
             save_generator(pipe.unet.to("cpu"), scheduler, class_names, args, guidance, out_dir, {
                 "step": step, "images_seen": images_seen, "minutes": round(minutes(), 3), "teacher": args.teacher,
                 "teacher_guidance": guidance, "args": {k: str(v) for k, v in vars(args).items()}})
+        save_checkpoint(accelerator, out_dir, step, args.checkpoints_total_limit, emas, state)
+        if main_proc:
             logger.info(f"saved checkpoint-{step} and the EMA generator in {out_dir}")
 
     def draw(micro: int, phase: int):

@@ -439,9 +439,9 @@ def main(args):
     err_before = student_error(eval_den, UNTRAINED, sigmas, eval_points, base, args.afs)
 
     def checkpoint(row):
-        save_checkpoint(accelerator, out_dir, step, keep=1)
-        if accelerator.is_main_process:
+        if accelerator.is_main_process:  # the folder first: a kill before the checkpoint redoes both
             save_model_folder(model, out_dir, {**row, "args": {k: str(v) for k, v in vars(args).items()}})
+        save_checkpoint(accelerator, out_dir, step, keep=1)
 
     t0, spent, row = time.time(), minutes_before(out_dir, step), {}
     bar = tqdm(total=total, initial=step, desc=f"train {args.solver} nfe {args.nfe}",

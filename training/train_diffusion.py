@@ -241,9 +241,9 @@ def main(args):
         accelerator.init_trackers("train_diffusion", config={k: str(v) for k, v in vars(args).items()})
 
     def save(step):
-        """checkpoint-N (atomic) + the EMA pipeline folder."""
-        save_checkpoint(accelerator, out_dir, step, args.checkpoints_total_limit, emas,
-                        {"minutes": minutes(), "loss_avg": loss_avg})
+        """The EMA pipeline folder, then checkpoint-N (both atomic). In this order a kill between the two resumes
+        from the checkpoint before and rewrites the folder; the other order could leave the last step's folder
+        unwritten, as a resume at the final step trains nothing."""
         if accelerator.is_main_process:
             export = UNet2DModel.from_config(accelerator.unwrap_model(unet).config)
             export.load_state_dict(accelerator.unwrap_model(unet).state_dict())
@@ -252,6 +252,9 @@ def main(args):
             save_pipeline_atomic(export.to("cpu", torch.float32), schedule, class_names, out_dir, {
                 "global_step": step, "images_seen": images_before + (step - start_step) * total_batch,
                 "args": {k: str(v) for k, v in vars(args).items()}})
+        save_checkpoint(accelerator, out_dir, step, args.checkpoints_total_limit, emas,
+                        {"minutes": minutes(), "loss_avg": loss_avg})
+        if accelerator.is_main_process:
             logger.info(f"saved checkpoint-{step} and the EMA pipeline in {out_dir}")
 
     # 4. Train

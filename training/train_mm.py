@@ -222,11 +222,11 @@ def main(args):
                 metrics_log.write(row)
                 tqdm.write(json.dumps(row))
         if step % args.checkpointing_steps == 0 or step == args.max_train_steps or out_of_time:
-            save_checkpoint(accelerator, out_dir, step, keep=1, emas=emas,
-                            state={"minutes": spent + (time.time() - t0) / 60})
-            if accelerator.is_main_process:
+            if accelerator.is_main_process:  # the folder first: a kill before the checkpoint redoes both
                 save_pipeline(export(), out_dir, {**row, "train_images": len(train_x), "val_images": len(val_x),
                                                   "args": {k: str(v) for k, v in vars(args).items()}}, tokenizer)
+            save_checkpoint(accelerator, out_dir, step, keep=1, emas=emas,
+                            state={"minutes": spent + (time.time() - t0) / 60})
         if out_of_time:
             break
     bar.close()

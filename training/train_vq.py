@@ -131,10 +131,10 @@ def main(args):
     metrics_log = JsonlLog(out_dir / "metrics.jsonl", step, accelerator.is_main_process)  # drops rows > step
 
     def checkpoint(row):
-        save_checkpoint(accelerator, out_dir, step, keep=1, state={"minutes": spent + (time.time() - t0) / 60})
-        if accelerator.is_main_process:
+        if accelerator.is_main_process:  # the folder first: a kill before the checkpoint redoes both
             save_model_folder(model, out_dir, {**row, "train_images": len(train), "held_out_images": len(held),
                                          "args": {k: str(v) for k, v in vars(args).items()}})
+        save_checkpoint(accelerator, out_dir, step, keep=1, state={"minutes": spent + (time.time() - t0) / 60})
 
     t0, row = time.time(), {}
     spent = resumed.get("minutes", minutes_before(out_dir, step))      # minutes: all runs together
