@@ -184,15 +184,21 @@ def train_batch(denoise, predict, optimizer, sigmas, points, base: str, afs: boo
     return losses
 
 
+def student_run(denoise, predict, sigmas, x, base: str, afs: bool) -> torch.Tensor:
+    """The student from x at sigmas[0] down to sigmas[-1] (sigma_min), interval by interval, with its history;
+    gradients flow wherever the caller enables them."""
+    state = AMEDState()
+    for n in range(len(sigmas) - 1):
+        x, *_ = amed_interval(denoise, x, float(sigmas[n]), float(sigmas[n + 1]), predict, base, state,
+                              use_afs=afs and n == 0)
+    return x
+
+
 def train_batch_final(denoise, predict, optimizer, sigmas, points, base: str, afs: bool) -> list[float]:
     """--loss final: the student's whole run with gradients, L2 of its final sample to the teacher's (what the
     ODE error measures; the per-interval loss trains each step greedily), one optimizer step. -> [loss]"""
-    state, x = AMEDState(), points[0]
     with torch.enable_grad():
-        for n in range(len(sigmas) - 1):
-            x, *_ = amed_interval(denoise, x, float(sigmas[n]), float(sigmas[n + 1]), predict, base, state,
-                                  use_afs=afs and n == 0)
-        loss = (x - points[-1]).square().mean()
+        loss = (student_run(denoise, predict, sigmas, points[0], base, afs) - points[-1]).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
     optimizer.step()
@@ -202,10 +208,7 @@ def train_batch_final(denoise, predict, optimizer, sigmas, points, base: str, af
 @torch.no_grad()
 def student_error(denoise, predict, sigmas, points, base: str, afs: bool) -> float:
     """RMS distance of the student's final sample (stops at sigma_min) to the teacher's, per image, averaged."""
-    state, x = AMEDState(), points[0]
-    for n in range(len(sigmas) - 1):
-        x, *_ = amed_interval(denoise, x, float(sigmas[n]), float(sigmas[n + 1]), predict, base, state,
-                              use_afs=afs and n == 0)
+    x = student_run(denoise, predict, sigmas, points[0], base, afs)
     return float((x - points[-1]).flatten(1).square().mean(1).sqrt().mean())
 
 
@@ -258,12 +261,18 @@ def _save(path, obj) -> None:
         torch.save(obj, tmp)
 
 
+def _check_made_by(path, have, made_by: dict) -> None:
+    """ValueError if a cached file in --output_dir (teacher pool / eval, grid.json) was made with other settings:
+    a resumed run reuses it, a different run must not."""
+    if have != made_by:
+        raise ValueError(f"--output_dir={str(path.parent)!r} is not allowed: its {path.name} was made with "
+                         f"{have}, this run asks {made_by}; use another --output_dir")
+
+
 def _load_made_by(path, made_by: dict, empty: dict) -> dict:
     """A cached teacher file (dict with "made_by") or `empty`; ValueError if it was made with other settings."""
     cached = torch.load(path) if path.is_file() else {**empty, "made_by": made_by}
-    if cached.get("made_by") != made_by:
-        raise ValueError(f"--output_dir={str(path.parent)!r} is not allowed: its {path.name} was made with "
-                         f"{cached.get('made_by')}, this run asks {made_by}; use another --output_dir")
+    _check_made_by(path, cached.get("made_by"), made_by)
     return cached
 
 
@@ -307,9 +316,7 @@ def search_grid(out_dir, args, pipe, denoiser_for, sigmas, base, teacher, M, gri
                "guidance": float(guidance), "dtype": args.dtype}
     if path.is_file():  # a resumed run: the same search, or a refusal (never a silent second search)
         done = json.loads(path.read_text())
-        if done.get("made_by") != made_by:
-            raise ValueError(f"--output_dir={str(out_dir)!r} is not allowed: its grid.json was made with "
-                             f"{done.get('made_by')}, this run asks {made_by}; use another --output_dir")
+        _check_made_by(path, done.get("made_by"), made_by)
         return torch.tensor(done["sigmas"], dtype=torch.float32)
     noise, labels = draw(pipe, 2 * 10 ** 8 + args.seed, args.learn_grid, num_classes, device)
     den = denoiser_for(labels)

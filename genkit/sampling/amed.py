@@ -279,13 +279,15 @@ def list_predictors(model_dir) -> list[dict]:
     import json
     from pathlib import Path
 
+    from .registry import solver_entry  # the one NFE formula (registry imports this module at load)
+
     out = []
     if not model_dir:
         return out
     for cfg_path in sorted(Path(model_dir).glob(f"{PREDICTOR_DIR}/*/config.json")):
         cfg = json.loads(cfg_path.read_text())
         out.append({"path": str(cfg_path.parent), "solver": cfg["solver"], "num_steps": cfg["num_steps"],
-                    "nfe": 2 * (cfg["num_steps"] - 1) - (1 if cfg["afs"] else 0),
+                    "nfe": solver_entry(cfg["solver"]).nfe(cfg["num_steps"], cfg["afs"]),
                     "guidance_scale": cfg["guidance_scale"], "afs": cfg["afs"], "grid": cfg["grid"],
                     "sigmas": cfg["sigmas"]})
     return out
