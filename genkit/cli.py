@@ -190,15 +190,24 @@ def build_parser() -> argparse.ArgumentParser:
                                       "solver / NFE goes to MODEL/skip_tuning.json (skip_tuning=True uses it)",
                          description="Runs `bench samplers` arms with skip-tuning at every --rhos value (1 = off) on "
                                      "the model's grid, same seeds and noise; picks per solver and NFE the rho with "
-                                     "the lowest FD-OpenMoji to the train reference and writes the sweep and the "
-                                     "picks to MODEL/skip_tuning.json (atomically).")
+                                     "the lowest FD-OpenMoji to the train reference among those whose paired "
+                                     "bootstrap FD ratio over the untuned arm has a 95%% interval below 1 (none: 1, "
+                                     "off) and writes the sweep and the picks to MODEL/skip_tuning.json "
+                                     "(atomically). Example: genkit bench skip --model weights/openmoji-32 --solvers "
+                                     "euler --nfe 5 --rhos 0.7,0.8,0.9 --num 1000 --batch-size 50 --out "
+                                     "weights/openmoji-32/bench_skip.json")
     bk.add_argument("--model", required=True, metavar="DIR")
     bk.add_argument("--solvers", default="euler,dpmpp_2m,ipndm", metavar="LIST")
     bk.add_argument("--nfe", default="5,9", metavar="LIST")
     bk.add_argument("--rhos", default="0.6,0.7,0.8,0.9", metavar="LIST", help="rho_bottom values (1 is always run)")
     bk.add_argument("--num", type=_positive_int("num"), default=1000, metavar="N")
-    bk.add_argument("--ode-num", type=_positive_int("ode-num"), default=128, metavar="M")
+    bk.add_argument("--ode-num", type=_nonneg_int("ode-num"), default=0, metavar="M",
+                    help="the first M seeds also get the ODE error to the untuned ODE's solution: how far skip-tuning "
+                         "moves the samples, not how good they are (default 0: none)")
     bk.add_argument("--ode-ref-steps", type=_positive_int("ode-ref-steps"), default=256, metavar="S")
+    bk.add_argument("--bootstrap", type=_nonneg_int("bootstrap"), default=1000, metavar="B",
+                    help="bootstrap resamples of the seeds for the paired FD ratios the pick needs (default 1000; "
+                         "0: pick by the point FD)")
     _add_class_guidance(bk)
     bk.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
     bk.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B")

@@ -212,12 +212,15 @@ def test_bench_samplers_runs_amed_and_skip_arms_and_bench_skip_stores_the_best_r
                          "amed/polynomial+skip0.8@3", "euler/polynomial@5", "euler/polynomial+skip0.8@5"}
     assert rows["amed/polynomial@3"]["nfe"] == 3 and rows["amed/polynomial@3"]["network_evals"] == 6
     assert rows["euler/polynomial+skip0.8@3"]["skip_tuning"] == 0.8
+    ratios = json.loads((tmp_path / "b.json").read_text())["ratios"]       # a skip arm pairs with itself untuned
+    assert {"amed/polynomial+skip0.8@3 / amed/polynomial@3", "amed/polynomial@3 / euler/polynomial@3"} <= set(ratios)
     rc, out, err = run_cli(capsys, "bench", "skip", *common, "--nfe", "3", "--solvers", "euler", "--rhos", "0.7,0.9",
                            "--out", tmp_path / "s.json")
     assert rc == 0, err
     best = json.loads((tmp_path / "model" / "skip_tuning.json").read_text())["best"]
     assert [(b["solver"], b["nfe"], b["num_steps"]) for b in best] == [("euler", 3, 3)]
-    assert best[0]["rho_bottom"] in (0.7, 0.9, 1.0)
+    assert best[0]["rho_bottom"] in (0.7, 0.9, 1.0) and best[0]["rule"] == "paired"
+    assert [s["rho_bottom"] for s in best[0]["sweep"]] == [0.7, 0.9]
     rc, _, err = run_cli(capsys, "bench", "overhead", "--model", folder, "--steps", 4, "--solvers", "euler,amed",
                          "--guidance", 2, "--out", tmp_path / "o.json")
     assert rc == 2 and "--steps=4 is not allowed" in err and "amed reaches 3 and 5" in err, err

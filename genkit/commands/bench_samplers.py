@@ -235,14 +235,20 @@ def run_samplers(args) -> dict:
 def _paired_ratios(rows: dict, features, ref, teacher, draws: int, seed: int) -> dict:
     """Each arm's FD over its baseline's on the same seeds, with paired bootstrap intervals (an interval that
     excludes 1 separates the two arms even where their own FD intervals overlap): genkit and diffusers arms over
-    Euler at the same NFE budget; one-step generators over the teacher's samples row. "fd": to the train reference;
-    "fd_teacher": to the teacher's samples (when measured)."""
+    Euler at the same NFE budget; a skip-tuned arm over the same arm untuned (what `genkit bench skip` decides on);
+    one-step generators over the teacher's samples row. "fd": to the train reference; "fd_teacher": to the
+    teacher's samples (when measured)."""
     from genkit.metrics.bootstrap import paired_ratio
 
     teacher_key = next((k for k in rows if k.startswith("teacher:")), None)
     out = {}
     for key, row in rows.items():
-        base = teacher_key if "generator" in row else f"euler/polynomial@{row['nfe_budget']}"
+        if "generator" in row:
+            base = teacher_key
+        elif row.get("skip_tuning") is not None:
+            base = f"{row['solver']}/{row['grid']}@{row['nfe_budget']}"
+        else:
+            base = f"euler/polynomial@{row['nfe_budget']}"
         if key.startswith("teacher:") or base in (None, key) or base not in rows:
             continue
         fa, fb = features.load(base), features.load(key)

@@ -5,8 +5,10 @@
 
 The arms are `genkit bench samplers` arms (same seeds, noise, FD, class accuracy, ODE error) on the model's
 grid, each solver with and without skip-tuning. Skip-tuning changes the network, so its ODE error to the
-untuned ODE's solution measures how far it moves the samples, not how good they are: the pick is by
-FD-OpenMoji (the paper tunes rho on FID), and is only as reliable as --num allows (the JSON keeps n).
+untuned ODE's solution measures how far it moves the samples, not how good they are (--ode-num 0 skips it): the
+pick is by FD-OpenMoji to the train reference (the paper tunes rho on FID), and only a rho whose paired bootstrap
+ratio over the untuned arm (same seeds) lies entirely below 1 is picked; where none does, the pick is 1 (off) and
+the JSON says so. Without intervals (--bootstrap 0) the lowest point FD is picked, marked "point".
 """
 
 from __future__ import annotations
@@ -15,6 +17,31 @@ import argparse
 from pathlib import Path
 
 from .common import atomic_write_json
+
+
+def pick_rho(rows: dict, ratios: dict, solver: str, nfe: int, grid: str) -> dict | None:
+    """One solver and NFE budget of a `bench samplers` result -> its pick and sweep (None if the untuned arm is
+    missing). The pick: the lowest FD among the rhos that beat the untuned arm (paired 95% interval of FD ratio
+    below 1; without intervals, a lower point FD); rho 1 (off) when none does."""
+    off = rows.get(f"{solver}/{grid}@{nfe}")
+    if off is None:
+        return None
+    sweep = []
+    for key, row in rows.items():
+        if row.get("solver") == solver and row.get("grid") == grid and row["nfe_budget"] == nfe \
+                and row.get("skip_tuning") is not None:
+            pair = ratios.get(f"{key} / {solver}/{grid}@{nfe}", {}).get("fd")
+            sweep.append({"rho_bottom": row["skip_tuning"], "fd": row["fd"],
+                          "fd_ratio": pair["ratio"] if pair else None, "fd_ratio_ci95": pair["ci95"] if pair else None,
+                          "class_accuracy": row.get("class_accuracy")})
+    paired = bool(sweep) and all(s["fd_ratio_ci95"] for s in sweep)
+    better = [s for s in sweep if (s["fd_ratio_ci95"][1] < 1 if paired else s["fd"] < off["fd"])]
+    pick = min(better, key=lambda s: s["fd"]) if better else None
+    return {"solver": solver, "nfe": nfe, "grid": grid, "rho_bottom": pick["rho_bottom"] if pick else 1.0,
+            "fd": pick["fd"] if pick else off["fd"], "fd_off": off["fd"],
+            "class_accuracy_off": off.get("class_accuracy"),
+            "fd_ratio": pick["fd_ratio"] if pick else None, "fd_ratio_ci95": pick["fd_ratio_ci95"] if pick else None,
+            "rule": "paired" if paired else "point", "sweep": sorted(sweep, key=lambda s: s["rho_bottom"])}
 
 
 def run_skip(args) -> dict:
@@ -32,18 +59,17 @@ def run_skip(args) -> dict:
     best = []
     for solver in parse_list("solvers", args.solvers):
         for n in parse_list("nfe", args.nfe, cast=int):
-            rows = [v for v in result["rows"].values()
-                    if v.get("solver") == solver and v["nfe_budget"] == n and v.get("grid") == grid]
-            if not rows:
-                continue
-            pick = min(rows, key=lambda v: v["fd"])
-            base = next((v for v in rows if v.get("skip_tuning") is None), None)
-            best.append({"solver": solver, "nfe": n, "num_steps": steps_for_nfe(solver, n), "grid": grid,
-                         "guidance": result["config"]["guidance"], "rho_bottom": pick.get("skip_tuning") or 1.0,
-                         "fd": pick["fd"], "fd_off": base["fd"] if base else None, "n": result["config"]["num"]})
-    out = {"best": best, "metric": "lowest FD-OpenMoji vs the train reference", "bench": str(args.out),
-           "command": result["command"]}
+            pick = pick_rho(result["rows"], result.get("ratios", {}), solver, n, grid)
+            if pick is not None:
+                best.append({**pick, "num_steps": steps_for_nfe(solver, n), "guidance": result["config"]["guidance"],
+                             "n": result["config"]["num"]})
+    out = {"best": best, "metric": "FD-OpenMoji vs the train reference; a rho is picked only where its paired "
+                                   "bootstrap FD ratio over the untuned arm has a 95% interval below 1, else 1 (off)",
+           "bench": str(args.out), "command": result["command"]}
     atomic_write_json(Path(args.model) / SKIP_FILE, out)
-    print(f"wrote {Path(args.model) / SKIP_FILE}: " + ", ".join(f"{b['solver']}@{b['nfe']}: rho {b['rho_bottom']:g}"
-                                                                 for b in best))
+    def said(b):
+        lo_hi = "" if b["fd_ratio"] is None else " (FD x{:.3f} [{:.3f}, {:.3f}])".format(b["fd_ratio"],
+                                                                                    *b["fd_ratio_ci95"])
+        return f"{b['solver']}@{b['nfe']}: rho {b['rho_bottom']:g}{lo_hi}"
+    print(f"wrote {Path(args.model) / SKIP_FILE}: " + ", ".join(map(said, best)))
     return out
