@@ -208,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     bk.add_argument("--bootstrap", type=_nonneg_int("bootstrap"), default=1000, metavar="B",
                     help="bootstrap resamples of the seeds for the paired FD ratios the pick needs (default 1000; "
                          "0: pick by the point FD)")
+    bk.add_argument("--teacher-nfe", type=_nonneg_int("teacher-nfe"), default=0, metavar="M",
+                    help="as in `bench samplers`: also each arm's FD to the model's own samples at M NFE (reported, "
+                         "not used for the pick); with the same flags --out can be a `bench samplers` JSON, whose "
+                         "rows are reused")
+    bk.add_argument("--teacher-solver", default="dpmpp_2m", metavar="NAME")
     _add_class_guidance(bk)
     bk.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
     bk.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B")

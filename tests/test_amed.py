@@ -215,8 +215,10 @@ def test_bench_samplers_runs_amed_and_skip_arms_and_bench_skip_stores_the_best_r
     ratios = json.loads((tmp_path / "b.json").read_text())["ratios"]       # a skip arm pairs with itself untuned
     assert {"amed/polynomial+skip0.8@3 / amed/polynomial@3", "amed/polynomial@3 / euler/polynomial@3"} <= set(ratios)
     rc, out, err = run_cli(capsys, "bench", "skip", *common, "--nfe", "3", "--solvers", "euler", "--rhos", "0.7,0.9",
-                           "--out", tmp_path / "s.json")
+                           "--teacher-nfe", 2, "--out", tmp_path / "s.json")
     assert rc == 0, err
+    sweep = json.loads((tmp_path / "s.json").read_text())["rows"]
+    assert "teacher:dpmpp_2m@2" in sweep and "fd_teacher" in sweep["euler/polynomial+skip0.7@3"]
     best = json.loads((tmp_path / "model" / "skip_tuning.json").read_text())["best"]
     assert [(b["solver"], b["nfe"], b["num_steps"]) for b in best] == [("euler", 3, 3)]
     assert best[0]["rho_bottom"] in (0.7, 0.9, 1.0) and best[0]["rule"] == "paired"
