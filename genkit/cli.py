@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "over the first (e.g. euler,amed-euler: what the AMED predictor adds)")
     o.add_argument("--guidance", type=float, default=1.0, help="CFG scale of the pipeline arms (an AMED predictor "
                    "is trained for one: 2 for the shipped ones); the bare arm then runs 2B rows")
+    o.add_argument("--generators", default=None, metavar="DIR,...",
+                   help="one-step generators distilled from --model (e.g. weights/openmoji-32-sid): timed beside "
+                        "the pipeline arms, reported as speed-up over the first solver at --steps NFE")
     o.add_argument("--device", default=None)
     o.add_argument("--out", default=None, metavar="FILE.json")
 

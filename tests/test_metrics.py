@@ -269,3 +269,25 @@ def test_bench_samplers_measures_fd_to_the_teachers_samples_and_a_one_step_gener
     rc, _, err = cli(capsys, "bench", "samplers", "--model", tiny["model"], "--num", 8, "--ode-num", 0,
                      "--teacher-nfe", 4, "--teacher-solver", "bogus", "--out", tmp_path / "bad.json")
     assert rc == 2 and "--teacher-solver='bogus' is not allowed" in err and not (tmp_path / "bad.json").exists()
+
+
+def test_bench_overhead_times_a_one_step_generator_beside_its_teacher(tiny, capsys, tmp_path):
+    """`bench overhead --generators`: the generator is an interleaved arm, its speed-up the ratio of the medians;
+    a folder that is not a one-step generator is refused by flag."""
+    from genkit.scheduler import GenkitScheduler
+    from helpers import CLASS_NAMES, tiny_unet
+    from pipelines.one_step import OneStepPipeline
+
+    OneStepPipeline(tiny_unet(4, seed=1), GenkitScheduler(image_size=8), class_names=CLASS_NAMES,
+                    sigma_init=2.5).save_pretrained(tmp_path / "gen")
+    common = ["bench", "overhead", "--model", tiny["model"], "--steps", 4, "--batch-size", 2, "--repeats", 2,
+              "--guidance", 2, "--device", "cpu"]
+    rc, out, err = cli(capsys, *common, "--generators", tmp_path / "gen", "--out", tmp_path / "o.json")
+    assert rc == 0, err
+    r = json.loads((tmp_path / "o.json").read_text())
+    assert set(r["all_s"]) == {"bare", "pipeline", "generator:gen"} and len(r["all_s"]["generator:gen"]) == 2
+    speedup = r["generator_speedup_over_first_solver"]["generator:gen"]
+    assert speedup == pytest.approx(r["median_s"]["pipeline"] / r["median_s"]["generator:gen"], rel=5e-3)
+    assert "generator:gen (1 network evaluation)" in out and "--generators" in r["command"]
+    rc, _, err = cli(capsys, *common, "--generators", tiny["model"])
+    assert rc == 2 and "--generators=" in err and "not a one-step generator" in err

@@ -5,15 +5,20 @@ Arms, side by side on the same model, batch and noise, interleaved to share the 
   pipeline           PixelDiffusionPipeline at exactly S NFE with the first of --solvers (euler: S steps),
                      output_type="pt"
   pipeline:SOLVER    the same for every further solver of --solvers, at the same S NFE
+  generator:NAME     with --generators: a one-step generator distilled from the model (OneStepPipeline, its
+                     guidance built in), same batch and classes
 Reports the median time of each arm over --repeats, the ratio pipeline / bare, and each further solver over the
 first: `--solvers euler,amed-euler --guidance 2 --steps 5` is what an AMED predictor adds to Euler at equal NFE
-(it runs once per step and reads the UNet's bottleneck through a hook).
+(it runs once per step and reads the UNet's bottleneck through a hook). Each generator is reported as its
+speed-up over the first solver's pipeline at S NFE: with S the teacher's NFE at the generator's FD (from a
+`bench samplers --generators` run on the same seeds) it is the one-step throughput gain at equal FD.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -66,6 +71,14 @@ def run_overhead(args) -> dict:
 
     arms = {"bare": bare, "pipeline": pipeline(solvers[0])}
     arms.update({f"pipeline:{name}": pipeline(name) for name in solvers[1:]})
+    generators = {}
+    for path in [v.strip() for v in (getattr(args, "generators", None) or "").split(",") if v.strip()]:
+        from .bench_samplers import _load_generator
+
+        gen = _load_generator(path, pipe, device, "float32")
+        generators[path] = f"generator:{Path(path).name}"
+        arms[generators[path]] = (lambda g: lambda: g(batch_size=b, generator=gens, class_labels=classes,
+                                                      output_type="pt"))(gen)
     for fn in arms.values():  # warm-up
         fn()
     times = {k: [] for k in arms}
@@ -86,16 +99,19 @@ def run_overhead(args) -> dict:
         "ratio_pipeline_over_bare": round(med["pipeline"] / med["bare"], 4),
         "solvers": solvers, "steps": steps, "guidance": guidance,
         "ratio_over_first_solver": {n: round(med[f"pipeline:{n}"] / med["pipeline"], 4) for n in solvers[1:]},
+        "generator_speedup_over_first_solver": {k: round(med["pipeline"] / med[k], 4) for k in generators.values()},
         "command": f"genkit bench overhead --model {args.model} --steps {s} --batch-size {b} --repeats {args.repeats}"
                    + (f" --solvers {','.join(solvers)}" if solvers != ["euler"] else "")
-                   + (f" --guidance {guidance:g}" if guidance != 1.0 else ""),
+                   + (f" --guidance {guidance:g}" if guidance != 1.0 else "")
+                   + (f" --generators {','.join(generators)}" if generators else ""),
         "genkit": __version__, "torch": torch.__version__,
     }
     print(f"pipeline ({solvers[0]}) / bare UNet at {s} NFE, batch {b}: {result['ratio_pipeline_over_bare']:.3f}x "
           f"({med['pipeline']:.3f}s vs {med['bare']:.3f}s, median of {args.repeats})")
     for n, r in result["ratio_over_first_solver"].items():
         print(f"{n} / {solvers[0]} at {s} NFE: {r:.3f}x")
+    for k, r in result["generator_speedup_over_first_solver"].items():
+        print(f"{k} (1 network evaluation) is {r:.2f}x as fast as {solvers[0]} at {s} NFE")
     if args.out:
-        from pathlib import Path
         atomic_write_json(Path(args.out), result)
     return result
