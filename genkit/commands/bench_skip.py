@@ -65,11 +65,20 @@ def run_skip(args) -> dict:
                              "n": result["config"]["num"]})
     out = {"best": best, "metric": "FD-OpenMoji vs the train reference; a rho is picked only where its paired "
                                    "bootstrap FD ratio over the untuned arm has a 95% interval below 1, else 1 (off)",
-           "bench": str(args.out), "command": result["command"]}
+           "bench": str(args.out), "command": _command(args), "samplers_command": result["command"]}
     atomic_write_json(Path(args.model) / SKIP_FILE, out)
+
     def said(b):
         lo_hi = "" if b["fd_ratio"] is None else " (FD x{:.3f} [{:.3f}, {:.3f}])".format(b["fd_ratio"],
                                                                                     *b["fd_ratio_ci95"])
         return f"{b['solver']}@{b['nfe']}: rho {b['rho_bottom']:g}{lo_hi}"
     print(f"wrote {Path(args.model) / SKIP_FILE}: " + ", ".join(map(said, best)))
     return out
+
+
+def _command(args) -> str:
+    teacher = f" --teacher-nfe {args.teacher_nfe} --teacher-solver {args.teacher_solver}" if args.teacher_nfe else ""
+    return (f"genkit bench skip --model {args.model} --solvers {args.solvers} --nfe {args.nfe} --rhos {args.rhos} "
+            f"--num {args.num} --ode-num {args.ode_num} --seed {args.seed} --batch-size {args.batch_size} "
+            f"--bootstrap {args.bootstrap}{teacher}" + (f" --guidance {args.guidance:g}" if args.guidance is not None
+                                                        else "") + f" --out {args.out}")
