@@ -76,12 +76,21 @@ def image_bytes(page, index):
     return page.request.get(src).body()
 
 
-def zip_names(page):
-    """The "Download all" zip's file names, once the follow-up after the run has made it."""
+def zip_names(page, want=None, timeout_s: float = 30.0):
+    """The "Download all" zip's file names, once the follow-up after the run has made it. With want: read again
+    until they equal it or timeout_s passes (the page is shared between tests, so the link of the run before can
+    still be there for a moment after a stop)."""
+    import time
+
     link = page.locator("#zip a[download='images.zip']")
-    link.wait_for()
-    with zipfile.ZipFile(io.BytesIO(page.request.get(link.get_attribute("href")).body())) as z:
-        return z.namelist()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        link.wait_for()
+        with zipfile.ZipFile(io.BytesIO(page.request.get(link.get_attribute("href")).body())) as z:
+            names = z.namelist()
+        if want is None or names == want or time.monotonic() > deadline:
+            return names
+        page.wait_for_timeout(250)
 
 
 def test_generate_shows_previews_then_final_images(page):
@@ -107,7 +116,8 @@ def test_stop_mid_run_keeps_the_finished_batch(page):
     page.wait_for_selector("#info:has-text('stopped')")
     done = [c for c in captions(page) if "step" not in c]
     assert 4 <= len(done) < 16 and len(done) % 4 == 0 and done[0] == "seed 100"
-    assert zip_names(page) == [f"{c.split()[1]}.png" for c in done]                # the finished batches
+    want = [f"{c.split()[1]}.png" for c in done]
+    assert zip_names(page, want) == want                                              # the finished batches
 
 
 def test_png_info_round_trip_regenerates_identical_bytes(page, tmp_path):

@@ -507,27 +507,12 @@ def fewstep_fd(root: Path, rel: str = "weights/openmoji-32/bench_fewstep_n1000.j
     return "\n".join(out)
 
 
-def skip_picks(root: Path) -> str:
-    """weights/openmoji-32 card: `genkit bench skip`'s sweep and picks (MODEL/skip_tuning.json)."""
-    d = _json(root, "weights/openmoji-32/skip_tuning.json")
-    ci = lambda s: "-" if s["fd_ratio"] is None else "{:.3f} [{:.3f}, {:.3f}]".format(  # noqa: E731
-        s["fd_ratio"], *s["fd_ratio_ci95"])
-    out = ["| solver @ NFE | rho_bottom | FD to data | FD x untuned [95%] | class accuracy | picked |",
-           "|---|---|---|---|---|---|"]
-    for b in d["best"]:
-        out.append(f"| {b['solver']} @ {b['nfe']} | 1 (off) | {b['fd_off']:.2f} | 1 | {_pct(b.get('class_accuracy_off'))} | "
-                   f"{'**yes**' if b['rho_bottom'] == 1.0 else ''} |")
-        out += [f"| | {s['rho_bottom']:g} | {s['fd']:.2f} | {ci(s)} | {_pct(s.get('class_accuracy'))} | "
-                f"{'**yes**' if s['rho_bottom'] == b['rho_bottom'] else ''} |" for s in b["sweep"]]
-    return "\n".join(out + ["", f"n = {d['best'][0]['n']} per arm; rule: {d['metric']}."])
-
-
 def fewstep_fd_learned(root: Path) -> str:
     """weights/openmoji-32 card: the NFE-5 arms with the learned-grid AMED predictor, n = 1,000."""
     return fewstep_fd(root, "weights/openmoji-32/bench_fewstep_n1000_learned.json")
 
 
-TABLES = {"fewstep-fd": fewstep_fd, "fewstep-fd-learned": fewstep_fd_learned, "skip-picks": skip_picks, "samplers": samplers, "amed-ode": amed_ode, "fewstep-ode": fewstep_ode, "sid-curve": sid_curve, "vq": vq, "mm-ablations": mm_ablations,
+TABLES = {"fewstep-fd": fewstep_fd, "fewstep-fd-learned": fewstep_fd_learned, "samplers": samplers, "amed-ode": amed_ode, "fewstep-ode": fewstep_ode, "sid-curve": sid_curve, "vq": vq, "mm-ablations": mm_ablations,
           "mm-history": mm_history, "measured": measured, "mm-disc": mm_disc, "mm-disc-why": mm_disc_why,
           "app-bench": app_bench, "app-bench-defaults": app_bench_defaults}
 
