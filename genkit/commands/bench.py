@@ -35,6 +35,8 @@ def run_overhead(args) -> dict:
     from genkit.checks import LIMITS, bad, check_float
     from genkit.sampling import solver_entry, steps_for_nfe
 
+    from .bench_samplers import load_generator, parse_list
+
     solvers = [v.strip() for v in args.solvers.split(",") if v.strip()]
     if not solvers or len(set(solvers)) != len(solvers):
         bad("--solvers", args.solvers, "a comma-separated list of distinct solver names, e.g. euler,amed-euler")
@@ -71,14 +73,13 @@ def run_overhead(args) -> dict:
 
     arms = {"bare": bare, "pipeline": pipeline(solvers[0])}
     arms.update({f"pipeline:{name}": pipeline(name) for name in solvers[1:]})
-    generators = {}
-    for path in [v.strip() for v in (getattr(args, "generators", None) or "").split(",") if v.strip()]:
-        from .bench_samplers import _load_generator
+    def one_step(path):
+        gen = load_generator(path, pipe, device, "float32")
+        return lambda: gen(batch_size=b, generator=gens, class_labels=classes, output_type="pt")
 
-        gen = _load_generator(path, pipe, device, "float32")
-        generators[path] = f"generator:{Path(path).name}"
-        arms[generators[path]] = (lambda g: lambda: g(batch_size=b, generator=gens, class_labels=classes,
-                                                      output_type="pt"))(gen)
+    generators = {path: f"generator:{Path(path).name}"
+                  for path in (parse_list("generators", args.generators) if args.generators else [])}
+    arms.update({name: one_step(path) for path, name in generators.items()})
     for fn in arms.values():  # warm-up
         fn()
     times = {k: [] for k in arms}

@@ -53,7 +53,8 @@ def parse_list(flag: str, text: str, allowed=None, cast=str) -> list:
         raise ValueError(f"--{flag}={text!r} is not allowed: a comma-separated list") from None
     bad = [t for t in items if (allowed is not None and t not in allowed) or (cast is int and t < 1)]
     if not items or bad:
-        what = f"values from {', '.join(map(str, allowed))}" if allowed is not None else "ints >= 1"
+        what = f"values from {', '.join(map(str, allowed))}" if allowed is not None else \
+            "ints >= 1" if cast is int else "values (at least one)"
         raise ValueError(f"--{flag}={text!r} is not allowed: comma-separated {what}")
     return items
 
@@ -201,7 +202,7 @@ def run_samplers(args) -> dict:
         bar.set_postfix(arm=f"{arm['arm']}@{n}")
         key = f"{arm['arm']}@{n}"
         if "generator" in arm:  # no ODE error: a generator does not solve the teacher's ODE from this noise
-            gpipe = _load_generator(arm["generator"], pipe, device, args.dtype)
+            gpipe = load_generator(arm["generator"], pipe, device, args.dtype)
             run_arm(key, arm, 1, 1, 1, 1, arm_pipe=gpipe, num_inference_steps=1)
             result["rows"][key]["ode_error"] = None
         elif "scheduler" in arm:
@@ -281,7 +282,7 @@ class _FeatureCache:
         return np.load(path) if path.is_file() else None
 
 
-def _load_generator(path: str, teacher, device, dtype: str):
+def load_generator(path: str, teacher, device, dtype: str):
     """A one-step generator for the teacher's arms: the same class names (so seed s gets the same class)."""
     from genkit.loading import load_pipeline as load
 
