@@ -95,8 +95,9 @@ def run_overhead(args) -> dict:
         "bench": "overhead", "model": args.model, "nfe": s, "batch_size": b, "repeats": args.repeats,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda"
         else f"cpu ({torch.get_num_threads()} threads)",
-        "median_s": {k: round(v, 4) for k, v in med.items()},
-        "all_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
+        # seconds to 5 significant digits: a one-step arm can take a few ms, where 4 decimals would skew its ratio
+        "median_s": {k: float(f"{v:.5g}") for k, v in med.items()},
+        "all_s": {k: [float(f"{x:.5g}") for x in v] for k, v in times.items()},
         "ratio_pipeline_over_bare": round(med["pipeline"] / med["bare"], 4),
         "solvers": solvers, "steps": steps, "guidance": guidance,
         "ratio_over_first_solver": {n: round(med[f"pipeline:{n}"] / med["pipeline"], 4) for n in solvers[1:]},
