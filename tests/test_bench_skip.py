@@ -23,6 +23,16 @@ def test_the_lowest_separated_rho_is_picked():
     assert [s["rho_bottom"] for s in pick["sweep"]] == [0.7, 0.8, 0.9]
 
 
+def test_the_sweep_reports_fd_to_the_teacher_without_picking_by_it():
+    rows = _rows({None: 80.0, 0.8: 70.0})
+    rows["euler/polynomial@5"]["fd_teacher"], rows["euler/polynomial+skip0.8@5"]["fd_teacher"] = 3.0, 6.0
+    ratios = _ratios({0.8: (0.85, 0.90)})
+    ratios["euler/polynomial+skip0.8@5 / euler/polynomial@5"]["fd_teacher"] = {"ratio": 2.0, "ci95": [1.8, 2.2]}
+    pick = pick_rho(rows, ratios, "euler", 5, "polynomial")
+    assert pick["rho_bottom"] == 0.8 and pick["fd_teacher_off"] == 3.0     # FD to data decides, as in the paper
+    assert pick["sweep"][0]["fd_teacher"] == 6.0 and pick["sweep"][0]["fd_teacher_ratio_ci95"] == [1.8, 2.2]
+
+
 def test_no_separated_rho_keeps_skip_tuning_off():
     rows = _rows({None: 80.0, 0.8: 79.0})
     pick = pick_rho(rows, _ratios({0.8: (0.95, 1.01)}), "euler", 5, "polynomial")

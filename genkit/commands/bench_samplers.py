@@ -59,13 +59,23 @@ def parse_list(flag: str, text: str, allowed=None, cast=str) -> list:
     return items
 
 
+def arm_name(solver: str, grid: str, skip_tuning: float | None = None) -> str:
+    """A genkit arm's name: "solver/grid", with "+skip<rho>" when skip-tuned (e.g. "euler/polynomial+skip0.8")."""
+    return f"{solver}/{grid}" + ("" if skip_tuning is None else f"+skip{skip_tuning:g}")
+
+
+def row_key(arm: str, nfe: int) -> str:
+    """The key of an arm's row in a result's "rows": "<arm>@<NFE budget>"."""
+    return f"{arm}@{nfe}"
+
+
 def arm_list(solvers, grids, schedulers, skip_rhos=()) -> list[dict]:
     """genkit solver x grid (each also with skip-tuning at every rho in skip_rhos), then diffusers' schedulers."""
     arms = []
     for s in solvers:
         for g in grids:
-            arms.append({"arm": f"{s}/{g}", "solver": s, "grid": g})
-            arms += [{"arm": f"{s}/{g}+skip{r:g}", "solver": s, "grid": g, "skip_tuning": r} for r in skip_rhos]
+            arms.append({"arm": arm_name(s, g), "solver": s, "grid": g})
+            arms += [{"arm": arm_name(s, g, r), "solver": s, "grid": g, "skip_tuning": r} for r in skip_rhos]
     return arms + [{"arm": f"diffusers:{name}", "scheduler": SCHEDULERS[name]} for name in schedulers]
 
 
@@ -197,10 +207,10 @@ def run_samplers(args) -> dict:
     if teacher_nfe:  # 3. the teacher's own samples, last: the most expensive arm
         todo.append(({"arm": f"teacher:{teacher_solver}", "solver": teacher_solver, "grid": "polynomial"},
                      teacher_nfe))
-    bar = tqdm([(a, n) for a, n in todo if f"{a['arm']}@{n}" not in result["rows"]], desc="bench samplers")
+    bar = tqdm([(a, n) for a, n in todo if row_key(a["arm"], n) not in result["rows"]], desc="bench samplers")
     for arm, n in bar:
-        bar.set_postfix(arm=f"{arm['arm']}@{n}")
-        key = f"{arm['arm']}@{n}"
+        key = row_key(arm["arm"], n)
+        bar.set_postfix(arm=key)
         if "generator" in arm:  # no ODE error: a generator does not solve the teacher's ODE from this noise
             gpipe = load_generator(arm["generator"], pipe, device, args.dtype)
             run_arm(key, arm, 1, 1, 1, 1, arm_pipe=gpipe, num_inference_steps=1)
@@ -215,7 +225,7 @@ def run_samplers(args) -> dict:
             run_arm(key, arm, n, nfe_seen, nfe_seen * cfg_factor, steps, solver=arm["solver"], grid=arm["grid"],
                     num_inference_steps=steps, skip_tuning=arm.get("skip_tuning"), guidance_scale=guidance)
     # 4. Every row's FD to the teacher's samples (paired: row k of both from seed k)
-    teacher = features.load(f"teacher:{teacher_solver}@{teacher_nfe}") if teacher_nfe else None
+    teacher = features.load(row_key(f"teacher:{teacher_solver}", teacher_nfe)) if teacher_nfe else None
     for key, row in result["rows"].items():
         f = features.load(key) if teacher is not None and "fd_teacher" not in row else None
         if f is not None:
@@ -247,9 +257,9 @@ def _paired_ratios(rows: dict, features, ref, teacher, draws: int, seed: int) ->
         if "generator" in row:
             base = teacher_key
         elif row.get("skip_tuning") is not None:
-            base = f"{row['solver']}/{row['grid']}@{row['nfe_budget']}"
+            base = row_key(arm_name(row["solver"], row["grid"]), row["nfe_budget"])
         else:
-            base = f"euler/polynomial@{row['nfe_budget']}"
+            base = row_key(arm_name("euler", "polynomial"), row["nfe_budget"])
         if key.startswith("teacher:") or base in (None, key) or base not in rows:
             continue
         fa, fb = features.load(base), features.load(key)
@@ -400,7 +410,7 @@ def markdown_table(result: dict) -> str:
     for arm in arms:
         cells = []
         for n in nfes:
-            v = rows.get(f"{arm}@{n}")
+            v = rows.get(row_key(arm, n))
             if v is None:
                 cells.append("")
                 continue

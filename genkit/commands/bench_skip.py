@@ -22,23 +22,31 @@ from .common import atomic_write_json
 def pick_rho(rows: dict, ratios: dict, solver: str, nfe: int, grid: str) -> dict | None:
     """One solver and NFE budget of a `bench samplers` result -> its pick and sweep (None if the untuned arm is
     missing). The pick: the lowest FD among the rhos that beat the untuned arm (paired 95% interval of FD ratio
-    below 1; without intervals, a lower point FD); rho 1 (off) when none does."""
-    off = rows.get(f"{solver}/{grid}@{nfe}")
+    below 1; without intervals, a lower point FD); rho 1 (off) when none does. Each sweep entry also carries its
+    FD to the teacher's samples and that ratio when the run measured them (reported, not used for the pick)."""
+    from .bench_samplers import arm_name, row_key
+
+    off_key = row_key(arm_name(solver, grid), nfe)
+    off = rows.get(off_key)
     if off is None:
         return None
     sweep = []
     for key, row in rows.items():
         if row.get("solver") == solver and row.get("grid") == grid and row["nfe_budget"] == nfe \
                 and row.get("skip_tuning") is not None:
-            pair = ratios.get(f"{key} / {solver}/{grid}@{nfe}", {}).get("fd")
+            pair = ratios.get(f"{key} / {off_key}", {})
+            fd, fd_t = pair.get("fd"), pair.get("fd_teacher")
             sweep.append({"rho_bottom": row["skip_tuning"], "fd": row["fd"],
-                          "fd_ratio": pair["ratio"] if pair else None, "fd_ratio_ci95": pair["ci95"] if pair else None,
+                          "fd_ratio": fd["ratio"] if fd else None, "fd_ratio_ci95": fd["ci95"] if fd else None,
+                          "fd_teacher": row.get("fd_teacher"),
+                          "fd_teacher_ratio": fd_t["ratio"] if fd_t else None,
+                          "fd_teacher_ratio_ci95": fd_t["ci95"] if fd_t else None,
                           "class_accuracy": row.get("class_accuracy")})
     paired = bool(sweep) and all(s["fd_ratio_ci95"] for s in sweep)
     better = [s for s in sweep if (s["fd_ratio_ci95"][1] < 1 if paired else s["fd"] < off["fd"])]
     pick = min(better, key=lambda s: s["fd"]) if better else None
     return {"solver": solver, "nfe": nfe, "grid": grid, "rho_bottom": pick["rho_bottom"] if pick else 1.0,
-            "fd": pick["fd"] if pick else off["fd"], "fd_off": off["fd"],
+            "fd": pick["fd"] if pick else off["fd"], "fd_off": off["fd"], "fd_teacher_off": off.get("fd_teacher"),
             "class_accuracy_off": off.get("class_accuracy"),
             "fd_ratio": pick["fd_ratio"] if pick else None, "fd_ratio_ci95": pick["fd_ratio_ci95"] if pick else None,
             "rule": "paired" if paired else "point", "sweep": sorted(sweep, key=lambda s: s["rho_bottom"])}

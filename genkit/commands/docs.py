@@ -403,6 +403,8 @@ def sid_curve(root: Path) -> str:
 
 def amed_ode(root: Path) -> str:
     """weights/openmoji-32: ODE error at each NFE budget of bench_amed.json, each arm's ratio to Euler's."""
+    from .bench_samplers import arm_name, row_key
+
     d = _json(root, "weights/openmoji-32/bench_amed.json")
     rows, budgets = d["rows"], sorted({v["nfe_budget"] for v in d["rows"].values()})
     arms = list(dict.fromkeys(v["arm"] for v in rows.values()))
@@ -411,7 +413,7 @@ def amed_ode(root: Path) -> str:
     for arm in arms:
         cells = []
         for n in budgets:
-            v, euler = rows.get(f"{arm}@{n}"), rows.get(f"euler/polynomial@{n}")
+            v, euler = rows.get(row_key(arm, n)), rows.get(row_key(arm_name("euler", "polynomial"), n))
             if v is None:
                 cells.append("-")
                 continue
@@ -425,6 +427,8 @@ def fewstep_ode(root: Path) -> str:
     """weights/openmoji-32: ODE error on >= 128 seeds per arm and NFE (bench_ode128.json, and the AMED arms of
     bench_ode128_amed.json: a second run of the same configuration, same seeds and cached reference), each as a
     ratio to the best training-free arm at that NFE; then the issue-16 comparisons, from the same rows."""
+    from .bench_samplers import row_key
+
     d = _json(root, "weights/openmoji-32/bench_ode128.json")
     c, rows = d["config"], dict(d["rows"])
     amed = root / "weights/openmoji-32/bench_ode128_amed.json"
@@ -446,7 +450,7 @@ def fewstep_ode(root: Path) -> str:
     for arm in dict.fromkeys(v["arm"] for v in rows.values()):
         cells = []
         for n in budgets:
-            v = rows.get(f"{arm}@{n}")
+            v = rows.get(row_key(arm, n))
             if v is None or v["ode_error"] is None:
                 cells.append("-")
                 continue
