@@ -490,7 +490,9 @@ def fewstep_fd(root: Path, rel: str = "weights/openmoji-32/bench_fewstep_n1000.j
     cls = "class = seed mod K" if c["class"] == "cycle" else f"class {c['class']}"
     out = [f"n = {c['num']} seeds ({c['seed']}..{c['seed'] + c['num'] - 1}, {cls}), guidance "
            f"{c['guidance']}, bootstrap 95% intervals over {c.get('bootstrap_draws', 0)} resamples of the seeds; "
-           f"teacher samples: {c.get('teacher', '-')}; {d['device']}",
+           f"teacher samples: {c.get('teacher', '-')}; {d['device']}. Resampling seeds with replacement repeats "
+           "images, which raises FD: a small FD (to the teacher's samples) can lie below its own interval; the paired "
+           "ratios below are the comparison to read",
            "", "| arm | NFE | network evals / image | FD to data [95%] | FD to teacher samples [95%] | "
            "class accuracy | wall s (x Euler) |", "|---|---|---|---|---|---|---|"]
     for v in rows:
@@ -511,14 +513,91 @@ def fewstep_fd(root: Path, rel: str = "weights/openmoji-32/bench_fewstep_n1000.j
     return "\n".join(out)
 
 
+def skip_picks(root: Path) -> str:
+    """weights/openmoji-32 card: `genkit bench skip`'s sweep and picks (MODEL/skip_tuning.json); FD to the
+    teacher's samples beside FD to data (the pick is on FD to data)."""
+    d = _json(root, "weights/openmoji-32/skip_tuning.json")
+    ci = lambda r, k: "-" if r is None else "{:.3f} [{:.3f}, {:.3f}]".format(r, *k)  # noqa: E731
+    f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    out = ["| solver @ NFE | rho_bottom | FD to data | FD x untuned [95%] | FD to teacher samples | "
+           "its ratio x untuned [95%] | class accuracy | picked |", "|---|---|---|---|---|---|---|---|"]
+    for b in d["best"]:
+        out.append(f"| {b['solver']} @ {b['nfe']} | 1 (off) | {b['fd_off']:.2f} | 1 | {f(b.get('fd_teacher_off'))} | "
+                   f"1 | {_pct(b.get('class_accuracy_off'))} | {'**yes**' if b['rho_bottom'] == 1.0 else ''} |")
+        out += [f"| | {s['rho_bottom']:g} | {s['fd']:.2f} | {ci(s['fd_ratio'], s['fd_ratio_ci95'])} | "
+                f"{f(s.get('fd_teacher'))} | {ci(s.get('fd_teacher_ratio'), s.get('fd_teacher_ratio_ci95'))} | "
+                f"{_pct(s.get('class_accuracy'))} | {'**yes**' if s['rho_bottom'] == b['rho_bottom'] else ''} |"
+                for s in b["sweep"]]
+    return "\n".join(out + ["", f"n = {d['best'][0]['n']} per arm, guidance {d['best'][0]['guidance']:g}; rule: "
+                                f"{d['metric']}. Command: `{d['command']}`."])
+
+
+def sid_vs_teacher(root: Path) -> str:
+    """weights/openmoji-32-sid card: the one-step generators against the teacher's solvers on the same 1,000 seeds
+    (bench_fewstep_n1000_learned.json), and the throughput at equal FD: the cheapest teacher arm at least as close
+    to the teacher's samples as the shipped generator, timed beside it by `genkit bench overhead`
+    (bench_overhead_sid.json)."""
+    d = _json(root, "weights/openmoji-32/bench_fewstep_n1000_learned.json")
+    rows = [v for v in d["rows"].values() if v.get("skip_tuning") is None and "fd_teacher" in v]
+    gens = sorted((v for v in rows if "generator" in v), key=lambda v: v["arm"])
+    teacher = sorted((v for v in rows if "generator" not in v), key=lambda v: (v["network_evals"], v["fd_teacher"]))
+    out = [f"n = {d['config']['num']} seeds, guidance {d['config']['guidance']} for the teacher's arms, teacher "
+           f"samples: {d['config']['teacher']}; bootstrap 95% intervals", "",
+           "| arm | NFE | network evals / image | FD to data [95%] | FD to teacher samples [95%] | class accuracy |",
+           "|---|---|---|---|---|---|"]
+    out += [f"| {v['arm']} | {v['nfe_budget']} | {v['network_evals']} | {_ci(v, 'fd')} | "
+            f"{'(itself)' if v['arm'].startswith('teacher:') else _ci(v, 'fd_teacher')} | "
+            f"{_pct(v['class_accuracy'])} |" for v in gens + teacher]
+    shipped = next((g for g in gens if g["arm"] == "generator:openmoji-32-sid"), None)
+    if shipped is None:
+        return "\n".join(out)
+    for key, what in (("fd_teacher", "FD to the teacher's samples"), ("fd", "FD to data")):
+        match = next((v for v in teacher if v[key] <= shipped[key]), None)
+        out += ["", f"Equal {what}: " + (f"the cheapest teacher arm at or below the generator's {shipped[key]:.1f} is "
+                                         f"{match['arm']} at NFE {match['nfe_budget']} ({match[key]:.1f}, "
+                                         f"{match['network_evals']} network evaluations per image)." if match else
+                                         f"no teacher arm here is at or below the generator's {shipped[key]:.1f}.")]
+    bench = root / "weights/openmoji-32-sid/bench_overhead_sid.json"
+    if bench.is_file():
+        b = json.loads(bench.read_text())
+        speed = b["generator_speedup_over_first_solver"]
+        out += ["", f"Measured side by side (`{b['command']}`, {b['device']}, batch {b['batch_size']}, median of "
+                f"{b['repeats']}): the teacher's {b['solvers'][0]} at {b['nfe']} NFE takes {b['median_s']['pipeline']:.3f} s "
+                "per batch; " + "; ".join(f"{k.split(':', 1)[1]} {b['median_s'][k]:.4f} s, {x:.1f}x the images per second"
+                                         for k, x in speed.items()) + "."]
+    return "\n".join(out)
+
+
+def sid_alpha(root: Path) -> str:
+    """weights/openmoji-32-sid: the alpha ablation at equal budget: each run's FD curve (alpha_ablation/
+    alpha-A.metrics.jsonl) and its final EMA generator on the bench's 1,000 seeds (generator:sid-alpha-A rows of
+    bench_fewstep_n1000_learned.json: intervals, FD to the teacher's samples, class accuracy)."""
+    d = _json(root, "weights/openmoji-32/bench_fewstep_n1000_learned.json")
+    out = ["| alpha | generator images | FD during the run (images: FD) | FD to data [95%] | FD x teacher@20 [95%] | "
+           "FD to teacher samples [95%] | class accuracy |", "|---|---|---|---|---|---|---|"]
+    for path in sorted((root / "weights/openmoji-32-sid/alpha_ablation").glob("alpha-*.metrics.jsonl")):
+        alpha = path.name[len("alpha-"):-len(".metrics.jsonl")]
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        curve = ", ".join(f"{r['images']:,}: {r['fd']:.1f}" for r in rows)
+        v = d["rows"].get(f"generator:sid-alpha-{alpha}@1")
+        pair = (d.get("ratios") or {}).get(f"generator:sid-alpha-{alpha}@1 / teacher:{d['config']['teacher'].split(',')[0]}")
+        r = "-" if not pair else "{:.3f} [{:.3f}, {:.3f}]".format(pair["fd"]["ratio"], *pair["fd"]["ci95"])
+        out.append(f"| {alpha} | {rows[-1]['images']:,} | {curve} | {_ci(v, 'fd') if v else '-'} | {r} | "
+                   f"{_ci(v, 'fd_teacher') if v and 'fd_teacher' in v else '-'} | "
+                   f"{_pct(v['class_accuracy']) if v else '-'} |")
+    return "\n".join(out)
+
+
 def fewstep_fd_learned(root: Path) -> str:
     """weights/openmoji-32 card: the NFE-5 arms with the learned-grid AMED predictor, n = 1,000."""
     return fewstep_fd(root, "weights/openmoji-32/bench_fewstep_n1000_learned.json")
 
 
-TABLES = {"fewstep-fd": fewstep_fd, "fewstep-fd-learned": fewstep_fd_learned, "samplers": samplers, "amed-ode": amed_ode, "fewstep-ode": fewstep_ode, "sid-curve": sid_curve, "vq": vq, "mm-ablations": mm_ablations,
-          "mm-history": mm_history, "measured": measured, "mm-disc": mm_disc, "mm-disc-why": mm_disc_why,
-          "app-bench": app_bench, "app-bench-defaults": app_bench_defaults}
+TABLES = {"fewstep-fd": fewstep_fd, "fewstep-fd-learned": fewstep_fd_learned, "skip-picks": skip_picks,
+          "sid-vs-teacher": sid_vs_teacher, "sid-alpha": sid_alpha, "samplers": samplers, "amed-ode": amed_ode, "fewstep-ode": fewstep_ode,
+          "sid-curve": sid_curve, "vq": vq, "mm-ablations": mm_ablations, "mm-history": mm_history,
+          "measured": measured, "mm-disc": mm_disc, "mm-disc-why": mm_disc_why, "app-bench": app_bench,
+          "app-bench-defaults": app_bench_defaults}
 
 
 # -- the command ---------------------------------------------------------------------------------------------
