@@ -35,7 +35,7 @@ def run_overhead(args) -> dict:
     from genkit.checks import LIMITS, bad, check_float
     from genkit.sampling import solver_entry, steps_for_nfe
 
-    from .bench_samplers import load_generator, parse_list
+    from .bench_samplers import generator_arm, load_generator, parse_list
 
     solvers = [v.strip() for v in args.solvers.split(",") if v.strip()]
     if not solvers or len(set(solvers)) != len(solvers):
@@ -77,7 +77,7 @@ def run_overhead(args) -> dict:
         gen = load_generator(path, pipe, device, "float32")
         return lambda: gen(batch_size=b, generator=gens, class_labels=classes, output_type="pt")
 
-    generators = {path: f"generator:{Path(path).name}"
+    generators = {path: generator_arm(path)
                   for path in (parse_list("generators", args.generators) if args.generators else [])}
     arms.update({name: one_step(path) for path, name in generators.items()})
     for fn in arms.values():  # warm-up

@@ -64,6 +64,11 @@ def arm_name(solver: str, grid: str, skip_tuning: float | None = None) -> str:
     return f"{solver}/{grid}" + ("" if skip_tuning is None else f"+skip{skip_tuning:g}")
 
 
+def generator_arm(path) -> str:
+    """A one-step generator's arm name: "generator:<folder name>" (e.g. "generator:openmoji-32-sid")."""
+    return f"generator:{Path(path).name}"
+
+
 def row_key(arm: str, nfe: int) -> str:
     """The key of an arm's row in a result's "rows": "<arm>@<NFE budget>"."""
     return f"{arm}@{nfe}"
@@ -202,7 +207,7 @@ def run_samplers(args) -> dict:
             return (arm["solver"], n, guidance, arm["grid"]) in have
         return arm["grid"] != LEARNED
 
-    todo = [({"arm": f"generator:{Path(g).name}", "generator": str(g)}, 1) for g in generators]
+    todo = [({"arm": generator_arm(g), "generator": str(g)}, 1) for g in generators]
     todo += [(arm, n) for n in nfes for arm in arm_list(solvers, grids, schedulers, skip_rhos) if runnable(arm, n)]
     if teacher_nfe:  # 3. the teacher's own samples, last: the most expensive arm
         todo.append(({"arm": f"teacher:{teacher_solver}", "solver": teacher_solver, "grid": "polynomial"},

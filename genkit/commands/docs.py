@@ -537,6 +537,8 @@ def sid_vs_teacher(root: Path) -> str:
     (bench_fewstep_n1000_learned.json), and the throughput at equal FD: the cheapest teacher arm at least as close
     to the teacher's samples as the shipped generator, timed beside it by `genkit bench overhead`
     (bench_overhead_sid.json)."""
+    from .bench_samplers import generator_arm
+
     d = _json(root, "weights/openmoji-32/bench_fewstep_n1000_learned.json")
     rows = [v for v in d["rows"].values() if v.get("skip_tuning") is None and "fd_teacher" in v]
     gens = sorted((v for v in rows if "generator" in v), key=lambda v: v["arm"])
@@ -548,7 +550,7 @@ def sid_vs_teacher(root: Path) -> str:
     out += [f"| {v['arm']} | {v['nfe_budget']} | {v['network_evals']} | {_ci(v, 'fd')} | "
             f"{'(itself)' if v['arm'].startswith('teacher:') else _ci(v, 'fd_teacher')} | "
             f"{_pct(v['class_accuracy'])} |" for v in gens + teacher]
-    shipped = next((g for g in gens if g["arm"] == "generator:openmoji-32-sid"), None)
+    shipped = next((g for g in gens if g["arm"] == generator_arm("weights/openmoji-32-sid")), None)
     if shipped is None:
         return "\n".join(out)
     for key, what in (("fd_teacher", "FD to the teacher's samples"), ("fd", "FD to data")):
@@ -572,15 +574,18 @@ def sid_alpha(root: Path) -> str:
     """weights/openmoji-32-sid: the alpha ablation at equal budget: each run's FD curve (alpha_ablation/
     alpha-A.metrics.jsonl) and its final EMA generator on the bench's 1,000 seeds (generator:sid-alpha-A rows of
     bench_fewstep_n1000_learned.json: intervals, FD to the teacher's samples, class accuracy)."""
+    from .bench_samplers import generator_arm, row_key
+
     d = _json(root, "weights/openmoji-32/bench_fewstep_n1000_learned.json")
+    teacher_key = next(k for k in d["rows"] if k.startswith("teacher:"))   # the base of a generator's paired ratio
     out = ["| alpha | generator images | FD during the run (images: FD) | FD to data [95%] | FD x teacher@20 [95%] | "
            "FD to teacher samples [95%] | class accuracy |", "|---|---|---|---|---|---|---|"]
     for path in sorted((root / "weights/openmoji-32-sid/alpha_ablation").glob("alpha-*.metrics.jsonl")):
         alpha = path.name[len("alpha-"):-len(".metrics.jsonl")]
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         curve = ", ".join(f"{r['images']:,}: {r['fd']:.1f}" for r in rows)
-        v = d["rows"].get(f"generator:sid-alpha-{alpha}@1")
-        pair = (d.get("ratios") or {}).get(f"generator:sid-alpha-{alpha}@1 / teacher:{d['config']['teacher'].split(',')[0]}")
+        key = row_key(generator_arm(f"runs/sid-alpha-{alpha}"), 1)
+        v, pair = d["rows"].get(key), (d.get("ratios") or {}).get(f"{key} / {teacher_key}")
         r = "-" if not pair else "{:.3f} [{:.3f}, {:.3f}]".format(pair["fd"]["ratio"], *pair["fd"]["ci95"])
         out.append(f"| {alpha} | {rows[-1]['images']:,} | {curve} | {_ci(v, 'fd') if v else '-'} | {r} | "
                    f"{_ci(v, 'fd_teacher') if v and 'fd_teacher' in v else '-'} | "
