@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     bk = bsub.add_parser("skip", help="skip-tuning: rho_bottom sweep per solver and NFE; the best rho per "
                                       "solver / NFE goes to MODEL/skip_tuning.json (skip_tuning=True uses it)",
                          description="Runs `bench samplers` arms with skip-tuning at every --rhos value (1 = off) on "
-                                     "the model's grid, same seeds and noise; picks per solver and NFE the rho with "
+                                     "--grid (default the model's), same seeds and noise; picks per solver and NFE the rho with "
                                      "the lowest FD-OpenMoji to the train reference among those whose paired "
                                      "bootstrap FD ratio over the untuned arm has a 95%% interval below 1 (none: 1, "
                                      "off) and writes the sweep and the picks to MODEL/skip_tuning.json "
@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     bk.add_argument("--solvers", default="euler,dpmpp_2m,ipndm", metavar="LIST")
     bk.add_argument("--nfe", default="5,9", metavar="LIST")
     bk.add_argument("--rhos", default="0.6,0.7,0.8,0.9", metavar="LIST", help="rho_bottom values (1 is always run)")
+    bk.add_argument("--grid", default=None, metavar="NAME",
+                    help="the sigma grid of every arm (default: the model's); 'learned' runs AMED solvers on the grid "
+                         "their predictor learned (train_amed.py --learn_grid); the pick is stored for that grid")
     bk.add_argument("--num", type=_positive_int("num"), default=1000, metavar="N")
     bk.add_argument("--ode-num", type=_nonneg_int("ode-num"), default=0, metavar="M",
                     help="the first M seeds also get the ODE error to the untuned ODE's solution: how far skip-tuning "

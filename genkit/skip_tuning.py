@@ -119,8 +119,9 @@ class SkipTuning:
 SKIP_FILE = "skip_tuning.json"  # in a model folder: `genkit bench skip`'s sweep and best rho per solver / NFE
 
 
-def best_rho(model_dir, solver: str, num_steps: int, guidance_scale: float) -> float:
-    """The rho_bottom `genkit bench skip` found best for this solver, steps and guidance (skip_tuning=True)."""
+def best_rho(model_dir, solver: str, num_steps: int, guidance_scale: float, grid: str | None = None) -> float:
+    """The rho_bottom `genkit bench skip` found best for this solver, steps, guidance and sigma grid
+    (skip_tuning=True). grid None (a run on its own sigmas): any grid's pick for the rest."""
     import json
     from pathlib import Path
 
@@ -128,9 +129,9 @@ def best_rho(model_dir, solver: str, num_steps: int, guidance_scale: float) -> f
     rows = json.loads(path.read_text())["best"] if path.is_file() else []
     for row in rows:
         if row["solver"] == solver and row["num_steps"] == num_steps and \
-                abs(row["guidance"] - guidance_scale) < 1e-6:
+                abs(row["guidance"] - guidance_scale) < 1e-6 and grid in (None, row.get("grid", grid)):
             return float(row["rho_bottom"])
-    have = ", ".join(f"{r['solver']} steps={r['num_steps']}" for r in rows) or "none"
+    have = ", ".join(f"{r['solver']} steps={r['num_steps']} grid={r.get('grid', '?')}" for r in rows) or "none"
     raise ValueError(f"skip_tuning=True is not allowed: no best rho in {path} for solver={solver!r}, "
-                     f"num_inference_steps={num_steps}, guidance={guidance_scale:g} (have: {have}); give a "
-                     f"rho_bottom in [{RHO_RANGE[0]}, {RHO_RANGE[1]}] or run `genkit bench skip`")
+                     f"num_inference_steps={num_steps}, guidance={guidance_scale:g}, grid={grid!r} (have: {have}); "
+                     f"give a rho_bottom in [{RHO_RANGE[0]}, {RHO_RANGE[1]}] or run `genkit bench skip`")

@@ -40,7 +40,8 @@ from genkit.checks import LIMITS, bad, check_choice, check_float, check_int, che
 from genkit.denoiser import Denoiser
 from genkit.guidance import cfg_combine, classifier_free_guidance, upsample_guidance
 from genkit.sampling import default_sigma_range, make_grid, solver_entry, solver_names
-from genkit.sampling.amed import AMEDPredictor, BottleneckTap, find_predictor, learned_sigmas, unet_fingerprint
+from genkit.sampling.amed import (AMEDPredictor, BottleneckTap, find_predictor, learned_sigmas, run_grid,
+                                  unet_fingerprint)
 from genkit.scheduler import GenkitScheduler
 from genkit.skip_tuning import SkipTuning, best_rho
 
@@ -198,7 +199,8 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         model's, except that an AMED solver then prefers a predictor that learned its own grid ("learned",
         train_amed.py --learn_grid) and samples on it; a named grid asks for the predictor trained on it.
         skip_tuning: rho_bottom of skip-tuning (None / False = off; True = the best rho that `genkit bench
-        skip` stored in the model folder for this solver and steps); skip_sigma_range: apply it only there."""
+        skip` stored in the model folder for this solver, steps, guidance and grid); skip_sigma_range: apply it
+        only there."""
         # 1. Check inputs (genkit/checks.py: one message format; NaN / inf never pass)
         check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
         check_int("num_inference_steps", num_inference_steps, 1, LIMITS["steps"])
@@ -242,13 +244,21 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         shape = (batch_size, self.unet.config.in_channels, height, width)
         noise = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
 
-        # 3. Sample (skip-tuning: hooks on the UNet for this call only; rho = 1 leaves it bit-identical)
-        rho = self._skip_rho(skip_tuning, solver, num_inference_steps, guidance_scale)
+        # 3. The AMED predictor, whose learned grid (if any) the run samples on; the grid named for skip-tuning's
+        #    stored pick (None for explicit sigmas)
+        pred = None
+        if entry is not None and entry.needs_predictor:
+            pred = self.amed_predictor(solver, num_inference_steps, guidance_scale, amed_predictor, grid, sigmas)
+        model_grid = self.scheduler.config.get("grid", "polynomial") if genkit_model else "polynomial"
+        grid_name = None if sigmas is not None else run_grid(pred, grid, model_grid)
+
+        # 4. Sample (skip-tuning: hooks on the UNet for this call only; rho = 1 leaves it bit-identical)
+        rho = self._skip_rho(skip_tuning, solver, num_inference_steps, guidance_scale, grid_name)
         with SkipTuning(self.unet, rho if rho is not None else 1.0, skip_sigma_range) as tuner:
             x, total_nfe, low_res = self._sample(
                 noise, solver, entry, num_inference_steps, grid, sigmas, labels, guidance_scale, cfg_factor,
                 genkit_model, image_size, ug_scale, ug_factor, ug_window, upsample_guidance_adjust, tuner,
-                amed_predictor, callback_on_step_end, callback_on_step_end_tensor_inputs, batch_invariant)
+                pred, callback_on_step_end, callback_on_step_end_tensor_inputs, batch_invariant)
 
         images = self._postprocess(x, output_type)
         self.maybe_free_model_hooks()
@@ -257,11 +267,11 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         return PixelDiffusionPipelineOutput(images=images, nfe=total_nfe, nfe_low_res=low_res,
                                             low_res_cost=low_res / ug_factor ** 2)
 
-    def _skip_rho(self, skip_tuning, solver, num_steps, guidance_scale) -> float | None:
+    def _skip_rho(self, skip_tuning, solver, num_steps, guidance_scale, grid) -> float | None:
         if skip_tuning is None or skip_tuning is False:
             return None
         if skip_tuning is True:
-            return best_rho(self.config.get("_name_or_path"), solver, num_steps, guidance_scale)
+            return best_rho(self.config.get("_name_or_path"), solver, num_steps, guidance_scale, grid)
         return skip_tuning  # checked by SkipTuning
 
     def amed_predictor(self, solver: str, num_steps: int, guidance_scale: float, given=None,
@@ -277,8 +287,9 @@ class PixelDiffusionPipeline(DiffusionPipeline):
 
     def _sample(self, noise, solver, entry, num_inference_steps, grid, sigmas, labels, guidance_scale, cfg_factor,
                 genkit_model, image_size, ug_scale, ug_factor, ug_window, upsample_guidance_adjust, tuner,
-                amed_predictor, callback_on_step_end, callback_on_step_end_tensor_inputs, batch_invariant):
-        """-> (x, network evaluations per image, low-resolution evaluations per image); CFG counted."""
+                pred, callback_on_step_end, callback_on_step_end_tensor_inputs, batch_invariant):
+        """-> (x, network evaluations per image, low-resolution evaluations per image); CFG counted. pred: the
+        AMED predictor of an AMED solver (None otherwise)."""
         device = noise.device
         low_res = 0  # low-resolution evaluations per image (upsample guidance)
         if solver == "scheduler":
@@ -297,12 +308,8 @@ class PixelDiffusionPipeline(DiffusionPipeline):
                                             time_adjustment="time" in upsample_guidance_adjust,
                                             power_adjustment="power" in upsample_guidance_adjust,
                                             table_logsnr=den.table_logsnr if den.time_input == "discrete" else None)
-            pred = None
-            if entry.needs_predictor:
-                pred = self.amed_predictor(solver, num_inference_steps, guidance_scale, amed_predictor, grid,
-                                           sigmas)
-                if sigmas is None:
-                    sigmas = learned_sigmas(pred, grid)  # None: the run's own grid
+            if pred is not None and sigmas is None:
+                sigmas = learned_sigmas(pred, grid)  # None: the run's own grid
             if sigmas is None:
                 if genkit_model:
                     sigmas = self.scheduler.sigma_grid(num_inference_steps, grid,

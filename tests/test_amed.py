@@ -223,6 +223,13 @@ def test_bench_samplers_runs_amed_and_skip_arms_and_bench_skip_stores_the_best_r
     assert [(b["solver"], b["nfe"], b["num_steps"]) for b in best] == [("euler", 3, 3)]
     assert best[0]["rho_bottom"] in (0.7, 0.9, 1.0) and best[0]["rule"] == "paired"
     assert [s["rho_bottom"] for s in best[0]["sweep"]] == [0.7, 0.9]
+    # a sweep on another grid adds its pick beside the first (picks are keyed by solver, NFE, grid and guidance)
+    rc, out, err = run_cli(capsys, "bench", "skip", *common, "--nfe", "3", "--solvers", "euler", "--rhos", "0.8",
+                           "--grid", "logsnr", "--out", tmp_path / "s2.json")
+    assert rc == 0, err
+    best = json.loads((tmp_path / "model" / "skip_tuning.json").read_text())["best"]
+    assert [(b["solver"], b["nfe"], b["grid"]) for b in best] == [("euler", 3, "polynomial"), ("euler", 3, "logsnr")]
+    assert "--grid logsnr" in best[1]["command"]
     rc, _, err = run_cli(capsys, "bench", "overhead", "--model", folder, "--steps", 4, "--solvers", "euler,amed",
                          "--guidance", 2, "--out", tmp_path / "o.json")
     assert rc == 2 and "--steps=4 is not allowed" in err and "amed reaches 3 and 5" in err, err

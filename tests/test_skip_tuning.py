@@ -121,3 +121,12 @@ def test_pipeline_skip_tuning_and_best_rho(tmp_path):
         {"best": [{"solver": "euler", "num_steps": 4, "guidance": 2.0, "rho_bottom": 0.7}]}))
     assert best_rho(folder, "euler", 4, 2.0) == 0.7
     assert torch.equal(run(skip_tuning=True), run(skip_tuning=0.7))
+    # a pick is for the grid it was measured on: the run's grid (here the model's) must match it
+    (tmp_path / "m" / "skip_tuning.json").write_text(json.dumps({"best": [
+        {"solver": "euler", "num_steps": 4, "guidance": 2.0, "grid": "logsnr", "rho_bottom": 0.9},
+        {"solver": "euler", "num_steps": 4, "guidance": 2.0, "grid": pipe.scheduler.config.grid, "rho_bottom": 0.7}]}))
+    assert best_rho(folder, "euler", 4, 2.0, "logsnr") == 0.9
+    assert torch.equal(run(skip_tuning=True), run(skip_tuning=0.7))
+    assert torch.equal(run(skip_tuning=True, grid="logsnr"), run(skip_tuning=0.9, grid="logsnr"))
+    with pytest.raises(ValueError, match="no best rho .* grid='time'"):
+        run(skip_tuning=True, grid="time")

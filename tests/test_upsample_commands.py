@@ -63,12 +63,54 @@ def test_bench_upsample_arms_resume_and_grids(tiny, tmp_path, capsys):
         assert lo <= hi and np.isfinite(row["fd"])
         assert (out.with_name("b.grids") / f"{row['arm']}.png").is_file()
     assert r["bicubic"]["cost_full_res_nfe"] == 1.0  # 4 NFE at 8 px = 1 at 16 px
+    # paired ratios to naive and bicubic: the point estimate is the ratio of the rows' FDs, inside its interval
+    for base in ("naive", "bicubic"):
+        q = res["ratios"][f"ug-w1 / {base}"]
+        assert q["ratio"] == pytest.approx(r["ug-w1"]["fd"] / r[base]["fd"], rel=1e-3)
+        assert q["ci95"][0] <= q["ratio"] <= q["ci95"][1]
+    assert "naive / naive" not in res["ratios"] and "| naive | " in out.with_suffix(".md").read_text()
     # a second run with the same configuration measures nothing again (the rows are kept as they were)
     rc, _, err = run_cli(capsys, *argv[:-4], "--out", out)
     assert rc == 0 and json.loads(out.read_text())["rows"]["naive"] == r["naive"]
     # the native arm: a model trained at 16 px is refused when it is not (this 8 px one)
     rc, _, err = run_cli(capsys, *argv)
     assert rc == 2 and "--native=" in err
+
+
+def test_bench_upsample_resumes_an_arm_killed_part_way_at_its_last_batch(tiny, tmp_path, capsys, monkeypatch):
+    """Killed in bicubic's second batch, the rerun keeps naive, takes bicubic's first batch from the partial file
+    and ends with the same FDs as an uninterrupted run."""
+    import genkit.commands.bench_upsample as bu
+
+    argv = ["bench", "upsample", "--model", tiny["model"], "--size", 16, "--num", 4, "--steps", 2, "--scales", "1",
+            "--windows", "0-1", "--ablation-scale", "", "--batch-size", 2, "--bootstrap", 20, "--features-model",
+            tiny["features"], "--ref", tiny["refs"][16]]
+    rc, _, err = run_cli(capsys, *argv, "--out", tmp_path / "whole.json")
+    assert rc == 0, err
+    whole = json.loads((tmp_path / "whole.json").read_text())["rows"]
+
+    calls, real = [], bu.class_ids_for
+
+    def dies_on_the_4th_batch(*a):
+        calls.append(1)
+        if len(calls) == 4:   # naive: batches 1, 2; bicubic: batch 1, then killed
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setattr(bu, "class_ids_for", dies_on_the_4th_batch)
+    out = tmp_path / "killed.json"
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(capsys, *argv, "--out", out)
+    assert list(json.loads(out.read_text())["rows"]) == ["naive"]
+    assert len(list(tmp_path.glob(".killed.features-*/bicubic.partial.npz"))) == 1
+    calls.clear()
+    monkeypatch.setattr(bu, "class_ids_for", lambda *a: calls.append(1) or real(*a))
+    rc, _, err = run_cli(capsys, *argv, "--out", out)
+    assert rc == 0, err
+    assert len(calls) == 1 + 2   # bicubic's second batch, ug-w1's two
+    rows = json.loads(out.read_text())["rows"]
+    assert {k: v["fd"] for k, v in rows.items()} == {k: v["fd"] for k, v in whole.items()}
+    assert not list(tmp_path.glob(".killed.features-*/*.partial.npz"))
 
 
 def _fake_run(tiny, root):

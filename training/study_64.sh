@@ -10,12 +10,13 @@
 #   mkdir -p runs/s64 && STOP_AT=$(date -d '+6 hours' +%s) nohup bash training/study_64.sh > runs/s64/drive.log 2>&1 &
 #   genkit eval curve --run shifted=runs/s64-shifted --run cosine=runs/s64-cosine --num 1000 --out runs/s64/curve.json
 #
-# CHUNK: steps per chunk (and the checkpoint / snapshot interval); FINAL: stop once both arms reach it;
-# STOP_AT: epoch seconds after which no new chunk is launched (a running chunk finishes). Logs: runs/s64/ARM.log.
+# CHUNK: steps per chunk, also the checkpoint / snapshot interval (a killed chunk is lost: keep it short);
+# FINAL: stop once both arms reach it; STOP_AT: epoch seconds after which no new chunk is launched (a running
+# chunk finishes). Logs: runs/s64/ARM.log.
 set -u
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-CHUNK=${CHUNK:-250}; FINAL=${FINAL:-20000}; STOP_AT=${STOP_AT:-}
+CHUNK=${CHUNK:-125}; FINAL=${FINAL:-20000}; STOP_AT=${STOP_AT:-}
 PYTHON=${PYTHON:-python}
 mkdir -p runs/s64
 common=(--resolution 64 --channels 32,64,128,128 --layers_per_block 1 --attention_levels 2,3

@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..io import atomic_path
-from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, earlier_result, generate, load_pipeline,
-                     pick_device, resolve_conditioning, weights_fingerprint)
+from .common import (FeatureCache, atomic_write_bytes, atomic_write_json, class_ids_for, earlier_result, generate,
+                     load_pipeline, pick_device, resolve_conditioning, weights_fingerprint)
 from .evaluate import batched_features, load_classifier, load_features, resolve_ref
 
 SCHEDULERS = {"ddim": "DDIMScheduler", "dpmsolver": "DPMSolverMultistepScheduler", "unipc": "UniPCMultistepScheduler"}
@@ -170,7 +170,7 @@ def run_samplers(args) -> dict:
                                     "note": "dpmpp_2m at 50 NFE, same noise: bfloat16 network vs float32"}
         pipe.unet.to(torch.bfloat16)
 
-    features = _FeatureCache(out, config)
+    features = FeatureCache(out, config)
 
     def run_arm(key: str, arm: dict, n: int, nfe_seen: int, network_evals: int, steps: int, arm_pipe=pipe, **call):
         """One row: FD (all / even / odd seeds, interval), class accuracy, ODE error, time; the features cached."""
@@ -275,26 +275,6 @@ def _paired_ratios(rows: dict, features, ref, teacher, draws: int, seed: int) ->
             pair["fd_teacher"] = paired_ratio(fa, fb, teacher, draws, seed)
         out[f"{key} / {base}"] = pair
     return out
-
-
-class _FeatureCache:
-    """Per-arm FD features (num, d) float64 as .npy in a hidden folder beside FILE.json, keyed by the run's config:
-    a resumed run reads the teacher's back, and intervals / paired ratios can be recomputed offline."""
-
-    def __init__(self, out: Path, config: dict):
-        key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-        self.dir = out.with_name(f".{out.stem}.features-{key}")
-
-    def _path(self, arm: str) -> Path:
-        return self.dir / (arm.replace("/", "_").replace(":", "_") + ".npy")
-
-    def save(self, arm: str, feats: np.ndarray) -> None:
-        with atomic_path(self._path(arm), suffix=".npy") as tmp:
-            np.save(tmp, feats)
-
-    def load(self, arm: str) -> np.ndarray | None:
-        path = self._path(arm)
-        return np.load(path) if path.is_file() else None
 
 
 def load_generator(path: str, teacher, device, dtype: str):

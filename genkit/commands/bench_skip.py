@@ -3,12 +3,13 @@
     genkit bench skip --model weights/openmoji-32 --solvers euler,dpmpp_2m,ipndm --nfe 5,9 --rhos 0.6,0.7,0.8,0.9 \
         --num 1000 --out weights/openmoji-32/bench_skip.json
 
-The arms are `genkit bench samplers` arms (same seeds, noise, FD, class accuracy, ODE error) on the model's
-grid, each solver with and without skip-tuning. Skip-tuning changes the network, so its ODE error to the
+The arms are `genkit bench samplers` arms (same seeds, noise, FD, class accuracy, ODE error) on --grid (default
+the model's; `learned` for AMED predictors that learned theirs), each solver with and without skip-tuning. Skip-tuning changes the network, so its ODE error to the
 untuned ODE's solution measures how far it moves the samples, not how good they are (--ode-num 0 skips it): the
 pick is by FD-OpenMoji to the train reference (the paper tunes rho on FID), and only a rho whose paired bootstrap
 ratio over the untuned arm (same seeds) lies entirely below 1 is picked; where none does, the pick is 1 (off) and
-the JSON says so. Without intervals (--bootstrap 0) the lowest point FD is picked, marked "point".
+the JSON says so. Without intervals (--bootstrap 0) the lowest point FD is picked, marked "point". The picks go
+to MODEL/skip_tuning.json keyed by solver, NFE, grid and guidance; picks of earlier runs for other keys are kept.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import atomic_write_json
+from .common import atomic_write_json, earlier_result
 
 
 def pick_rho(rows: dict, ratios: dict, solver: str, nfe: int, grid: str) -> dict | None:
@@ -59,7 +60,7 @@ def run_skip(args) -> dict:
     from .bench_samplers import parse_list, run_samplers
     from .common import load_pipeline
 
-    grid = load_pipeline(args.model).scheduler.config.get("grid", "polynomial")
+    grid = args.grid or load_pipeline(args.model).scheduler.config.get("grid", "polynomial")
     rhos = [r for r in parse_list("rhos", args.rhos, cast=float) if r != 1.0]
     sargs = argparse.Namespace(**{**vars(args), "grids": grid, "schedulers": "", "skip_rhos": ",".join(map(str, rhos)),
                                   "dtype": "float32"})
@@ -70,11 +71,15 @@ def run_skip(args) -> dict:
             pick = pick_rho(result["rows"], result.get("ratios", {}), solver, n, grid)
             if pick is not None:
                 best.append({**pick, "num_steps": steps_for_nfe(solver, n), "guidance": result["config"]["guidance"],
-                             "n": result["config"]["num"]})
+                             "n": result["config"]["num"], "command": _command(args)})
     out = {"best": best, "metric": "FD-OpenMoji vs the train reference; a rho is picked only where its paired "
                                    "bootstrap FD ratio over the untuned arm has a 95% interval below 1, else 1 (off)",
            "bench": str(args.out), "command": _command(args), "samplers_command": result["command"]}
-    atomic_write_json(Path(args.model) / SKIP_FILE, out)
+    # picks of earlier runs for other (solver, NFE, grid, guidance) stay: one file serves every run
+    path = Path(args.model) / SKIP_FILE
+    ours = {_pick_key(b) for b in best}
+    kept = [b for b in earlier_result(path).get("best", []) if _pick_key(b) not in ours]
+    atomic_write_json(path, {**out, "best": kept + best})
 
     def said(b):
         lo_hi = "" if b["fd_ratio"] is None else " (FD x{:.3f} [{:.3f}, {:.3f}])".format(b["fd_ratio"],
@@ -84,9 +89,13 @@ def run_skip(args) -> dict:
     return out
 
 
+def _pick_key(b: dict) -> tuple:
+    return b["solver"], b["nfe"], b.get("grid"), round(float(b["guidance"]), 6)
+
+
 def _command(args) -> str:
     teacher = f" --teacher-nfe {args.teacher_nfe} --teacher-solver {args.teacher_solver}" if args.teacher_nfe else ""
     return (f"genkit bench skip --model {args.model} --solvers {args.solvers} --nfe {args.nfe} --rhos {args.rhos} "
             f"--num {args.num} --ode-num {args.ode_num} --seed {args.seed} --batch-size {args.batch_size} "
-            f"--bootstrap {args.bootstrap}{teacher}" + (f" --guidance {args.guidance:g}" if args.guidance is not None
+            f"--bootstrap {args.bootstrap}{teacher}" + (f" --grid {args.grid}" if args.grid else "") + (f" --guidance {args.guidance:g}" if args.guidance is not None
                                                         else "") + f" --out {args.out}")

@@ -13,8 +13,10 @@ Arms (research/diffusion.md §2g), same solver, steps, classes, guidance and see
 For each: FD-OpenMoji at m * r px against the shipped train reference with a bootstrap 95% interval (features
 resampled with replacement), the shipped classifier's accuracy on the asked classes, wall time per image and its
 ratio to naive (same process; a shared CPU makes single runs noisy), full- and low-resolution NFE, and a grid
-PNG of the first --grid-num images beside FILE.json (FILE.grids/ARM.png). Finished arms are kept in FILE.json
-and skipped on the next run with the same configuration, so a killed run resumes.
+PNG of the first --grid-num images beside FILE.json (FILE.grids/ARM.png), and each arm's FD ratio to naive and to
+bicubic with a paired bootstrap 95% interval (the same resampled seeds in both arms). Finished arms are kept in
+FILE.json (their features in a hidden folder beside it) and skipped on the next run with the same configuration;
+an arm killed part-way resumes at its last finished batch.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..checks import bad, check_float, check_int
-from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, earlier_result, image_grid, load_pipeline,
-                     pick_device, resolve_conditioning, save_png_atomic, weights_fingerprint)
-from ..metrics.bootstrap import fd_with_interval
+from .common import (FeatureCache, atomic_write_bytes, atomic_write_json, class_ids_for, earlier_result, image_grid,
+                     load_pipeline, pick_device, resolve_conditioning, save_png_atomic, weights_fingerprint)
+from ..metrics.bootstrap import fd_with_interval, paired_ratio
 from .evaluate import batched_features, load_classifier, load_features, resolve_ref
 from .resolution import parse_windows
 
@@ -108,23 +110,25 @@ def run_upsample(args) -> dict:
                   else torch.cuda.get_device_name(device), threads=torch.get_num_threads())
     grids = out.with_name(out.stem + ".grids")
     grids.mkdir(parents=True, exist_ok=True)
+    features = FeatureCache(out, config)
 
     arms = arm_list(scales, windows, ablation, natives)
-    todo = [a for a in arms if a["arm"] not in result["rows"]]
+    todo = [a for a in arms if a["arm"] not in result["rows"] or features.load(a["arm"]) is None]
     for arm in tqdm(todo, desc="bench upsample"):
         row = _run_arm(arm, args, pipe, size, seeds, cls, guidance, solver, device, net, ref, classifier,
-                       to_uint8, grids)
+                       to_uint8, grids, features)
         result["rows"][arm["arm"]] = row
-        _ratios(result)
+        _ratios(result, features, ref, args)
         atomic_write_json(out, result)
-    _ratios(result)
+    _ratios(result, features, ref, args)
     atomic_write_json(out, result)
     atomic_write_bytes(out.with_suffix(".md"), markdown_table(result).encode())
     print(markdown_table(result))
     return result
 
 
-def _run_arm(arm, args, pipe, size, seeds, cls, guidance, solver, device, net, ref, classifier, to_uint8, grids):
+def _run_arm(arm, args, pipe, size, seeds, cls, guidance, solver, device, net, ref, classifier, to_uint8, grids,
+             features: FeatureCache) -> dict:
     arm_pipe = load_pipeline(arm["model"], device) if arm["kind"] == "native" else pipe
     call = dict(num_inference_steps=args.steps, solver=solver, guidance_scale=guidance)
     if arm["kind"] in ("naive", "ug"):
@@ -134,22 +138,33 @@ def _run_arm(arm, args, pipe, size, seeds, cls, guidance, solver, device, net, r
                     upsample_guidance_adjust=tuple(arm["adjust"]))
     if arm["kind"] == "native" and arm_pipe.trained_size != size:
         bad("--native", arm["model"], f"a model trained at {size} px (this one is {arm_pipe.trained_size} px)")
-    images, correct, t0 = [], 0, time.perf_counter()
-    nfe = nfe_low = 0
-    for i in tqdm(range(0, len(seeds), args.batch_size), desc=arm["arm"], leave=False):
+    # 1. pick up the batches a killed run finished (same config: the cache folder is keyed by it)
+    done = features.load_partial(arm["arm"]) or {"images": None, "correct": 0, "seconds": 0.0, "nfe": 0,
+                                                  "nfe_low": 0}
+    images = [] if done["images"] is None else [torch.from_numpy(done["images"])]
+    correct, seconds, nfe, nfe_low = int(done["correct"]), float(done["seconds"]), int(done["nfe"]), \
+        int(done["nfe_low"])
+    # 2. the rest, timing generation only (sampling + the bicubic upscale), saving after every batch
+    start = sum(len(b) for b in images)
+    for i in tqdm(range(start, len(seeds), args.batch_size), desc=arm["arm"], leave=False):
         batch = seeds[i:i + args.batch_size]
         gens = [torch.Generator(device).manual_seed(s) for s in batch]
         labels = class_ids_for(pipe, cls, batch)
+        t0 = time.perf_counter()
         o = arm_pipe(batch_size=len(batch), class_labels=labels, generator=gens, output_type="latent", **call)
-        x = bicubic(o.images, size) if arm["kind"] == "bicubic" else o.images
-        u8 = to_uint8(x)
+        u8 = to_uint8(bicubic(o.images, size) if arm["kind"] == "bicubic" else o.images)
+        seconds += time.perf_counter() - t0
         images.append(u8.cpu())
         nfe, nfe_low = o.nfe, o.nfe_low_res
         if classifier is not None:
             correct += int((classifier.predict(u8).cpu() == torch.tensor(labels)).sum())
-    seconds = time.perf_counter() - t0
+        if i + len(batch) < len(seeds):
+            features.save_partial(arm["arm"], torch.cat(images).numpy(), correct=correct, seconds=seconds, nfe=nfe,
+                                  nfe_low=nfe_low)
+    # 3. features (kept for the paired ratios), grid, row
     images = torch.cat(images)
     feats = batched_features(net, images).numpy()
+    features.save(arm["arm"], feats)
     from PIL import Image
     save_png_atomic(image_grid([Image.fromarray(a) for a in images[:args.grid_num].permute(0, 2, 3, 1).numpy()]),
                     grids / f"{arm['arm'].replace(':', '_')}.png")
@@ -161,7 +176,9 @@ def _run_arm(arm, args, pipe, size, seeds, cls, guidance, solver, device, net, r
             "seconds_per_image": round(seconds / len(seeds), 4), "n": len(seeds)}
 
 
-def _ratios(result: dict) -> None:
+def _ratios(result: dict, features: FeatureCache, ref, args) -> None:
+    """Per row: time and FD relative to naive; result['ratios']: FD(arm) / FD(naive) and / FD(bicubic) with paired
+    bootstrap intervals (the same resampled seeds in both arms), the issue's two comparisons."""
     rows = result["rows"]
     if "naive" not in rows:
         return
@@ -169,6 +186,16 @@ def _ratios(result: dict) -> None:
     for r in rows.values():
         r["time_vs_naive"] = round(r["seconds_per_image"] / base_t, 3)
         r["fd_vs_naive"] = round(r["fd"] / base_fd, 4) if base_fd else None
+    ratios = result.setdefault("ratios", {})
+    for base in ("naive", "bicubic"):
+        fa = features.load(base)
+        for name in rows:
+            key = f"{name} / {base}"
+            if name == base or fa is None or key in ratios:
+                continue
+            fb = features.load(name)
+            if fb is not None:
+                ratios[key] = paired_ratio(fa, fb, ref, args.bootstrap, args.seed)
 
 
 def _command(args) -> str:
@@ -197,12 +224,19 @@ def markdown_table(result: dict) -> str:
     lines = [f"{c['trained_size']} px model at {c['size']} px: FD-OpenMoji vs {c['ref']} (n = {c['num']}, "
              f"bootstrap 95% interval), class accuracy, cost; {c['solver']}, {c['steps']} steps, guidance "
              f"{c['guidance']}, {result['device']}", "",
-             "| arm | FD | 95% interval | FD / naive | class acc. | NFE (full + low-res) | cost in full NFE | "
-             "time / naive |", "|---|---|---|---|---|---|---|---|"]
+             "| arm | FD | 95% interval | FD / naive [paired 95%] | FD / bicubic [paired 95%] | class acc. | "
+             "NFE (full + low-res) | cost in full NFE | time / naive |", "|---|---|---|---|---|---|---|---|---|"]
+    ratios = result.get("ratios", {})
+
+    def ratio(name, base):
+        r = ratios.get(f"{name} / {base}")
+        return f"{r['ratio']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]" if r else ("1" if name == base else "")
+
     for name, r in result["rows"].items():
         acc = f"{100 * r['class_accuracy']:.1f}%" if r.get("class_accuracy") is not None else "-"
         lo, hi = r["fd_ci95"]
-        lines.append(f"| {name} | {r['fd']:.2f} | {lo:.2f}-{hi:.2f} | {r.get('fd_vs_naive', '')} | {acc} | "
-                     f"{r['nfe']} + {r['nfe_low_res']} | {r['cost_full_res_nfe']} | {r.get('time_vs_naive', '')} |")
+        lines.append(f"| {name} | {r['fd']:.2f} | {lo:.2f}-{hi:.2f} | {ratio(name, 'naive')} | "
+                     f"{ratio(name, 'bicubic')} | {acc} | {r['nfe']} + {r['nfe_low_res']} | "
+                     f"{r['cost_full_res_nfe']} | {r.get('time_vs_naive', '')} |")
     lines += ["", f"Command: `{result['command']}`", ""]
     return "\n".join(lines)

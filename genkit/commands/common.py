@@ -10,9 +10,10 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ..io import atomic_write_bytes  # noqa: F401  (re-exported for the commands)
+from ..io import atomic_path, atomic_write_bytes  # noqa: F401  (atomic_write_bytes: re-exported for the commands)
 from ..loading import load_folder, load_pipeline, pick_device, pipeline_class  # noqa: F401  (moved there; re-exported)
 
 
@@ -204,3 +205,39 @@ def weights_dir() -> Path:
         return Path(env)
     repo = Path(__file__).resolve().parents[2] / "weights"
     return repo if repo.is_dir() else Path("weights")
+
+
+class FeatureCache:
+    """Per-arm FD features (num, d) float64 as .npy in a hidden folder beside FILE.json, keyed by the bench's config:
+    a resumed run reads finished arms back, and intervals / paired ratios can be recomputed offline. An arm that
+    takes long can also keep its finished batches (uint8 images and running counts) as ARM.partial.npz, so a run
+    killed mid-arm resumes at its last batch; the partial file goes once the arm's features are saved."""
+
+    def __init__(self, out: Path, config: dict):
+        key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+        self.dir = Path(out).with_name(f".{Path(out).stem}.features-{key}")
+
+    def _path(self, arm: str, suffix: str = ".npy") -> Path:
+        return self.dir / (arm.replace("/", "_").replace(":", "_") + suffix)
+
+    def save(self, arm: str, feats: np.ndarray) -> None:
+        with atomic_path(self._path(arm), suffix=".npy") as tmp:
+            np.save(tmp, feats)
+        self._path(arm, ".partial.npz").unlink(missing_ok=True)
+
+    def load(self, arm: str) -> np.ndarray | None:
+        path = self._path(arm)
+        return np.load(path) if path.is_file() else None
+
+    def save_partial(self, arm: str, images: np.ndarray, **counts: float) -> None:
+        """images: (k, C, H, W) uint8 of the first k seeds; counts: running totals (seconds, correct, ...)."""
+        with atomic_path(self._path(arm, ".partial.npz"), suffix=".npz") as tmp:
+            np.savez(tmp, images=images, **{k: np.asarray(v) for k, v in counts.items()})
+
+    def load_partial(self, arm: str) -> dict | None:
+        """{'images': (k, C, H, W) uint8, **counts} saved by save_partial, or None."""
+        path = self._path(arm, ".partial.npz")
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            return {k: (z[k] if k == "images" else z[k].item()) for k in z.files}

@@ -49,18 +49,15 @@ def resolve_grid(pipe, args, solver: str, guidance: float) -> str | None:
     --grid; else, for an AMED solver, its predictor's (a learned one is preferred, as the pipeline does); else
     the model's. None for a one-step generator."""
     from genkit.sampling import solver_entry
-    from genkit.sampling.amed import find_predictor, learned_sigmas, load_predictor
-    from genkit.sampling.grids import LEARNED
+    from genkit.sampling.amed import find_predictor, load_predictor, run_grid
 
     if solver == "one_step":
         return None
-    if args.grid:
-        return args.grid
-    if solver_entry(solver).needs_predictor:
+    pred = None
+    if solver_entry(solver).needs_predictor and not args.grid:
         path = getattr(args, "amed_predictor", None) or find_predictor(args.model, solver, args.steps, guidance)
-        if learned_sigmas(load_predictor(path, "--amed-predictor"), None) is not None:
-            return LEARNED
-    return pipe.scheduler.config.get("grid")
+        pred = load_predictor(path, "--amed-predictor")
+    return run_grid(pred, args.grid, pipe.scheduler.config.get("grid"))
 
 
 def method_kwargs(args) -> dict:

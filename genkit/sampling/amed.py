@@ -327,3 +327,9 @@ def learned_sigmas(pred: AMEDPredictor, grid: str | None) -> list[float] | None:
     The one rule for the pipeline and for what genkit sample / eval fd record."""
     cfg = pred.config
     return [*cfg.sigmas, 0.0] if cfg.grid == LEARNED and grid in (None, LEARNED) else None
+
+
+def run_grid(pred: AMEDPredictor | None, grid: str | None, model_grid: str) -> str:
+    """The name of the grid a run samples on: its AMED predictor's learned one where learned_sigmas applies,
+    else the grid asked, else the model's. What manifests record and skip-tuning's stored picks are keyed by."""
+    return LEARNED if pred is not None and learned_sigmas(pred, grid) is not None else grid or model_grid
