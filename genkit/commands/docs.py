@@ -593,6 +593,35 @@ def sid_alpha(root: Path) -> str:
     return "\n".join(out)
 
 
+def upsample(root: Path) -> str:
+    """README: the 32 px model at 64 px (weights/openmoji-32/bench_upsample.json): every arm measured so far, then
+    each upsample-guidance arm against the issue's targets (FD at most half of naive's and below bicubic's by the
+    paired intervals, at most 1.3x naive's wall time)."""
+    from .bench_upsample import markdown_table
+
+    d = _json(root, "weights/openmoji-32/bench_upsample.json")
+    ratios, out = d.get("ratios", {}), [markdown_table(d).rstrip()]
+
+    def verdict(key, limit):
+        r = ratios.get(key)
+        if r is None:
+            return "not measured"
+        lo, hi = r["ci95"]
+        said = "met" if hi < limit else "missed" if lo > limit else "undecided"
+        return f"{r['ratio']:.3f} [{lo:.3f}, {hi:.3f}], {said}"
+
+    ug = [n for n, r in d["rows"].items() if r["kind"] == "ug" and r["adjust"] == ["power", "time"]]
+    if ug:
+        out += ["", "Targets, by paired 95% intervals (same seeds): FD / naive at most 0.5, FD / bicubic below 1, "
+                "time / naive at most 1.3."]
+    for name in ug:
+        t = d["rows"][name].get("time_vs_naive")
+        out.append(f"- {name}: FD / naive {verdict(f'{name} / naive', 0.5)}; FD / bicubic "
+                   f"{verdict(f'{name} / bicubic', 1.0)}; time / naive "
+                   + ("-" if t is None else f"{t:.2f}, {'met' if t <= 1.3 else 'missed'}"))
+    return "\n".join(out)
+
+
 def fewstep_fd_learned(root: Path) -> str:
     """weights/openmoji-32 card: the NFE-5 arms with the learned-grid AMED predictor, n = 1,000."""
     return fewstep_fd(root, "weights/openmoji-32/bench_fewstep_n1000_learned.json")
@@ -602,7 +631,8 @@ TABLES = {"fewstep-fd": fewstep_fd, "fewstep-fd-learned": fewstep_fd_learned, "s
           "sid-vs-teacher": sid_vs_teacher, "sid-alpha": sid_alpha, "samplers": samplers, "amed-ode": amed_ode, "fewstep-ode": fewstep_ode,
           "sid-curve": sid_curve, "vq": vq, "mm-ablations": mm_ablations, "mm-history": mm_history,
           "measured": measured, "mm-disc": mm_disc, "mm-disc-why": mm_disc_why, "app-bench": app_bench,
-          "app-bench-defaults": app_bench_defaults}
+          "app-bench-defaults": app_bench_defaults,
+          "upsample": upsample}
 
 
 # -- the command ---------------------------------------------------------------------------------------------
