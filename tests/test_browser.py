@@ -85,7 +85,7 @@ def zip_names(page, want=None, timeout_s: float = 30.0):
     link = page.locator("#zip a[download='images.zip']")
     deadline = time.monotonic() + timeout_s
     while True:
-        link.wait_for()
+        link.wait_for(timeout=180_000)   # a follow-up event after the run: slow when the CI's two cores are busy
         with zipfile.ZipFile(io.BytesIO(page.request.get(link.get_attribute("href")).body())) as z:
             names = z.namelist()
         if want is None or names == want or time.monotonic() > deadline:
