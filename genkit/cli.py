@@ -192,12 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     bk = bsub.add_parser("skip", help="skip-tuning: rho_bottom sweep per solver and NFE; the best rho per "
                                       "solver / NFE goes to MODEL/skip_tuning.json (skip_tuning=True uses it)",
                          description="Runs `bench samplers` arms with skip-tuning at every --rhos value (1 = off) on "
-                                     "--grid (default the model's), same seeds and noise; picks per solver and NFE the rho with "
-                                     "the lowest FD-OpenMoji to the train reference among those whose paired "
-                                     "bootstrap FD ratio over the untuned arm has a 95%% interval below 1 (none: 1, "
-                                     "off) and writes the sweep and the picks to MODEL/skip_tuning.json "
-                                     "(atomically). Example: genkit bench skip --model weights/openmoji-32 --solvers "
-                                     "euler --nfe 5 --rhos 0.7,0.8,0.9 --num 1000 --batch-size 50 --out "
+                                     "--grid (default the model's), same seeds and noise; picks per solver and NFE the"
+                                     " rho with the lowest FD-OpenMoji to the train reference among those whose paired"
+                                     " bootstrap FD ratio over the untuned arm has a 95% interval below 1 (none: 1, "
+                                     "off) and writes the sweep and the picks to MODEL/skip_tuning.json (atomically). "
+                                     "Example: genkit bench skip --model weights/openmoji-32 --solvers euler --nfe 5 "
+                                     "--rhos 0.7,0.8,0.9 --num 1000 --batch-size 50 --out "
                                      "weights/openmoji-32/bench_skip.json")
     bk.add_argument("--model", required=True, metavar="DIR")
     bk.add_argument("--solvers", default="euler,dpmpp_2m,ipndm", metavar="LIST")

@@ -3,13 +3,14 @@
     genkit bench skip --model weights/openmoji-32 --solvers euler,dpmpp_2m,ipndm --nfe 5,9 --rhos 0.6,0.7,0.8,0.9 \
         --num 1000 --out weights/openmoji-32/bench_skip.json
 
-The arms are `genkit bench samplers` arms (same seeds, noise, FD, class accuracy, ODE error) on --grid (default
-the model's; `learned` for AMED predictors that learned theirs), each solver with and without skip-tuning. Skip-tuning changes the network, so its ODE error to the
-untuned ODE's solution measures how far it moves the samples, not how good they are (--ode-num 0 skips it): the
-pick is by FD-OpenMoji to the train reference (the paper tunes rho on FID), and only a rho whose paired bootstrap
-ratio over the untuned arm (same seeds) lies entirely below 1 is picked; where none does, the pick is 1 (off) and
-the JSON says so. Without intervals (--bootstrap 0) the lowest point FD is picked, marked "point". The picks go
-to MODEL/skip_tuning.json keyed by solver, NFE, grid and guidance; picks of earlier runs for other keys are kept.
+The arms are `genkit bench samplers` arms (same seeds, noise, FD, class accuracy, ODE error) on --grid (default the
+model's; `learned` for AMED predictors that learned theirs), each solver with and without skip-tuning. Skip-tuning
+changes the network, so its ODE error to the untuned ODE's solution measures how far it moves the samples, not how
+good they are (--ode-num 0 skips it): the pick is by FD-OpenMoji to the train reference (the paper tunes rho on
+FID), and only a rho whose paired bootstrap ratio over the untuned arm (same seeds) lies entirely below 1 is
+picked; where none does, the pick is 1 (off) and the JSON says so. Without intervals (--bootstrap 0) the lowest
+point FD is picked, marked "point". The picks go to MODEL/skip_tuning.json keyed by solver, NFE, grid and guidance;
+picks of earlier runs for other keys are kept.
 """
 
 from __future__ import annotations
@@ -97,5 +98,5 @@ def _command(args) -> str:
     teacher = f" --teacher-nfe {args.teacher_nfe} --teacher-solver {args.teacher_solver}" if args.teacher_nfe else ""
     return (f"genkit bench skip --model {args.model} --solvers {args.solvers} --nfe {args.nfe} --rhos {args.rhos} "
             f"--num {args.num} --ode-num {args.ode_num} --seed {args.seed} --batch-size {args.batch_size} "
-            f"--bootstrap {args.bootstrap}{teacher}" + (f" --grid {args.grid}" if args.grid else "") + (f" --guidance {args.guidance:g}" if args.guidance is not None
-                                                        else "") + f" --out {args.out}")
+            f"--bootstrap {args.bootstrap}{teacher}" + (f" --grid {args.grid}" if args.grid else "")
+            + (f" --guidance {args.guidance:g}" if args.guidance is not None else "") + f" --out {args.out}")
