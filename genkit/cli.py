@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="scale of the no-time / no-power ablation arms ('' for none; default 1.0)")
     bu.add_argument("--native", action="append", default=[], metavar="NAME=DIR",
                     help="repeatable: a model trained at --size, e.g. s64=weights/openmoji-64")
+    bu.add_argument("--only", default=None, metavar="LIST",
+                    help="run only these arms (e.g. naive,bicubic or ug-w1); two processes with disjoint lists "
+                         "and the same other flags share --out (default: every arm)")
     _add_class_guidance(bu)
     bu.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
     bu.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B")

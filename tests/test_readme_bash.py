@@ -86,6 +86,7 @@ SKIP = {
     "genkit eval curve --run shifted=runs/s64-shifted --run cosine=runs/s64-cosine --num 1000 --out "
     "runs/s64/curve.json": "needs the study's checkpoints (runs/s64-*); tests/test_eval_curve_sources.py runs the "
                            "command on tiny runs",
+    "bash training/study_64.sh save": "needs the study's snapshots; tests/test_study_64.py runs it on stand-in runs",
     "accelerate launch training/distill_sid.py --teacher weights/openmoji-32 --output_dir runs/sid "
     "--resume_from_checkpoint latest --max_minutes 60": TRAINING,
     "accelerate launch --multi_gpu --num_processes 8 --mixed_precision bf16 training/distill_sid.py --teacher "

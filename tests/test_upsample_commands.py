@@ -113,6 +113,34 @@ def test_bench_upsample_resumes_an_arm_killed_part_way_at_its_last_batch(tiny, t
     assert not list(tmp_path.glob(".killed.features-*/*.partial.npz"))
 
 
+def test_bench_upsample_only_splits_arms_over_processes_sharing_one_file(tiny, tmp_path, capsys, monkeypatch):
+    """Process B (--only naive) starts; while it samples, process A (--only ug-w1) finishes and writes the file.
+    B's write keeps A's row (merged under the lock, not overwritten) and adds the paired ratio ug-w1 / naive."""
+    import genkit.commands.bench_upsample as bu
+
+    out = tmp_path / "b.json"
+    argv = ["bench", "upsample", "--model", tiny["model"], "--size", 16, "--num", 4, "--steps", 2, "--scales", "1",
+            "--windows", "0-1", "--ablation-scale", "", "--bootstrap", 20, "--features-model", tiny["features"],
+            "--ref", tiny["refs"][16], "--out", out]
+    real = bu._run_arm
+
+    def a_finishes_meanwhile(arm, *rest):
+        if arm["arm"] == "naive":
+            rc, _, err = run_cli(capsys, *argv, "--only", "ug-w1")
+            assert rc == 0, err
+            assert list(json.loads(out.read_text())["rows"]) == ["ug-w1"]
+        return real(arm, *rest)
+
+    monkeypatch.setattr(bu, "_run_arm", a_finishes_meanwhile)
+    rc, _, err = run_cli(capsys, *argv, "--only", "naive")
+    assert rc == 0, err
+    res = json.loads(out.read_text())
+    assert set(res["rows"]) == {"ug-w1", "naive"} and "ug-w1 / naive" in res["ratios"]
+    assert res["rows"]["ug-w1"]["time_vs_naive"] > 0
+    rc, _, err = run_cli(capsys, *argv, "--only", "naive,ug-w2")
+    assert rc == 2 and "--only='ug-w2' is not allowed" in err and "naive, bicubic, ug-w1" in err
+
+
 def _fake_run(tiny, root):
     """A train_diffusion.py-style run: the pipeline folder, and checkpoint-N/ folders holding EMA state dicts."""
     import shutil

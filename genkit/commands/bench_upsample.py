@@ -16,7 +16,8 @@ ratio to naive (same process; a shared CPU makes single runs noisy), full- and l
 PNG of the first --grid-num images beside FILE.json (FILE.grids/ARM.png), and each arm's FD ratio to naive and to
 bicubic with a paired bootstrap 95% interval (the same resampled seeds in both arms). Finished arms are kept in
 FILE.json (their features in a hidden folder beside it) and skipped on the next run with the same configuration;
-an arm killed part-way resumes at its last finished batch.
+an arm killed part-way resumes at its last finished batch. --only runs some arms: two processes with disjoint
+--only lists (one thread each) share one FILE.json.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..checks import bad, check_float, check_int
-from .common import (FeatureCache, atomic_write_bytes, atomic_write_json, class_ids_for, earlier_result, image_grid,
-                     load_pipeline, pick_device, resolve_conditioning, save_png_atomic, weights_fingerprint)
+from .common import (FeatureCache, atomic_write_bytes, atomic_write_json, class_ids_for, earlier_result, file_lock,
+                     image_grid, load_pipeline, pick_device, resolve_conditioning, save_png_atomic,
+                     weights_fingerprint)
 from ..metrics.bootstrap import fd_with_interval, paired_ratio
 from .evaluate import batched_features, load_classifier, load_features, resolve_ref
 from .resolution import parse_windows
@@ -60,6 +62,19 @@ def arm_list(scales, windows, ablation_scale, natives: dict) -> list[dict]:
                          "window": [0.0, 1.0], "adjust": keep})
     arms += [{"arm": f"native:{k}", "kind": "native", "model": v} for k, v in natives.items()]
     return arms
+
+
+def select_arms(arms: list[dict], only: str | None) -> list[dict]:
+    """The arms named in --only (comma-separated; None = all): a long sweep can be split over processes, one per
+    core, writing the same FILE.json (see _save)."""
+    if not only:
+        return arms
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    known = [a["arm"] for a in arms]
+    for n in names:
+        if n not in known:
+            bad("--only", n, "arm names of this configuration: " + ", ".join(known))
+    return [a for a in arms if a["arm"] in names]
 
 
 def parse_natives(items) -> dict:
@@ -112,16 +127,13 @@ def run_upsample(args) -> dict:
     grids.mkdir(parents=True, exist_ok=True)
     features = FeatureCache(out, config)
 
-    arms = arm_list(scales, windows, ablation, natives)
+    arms = select_arms(arm_list(scales, windows, ablation, natives), args.only)
     todo = [a for a in arms if a["arm"] not in result["rows"] or features.load(a["arm"]) is None]
     for arm in tqdm(todo, desc="bench upsample"):
         row = _run_arm(arm, args, pipe, size, seeds, cls, guidance, solver, device, net, ref, classifier,
                        to_uint8, grids, features)
-        result["rows"][arm["arm"]] = row
-        _ratios(result, features, ref, args)
-        atomic_write_json(out, result)
-    _ratios(result, features, ref, args)
-    atomic_write_json(out, result)
+        _save(out, result, {arm["arm"]: row}, features, ref, args)
+    _save(out, result, {}, features, ref, args)
     atomic_write_bytes(out.with_suffix(".md"), markdown_table(result).encode())
     print(markdown_table(result))
     return result
@@ -176,6 +188,19 @@ def _run_arm(arm, args, pipe, size, seeds, cls, guidance, solver, device, net, r
             "seconds_per_image": round(seconds / len(seeds), 4), "n": len(seeds)}
 
 
+def _save(out: Path, result: dict, new_rows: dict, features: FeatureCache, ref, args) -> None:
+    """Add new_rows to FILE.json under a lock, merged with the rows other processes (--only) wrote meanwhile, then
+    recompute the ratios the merged rows allow."""
+    with file_lock(out):
+        result["rows"].update(earlier_result(out, result["config"]).get("rows", {}))
+        result["rows"].update(new_rows)
+        ratios = result.setdefault("ratios", {})
+        for key in [k for k in ratios if set(k.split(" / ")) & set(new_rows)]:
+            del ratios[key]          # a re-run arm: its ratios are recomputed from its new features
+        _ratios(result, features, ref, args)
+        atomic_write_json(out, result)
+
+
 def _ratios(result: dict, features: FeatureCache, ref, args) -> None:
     """Per row: time and FD relative to naive; result['ratios']: FD(arm) / FD(naive) and / FD(bicubic) with paired
     bootstrap intervals (the same resampled seeds in both arms), the issue's two comparisons."""
@@ -211,6 +236,8 @@ def _command(args) -> str:
     if args.class_label is not None:
         parts.append(f"--class {args.class_label}")
     parts += [f"--native {n}" for n in args.native or []]
+    if args.only:
+        parts.append(f"--only {args.only}")
     return " ".join(parts + [f"--out {args.out}"])
 
 

@@ -179,6 +179,18 @@ def earlier_result(out: str | Path, config: dict | None = None) -> dict:
 
 
 @contextlib.contextmanager
+def file_lock(path: str | Path):
+    """An exclusive advisory lock on PATH.lock for a read-merge-write of PATH by processes sharing it."""
+    import fcntl
+    with open(f"{path}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def process_state():
     """accelerate's PartialState for the length of a command. torchrun without GPUs forms gloo ranks only with
     cpu=True (else every process would do all the work). On the way out the process group is destroyed: a rank
