@@ -69,6 +69,7 @@ def test_bench_upsample_arms_resume_and_grids(tiny, tmp_path, capsys):
         assert q["ratio"] == pytest.approx(r["ug-w1"]["fd"] / r[base]["fd"], rel=1e-3)
         assert q["ci95"][0] <= q["ratio"] <= q["ci95"][1]
     assert "naive / naive" not in res["ratios"] and "| naive | " in out.with_suffix(".md").read_text()
+    assert "--scales 1 --windows 0-1,0.5-1 " in res["command"] and "--ablation-scale 1 " in res["command"]
     # a second run with the same configuration measures nothing again (the rows are kept as they were)
     rc, _, err = run_cli(capsys, *argv[:-4], "--out", out)
     assert rc == 0 and json.loads(out.read_text())["rows"]["naive"] == r["naive"]
@@ -137,6 +138,8 @@ def test_bench_upsample_only_splits_arms_over_processes_sharing_one_file(tiny, t
     res = json.loads(out.read_text())
     assert set(res["rows"]) == {"ug-w1", "naive"} and "ug-w1 / naive" in res["ratios"]
     assert res["rows"]["ug-w1"]["time_vs_naive"] > 0
+    # the command in the file reproduces every row: no --only, the arm flags read from the rows
+    assert "--only" not in res["command"] and "--scales 1 --windows 0-1 " in res["command"]
     rc, _, err = run_cli(capsys, *argv, "--only", "naive,ug-w2")
     assert rc == 2 and "--only='ug-w2' is not allowed" in err and "naive, bicubic, ug-w1" in err
 

@@ -120,7 +120,7 @@ def run_upsample(args) -> dict:
               "ref_n": ref.n, "bootstrap_draws": args.bootstrap}
     out = Path(args.out)
     result = _resume(out, config)
-    result.update(bench="upsample", config=config, command=_command(args), genkit=__version__,
+    result.update(bench="upsample", config=config, genkit=__version__,
                   torch=torch.__version__, device=str(device) if device.type == "cpu"
                   else torch.cuda.get_device_name(device), threads=torch.get_num_threads())
     grids = out.with_name(out.stem + ".grids")
@@ -194,6 +194,7 @@ def _save(out: Path, result: dict, new_rows: dict, features: FeatureCache, ref, 
     with file_lock(out):
         result["rows"].update(earlier_result(out, result["config"]).get("rows", {}))
         result["rows"].update(new_rows)
+        result["command"] = _command(args, result["rows"])
         ratios = result.setdefault("ratios", {})
         for key in [k for k in ratios if set(k.split(" / ")) & set(new_rows)]:
             del ratios[key]          # a re-run arm: its ratios are recomputed from its new features
@@ -223,21 +224,27 @@ def _ratios(result: dict, features: FeatureCache, ref, args) -> None:
                 ratios[key] = paired_ratio(fa, fb, ref, args.bootstrap, args.seed)
 
 
-def _command(args) -> str:
+def _command(args, rows: dict) -> str:
+    """The one command that reproduces every row of FILE.json: its arm flags are read from the rows (which may come
+    from several runs with different --scales / --windows / --only), the rest from this run's flags."""
+    ug = [r for r in rows.values() if r["kind"] == "ug"]
+    full = [r for r in ug if r["adjust"] == ["power", "time"]]
+    scales = sorted({r["scale"] for r in full}) or parse_scales(args.scales)
+    windows = sorted({tuple(r["window"]) for r in full}, key=lambda w: (w != (0.0, 1.0), w))
+    ablation = sorted({r["scale"] for r in ug if r["adjust"] != ["power", "time"]})
+    natives = [f"{r['arm'].split(':', 1)[1]}={r['model']}" for r in rows.values() if r["kind"] == "native"]
     parts = ["genkit bench upsample", f"--model {args.model}", f"--size {args.size}", f"--num {args.num}",
-             f"--steps {args.steps}", f"--scales {args.scales}", f"--windows {args.windows}",
-             f"--seed {args.seed}", f"--batch-size {args.batch_size}"]
+             f"--steps {args.steps}", "--scales " + ",".join(f"{w:g}" for w in scales),
+             "--windows " + (",".join(f"{lo:g}-{hi:g}" for lo, hi in windows) if windows else args.windows),
+             f"--seed {args.seed}", f"--batch-size {args.batch_size}",
+             "--ablation-scale " + (f"{ablation[0]:g}" if ablation else "''")]
     if args.solver:
         parts.append(f"--solver {args.solver}")
-    if args.ablation_scale != "1.0":
-        parts.append(f"--ablation-scale {args.ablation_scale!r}")
     if args.guidance is not None:
         parts.append(f"--guidance {args.guidance}")
     if args.class_label is not None:
         parts.append(f"--class {args.class_label}")
-    parts += [f"--native {n}" for n in args.native or []]
-    if args.only:
-        parts.append(f"--only {args.only}")
+    parts += [f"--native {n}" for n in natives]
     return " ".join(parts + [f"--out {args.out}"])
 
 
