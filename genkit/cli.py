@@ -349,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fixed seeds per checkpoint (default 1000; each is a full sample at the run's size)")
     cu.add_argument("--steps", type=_positive_int("steps"), default=20, metavar="S")
     cu.add_argument("--solver", default="dpmpp_2m", metavar="NAME")
+    cu.add_argument("--at", default=None, metavar="LIST",
+                    help="measure only the checkpoints of these training steps, e.g. 250,500,1000,2000,4000 "
+                         "(a log-spaced curve for a fraction of the cost; default: every checkpoint)")
     _add_class_guidance(cu)
     cu.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
     cu.add_argument("--batch-size", type=_positive_int("batch-size"), default=32, metavar="B")

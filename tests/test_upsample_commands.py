@@ -186,6 +186,19 @@ def test_eval_curve_reads_checkpoints_without_writing_and_reports_paired_ratios(
     assert rc == 0 and res2["runs"]["a"]["points"]["100"] == pa["100"] and "300" in res2["runs"]["a"]["points"]
 
 
+def test_eval_curve_at_measures_only_the_listed_steps(tiny, tmp_path, capsys):
+    run = _fake_run(tiny, tmp_path)
+    out = tmp_path / "curve.json"
+    argv = ["eval", "curve", "--run", f"a={run}", "--num", 4, "--steps", 2, "--bootstrap", 20, "--features-model",
+            tiny["features"], "--ref", tiny["refs"][8], "--out", out]
+    rc, _, err = run_cli(capsys, *argv, "--at", "200,400")
+    assert rc == 0, err
+    res = json.loads(out.read_text())
+    assert list(res["runs"]["a"]["points"]) == ["200"] and "--at 200,400" in res["command"]
+    rc, _, err = run_cli(capsys, *argv, "--at", "1k")
+    assert rc == 2 and "--at='1k' is not allowed" in err
+
+
 def test_eval_curve_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     rc, _, err = run_cli(capsys, "eval", "curve", "--run", f"x={tmp_path}", "--out", tmp_path / "c.json")
     assert rc == 2 and "--run=" in err

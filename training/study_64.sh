@@ -8,8 +8,8 @@
 #
 #   bash training/study_64.sh                                   # from the repo root (or anywhere)
 #   mkdir -p runs/s64 && STOP_AT=$(date -d '+6 hours' +%s) nohup bash training/study_64.sh > runs/s64/drive.log 2>&1 &
-#   genkit eval curve --run shifted=runs/s64-shifted --run cosine=runs/s64-cosine --num 1000 \
-#       --out weights/openmoji-64-study/curve.json
+#   genkit eval curve --run shifted=runs/s64-shifted --run cosine=runs/s64-cosine --num 1000 --steps 8 \
+#       --at 250,500,1000,2000,4000 --out weights/openmoji-64-study/curve.json
 #   bash training/study_64.sh save        # each arm's latest snapshot -> weights/openmoji-64-study/ARM (to commit)
 #
 # runs/ may not outlive a machine: `save` copies each arm's latest EMA pipeline to INTERIM/ARM (committed, a few
@@ -18,12 +18,12 @@
 # warmup run again: the same for both arms, so the budget stays equal).
 #
 # CHUNK: steps per chunk, also the checkpoint / snapshot interval (a killed chunk is lost: keep it short);
-# FINAL: stop once both arms reach it; STOP_AT: epoch seconds after which no new chunk is launched (a running
+# FINAL: stop once both arms reach it (default 4000 steps: about 5 h per arm on one CPU thread at ~4.6 s/step); STOP_AT: epoch seconds after which no new chunk is launched (a running
 # chunk finishes); INTERIM: the committed interim weights (default weights/openmoji-64-study). Logs: runs/s64/ARM.log.
 set -u
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-CHUNK=${CHUNK:-125}; FINAL=${FINAL:-20000}; STOP_AT=${STOP_AT:-}
+CHUNK=${CHUNK:-125}; FINAL=${FINAL:-4000}; STOP_AT=${STOP_AT:-}
 PYTHON=${PYTHON:-python}; INTERIM=${INTERIM:-weights/openmoji-64-study}
 mkdir -p runs/s64
 common=(--resolution 64 --channels 32,64,128,128 --layers_per_block 1 --attention_levels 2,3

@@ -134,9 +134,23 @@ def measure(pipe, seeds, cls, guidance, args, device, net, ref, classifier) -> t
     return np.concatenate(feats), (correct / len(seeds) if classifier is not None else None)
 
 
+def parse_steps(text: str | None) -> set[int] | None:
+    """--at '250,500,1000' -> {250, 500, 1000}; None or '' -> None (every checkpoint)."""
+    if not text:
+        return None
+    try:
+        steps = {int(v) for v in text.split(",") if v.strip()}
+    except ValueError:
+        steps = set()
+    if not steps or min(steps) < 0:
+        bad("--at", text, "comma-separated training steps >= 0, e.g. 250,500,1000,2000")
+    return steps
+
+
 def run_curve(args) -> dict:
 
     runs = parse_runs(args.run)
+    at = parse_steps(args.at)
     if args.num < 2:
         bad("--num", args.num, "an int >= 2 (a Frechet distance needs 2 images)")
     device = pick_device(args.device)
@@ -161,7 +175,8 @@ def run_curve(args) -> dict:
         arm = result["runs"].setdefault(name, {"config": config, "points": {}})
         if arm["config"] != config:  # another measurement setup: start this run's curve again
             arm.update(config=config, points={})
-        for step, ckpt in tqdm(checkpoints(run), desc=f"curve {name}"):
+        todo = [(step, ckpt) for step, ckpt in checkpoints(run) if at is None or step in at]
+        for step, ckpt in tqdm(todo, desc=f"curve {name}"):
             key = f"{name}@{step}"
             try:
                 sha = load_checkpoint_weights(pipe, ckpt)
@@ -223,6 +238,8 @@ def _command(args) -> str:
         parts.append(f"--guidance {args.guidance}")
     if args.ref:
         parts.append(f"--ref {args.ref}")
+    if args.at:
+        parts.append(f"--at {args.at}")
     return " ".join(parts + [f"--out {args.out}"])
 
 
