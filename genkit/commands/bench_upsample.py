@@ -225,8 +225,9 @@ def _ratios(result: dict, features: FeatureCache, ref, args) -> None:
 
 
 def _command(args, rows: dict) -> str:
-    """The one command that reproduces every row of FILE.json: its arm flags are read from the rows (which may come
-    from several runs with different --scales / --windows / --only), the rest from this run's flags."""
+    """One command that reproduces every row of FILE.json: its arm flags are read from the rows (which may come
+    from several runs with different --scales / --windows / --only), the rest from this run's flags. --scales x
+    --windows is a product, so it may also run arms the file does not hold yet."""
     ug = [r for r in rows.values() if r["kind"] == "ug"]
     full = [r for r in ug if r["adjust"] == ["power", "time"]]
     scales = sorted({r["scale"] for r in full}) or parse_scales(args.scales)
