@@ -84,8 +84,8 @@ SKIP = {
     'mkdir -p runs/s64 && STOP_AT=$(date -d "+6 hours" +%s) nohup bash training/study_64.sh > runs/s64/drive.log '
     "2>&1 &": "the 6-hour 64 px schedule study, in the background",
     "genkit eval curve --run shifted=runs/s64-shifted --run cosine=runs/s64-cosine --num 1000 --steps 8 --at "
-    "250,500,1000,2000,4000 --out weights/openmoji-64-study/curve.json": "needs the study's checkpoints (runs/s64-*); tests/test_eval_curve_sources.py runs the "
-                           "command on tiny runs",
+    "250,500,1000,2000,4000 --out weights/openmoji-64-study/curve.json":
+        "needs the study's checkpoints (runs/s64-*); tests/test_eval_curve_sources.py runs the command on tiny runs",
     "bash training/study_64.sh save": "needs the study's snapshots; tests/test_study_64.py runs it on stand-in runs",
     "accelerate launch training/distill_sid.py --teacher weights/openmoji-32 --output_dir runs/sid "
     "--resume_from_checkpoint latest --max_minutes 60": TRAINING,

@@ -38,6 +38,7 @@ from ..checks import bad
 from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, earlier_result, load_pipeline,
                      pick_device, resolve_conditioning)
 from ..metrics.bootstrap import fd_with_interval, paired_ratio
+from .bench_samplers import parse_list
 from .evaluate import batched_features, load_classifier, load_features, resolve_ref
 
 EMA_FILE, LEGACY_EMA_FILE, RAW_FILE = "ema_unet.safetensors", "custom_checkpoint_0.pkl", "model.safetensors"
@@ -134,23 +135,10 @@ def measure(pipe, seeds, cls, guidance, args, device, net, ref, classifier) -> t
     return np.concatenate(feats), (correct / len(seeds) if classifier is not None else None)
 
 
-def parse_steps(text: str | None) -> set[int] | None:
-    """--at '250,500,1000' -> {250, 500, 1000}; None or '' -> None (every checkpoint)."""
-    if not text:
-        return None
-    try:
-        steps = {int(v) for v in text.split(",") if v.strip()}
-    except ValueError:
-        steps = set()
-    if not steps or min(steps) < 0:
-        bad("--at", text, "comma-separated training steps >= 0, e.g. 250,500,1000,2000")
-    return steps
-
-
 def run_curve(args) -> dict:
 
     runs = parse_runs(args.run)
-    at = parse_steps(args.at)
+    at = set(parse_list("at", args.at, cast=int)) if args.at else None   # None: every checkpoint
     if args.num < 2:
         bad("--num", args.num, "an int >= 2 (a Frechet distance needs 2 images)")
     device = pick_device(args.device)
