@@ -51,6 +51,7 @@ def test_arms_alternate_save_and_continue_on_a_new_machine_from_interim_weights(
     assert all("--schedule shifted_cosine --base_resolution 32" in c for c in calls[::2])
     assert all("--schedule cosine" in c and "shifted" not in c.split("--schedule")[1] for c in calls[1::2])
     assert not any("--init_from" in c for c in calls)
+    assert all("--mixed_precision bf16" in c for c in calls)  # the same precision in both arms
     for arm in ("shifted", "cosine"):
         assert sorted(p.name for p in (root / f"runs/s64-{arm}/snapshots").iterdir()) == ["step-10", "step-20"]
     # 2. save: the latest snapshot of each arm -> the interim folder
