@@ -175,6 +175,8 @@ def test_eval_curve_reads_checkpoints_without_writing_and_reports_paired_ratios(
     assert pa["100"]["fd"] == pb["100"]["fd"] and pa["100"]["fd"] != pa["200"]["fd"]  # same weights, same seeds
     assert res["ratios"]["b/a"]["100"] == {"ratio": 1.0, "ci95": [1.0, 1.0]}
     assert out.with_suffix(".png").is_file()
+    saved = sorted(p.name for p in tmp_path.glob(".curve.features-*/*"))  # one file per point: committed once
+    assert saved == ["a@100.npy", "a@200.npy", "b@100.npy", "b@200.npy"]
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # the run folder is only read
     # a new checkpoint: only it is measured on the next call
     (run / "checkpoint-300").mkdir()

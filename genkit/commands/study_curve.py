@@ -16,8 +16,9 @@ Every checkpoint samples the same fixed seeds K..K+N-1 (class cycle, the model's
 at the run's own resolution; FD against the train reference of that resolution with a bootstrap 95% interval,
 and class accuracy. Where every run has the same step, the FD ratio of each run to the first is reported with a
 paired bootstrap interval (the same resampled seeds in both). Results are cached in FILE.json by (run, step,
-checkpoint fingerprint) and the features in a hidden .npz beside it: rerun the command as training goes on and
-only new checkpoints are measured. FILE.png plots the curves with their intervals.
+checkpoint fingerprint) and the features as RUN@STEP.npy in a hidden folder beside it (one file per point, keyed
+by the measurement setup, so each is committed once): rerun the command as training goes on and only new
+checkpoints are measured. FILE.png plots the curves with their intervals.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..checks import bad
-from .common import (atomic_write_bytes, atomic_write_json, class_ids_for, earlier_result, load_pipeline,
-                     pick_device, resolve_conditioning)
+from .common import (FeatureCache, atomic_write_bytes, atomic_write_json, class_ids_for, earlier_result,
+                     load_pipeline, pick_device, resolve_conditioning)
 from ..metrics.bootstrap import fd_with_interval, paired_ratio
 from .bench_samplers import parse_list
 from .evaluate import batched_features, load_classifier, load_features, resolve_ref
@@ -146,10 +147,10 @@ def run_curve(args) -> dict:
     result = _resume(out)
     result.update(command=_command(args), genkit=__version__, torch=torch.__version__,
                   device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device))
-    feats_path = out.with_name(f".{out.stem}.features.npz")
-    cache = dict(np.load(feats_path)) if feats_path.is_file() else {}
     seeds = list(range(args.seed, args.seed + args.num))
     net, fid = load_features("openmoji", args.features_model, None, device)
+    cache = FeatureCache(out, {"num": args.num, "seed": args.seed, "steps": args.steps, "solver": args.solver,
+                               "class": args.class_label, "guidance": args.guidance, "features": fid})
 
     for name, run in runs.items():
         pipe = load_pipeline(str(run), device)
@@ -171,16 +172,15 @@ def run_curve(args) -> dict:
             except OSError as e:  # a checkpoint pruned by the training job while we read it
                 print(f"skipped {ckpt}: {e}")
                 continue
-            if arm["points"].get(str(step), {}).get("sha") == sha and key in cache:
+            if arm["points"].get(str(step), {}).get("sha") == sha and cache.load(key) is not None:
                 continue
             t0 = time.perf_counter()
             feats, acc = measure(pipe, seeds, cls, guidance, args, device, net, ref, classifier)
-            cache[key] = feats
+            cache.save(key, feats)
             arm["points"][str(step)] = {"step": step, "source": ckpt.relative_to(run).as_posix(), "sha": sha,
                                         **fd_with_interval(feats, ref, args.bootstrap, args.seed),
                                         "class_accuracy": None if acc is None else round(acc, 4),
                                         "seconds": round(time.perf_counter() - t0, 2)}
-            _save_features(feats_path, cache)
             atomic_write_json(out, result)
     result["ratios"] = _ratios(result, runs, cache, args)
     atomic_write_json(out, result)
@@ -202,16 +202,10 @@ def _ratios(result, runs, cache, args) -> dict:
     out = {}
     for step in sorted(shared, key=int):
         for n in names[1:]:
-            a, b = cache.get(f"{base}@{step}"), cache.get(f"{n}@{step}")
+            a, b = cache.load(f"{base}@{step}"), cache.load(f"{n}@{step}")
             if a is not None and b is not None and len(a) == len(b):
                 out.setdefault(f"{n}/{base}", {})[step] = paired_ratio(a, b, ref, args.bootstrap, args.seed)
     return out
-
-
-def _save_features(path: Path, cache: dict) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **cache)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def _resume(out: Path) -> dict:
@@ -247,7 +241,7 @@ def plot_curves(result: dict, width: int = 720, height: int = 420) -> bytes:
     if not pts:
         d.text((left, height // 2), "no checkpoints measured yet", fill="black", font=font)
     else:
-        x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+        x0, x1 = 0, max(p[0] for p in pts)                                      # training steps start at 0
         y0, y1 = 0.0, max(p[3] for p in pts) * 1.05
         x1 = x1 if x1 > x0 else x0 + 1
         sx = lambda s: left + (s - x0) / (x1 - x0) * (right - left)  # noqa: E731
