@@ -27,12 +27,12 @@ set -u
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 CHUNK=${CHUNK:-125}; FINAL=${FINAL:-4000}; STOP_AT=${STOP_AT:-}
-PYTHON=${PYTHON:-python}; INTERIM=${INTERIM:-weights/openmoji-64-study}
+PYTHON=${PYTHON:-python}; INTERIM=${INTERIM:-weights/openmoji-64-study}; MIXED_PRECISION=${MIXED_PRECISION:-bf16}
 mkdir -p runs/s64
 common=(--resolution 64 --channels 32,64,128,128 --layers_per_block 1 --attention_levels 2,3
         --train_batch_size 32 --learning_rate 2e-4 --lr_warmup_steps 200 --seed 0
         --checkpointing_steps $CHUNK --checkpoints_total_limit 1 --resume_from_checkpoint latest --log_every 25
-        --mixed_precision ${MIXED_PRECISION:-bf16})
+        --mixed_precision $MIXED_PRECISION)
 # the step of an arm's exported EMA pipeline (0 before its first chunk)
 step_of() { "$PYTHON" -c "import json,sys;print(json.load(open(sys.argv[1]))['global_step'])" \
               "$1/training_state.json" 2>/dev/null || echo 0; }
