@@ -18,7 +18,8 @@ Each event is also an API endpoint (gradio_client):
     original, reconstruction, codes, info = Client(url).predict(handle_file("emoji.png"), api_name="/tokenize")
 
 /generate's values: class, seed (-1 = random), steps, sampler, sigma grid, guidance, batch size, batch count,
-size (32, or 64 with upsample guidance), upsample guidance, batch-invariant, skip-tuning rho (1 = off), preview
+size (the model's own, or 2x with upsample guidance: 32 or 64 for openmoji-32; openmoji-64 draws 64
+natively), upsample guidance, batch-invariant, skip-tuning rho (1 = off), preview
 every k steps (0 = none; previews only matter in a browser), model (a folder name of the Model menu, e.g.
 "openmoji-32-sid"; default the first; a one-step model ignores steps, sampler, grid, guidance, size, upsample
 guidance and skip-tuning). Image k of a run uses seed + k, the image
