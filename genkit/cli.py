@@ -422,7 +422,9 @@ def _add_size_ug(p):
                    help="image side (default: the model's); any multiple of the UNet's downsampling factor")
     p.add_argument("--ug", type=float, default=0.0, metavar="W",
                    help="upsample guidance scale at --size = m x the model's size (0 = off, the default; 1 = the "
-                        "low frequencies come from a low-resolution pass, which costs ~1/m^2 NFE per step)")
+                        "low frequencies come from a low-resolution pass, which costs ~1/m^2 NFE per step; on "
+                        "openmoji-32 at 64 px, 1 gives the best class accuracy, 1.5 a slightly lower FD, 0.5 is "
+                        "too weak: README, Upsample guidance)")
     p.add_argument("--ug-window", default="0-1", metavar="A-B",
                    help="model time range where UG is on, 1 = pure noise (default 0-1; the paper's eta 0.6 = 0.4-1)")
 

@@ -188,3 +188,20 @@ def test_init_generator_continues_a_saved_generator_and_refuses_a_mismatched_one
                     "--sigma_init", "1.0"])
     with pytest.raises(ValueError, match="--init_generator=.* a one-step generator folder"):
         parse_args(["--teacher", genkit_teacher, "--output_dir", str(out), "--init_generator", genkit_teacher])
+
+
+def test_the_curve_of_a_continued_run_counts_on_from_the_first():
+    """sid_curve.chain: a run started with --init_generator from another's generator continues its curve:
+    images and minutes are offset by the first run's last row, its step-0 row (the same generator) is dropped,
+    and the slope is taken over the joined rows."""
+    from training.sid_curve import chain, curve
+
+    first = [{"step": 0, "images": 0, "minutes": 0.0, "fd": 200.0}, {"step": 10, "images": 80, "minutes": 5.0,
+                                                                     "fd": 100.0}]
+    second = [{"step": 0, "images": 0, "minutes": 0.2, "fd": 100.3}, {"step": 10, "images": 80, "minutes": 4.0,
+                                                                      "fd": 50.0}]
+    rows = chain([first, second])
+    assert [(r["run"], r["step"], r["images"], r["minutes"], r["fd"]) for r in rows] == [
+        (0, 0, 0, 0.0, 200.0), (0, 10, 80, 5.0, 100.0), (1, 10, 160, 9.0, 50.0)]
+    assert curve(rows)["slope_log_fd_per_log_images"] == pytest.approx(-1.0)   # FD halves as images double
+    assert chain([first]) == [{**r, "run": 0} for r in first]

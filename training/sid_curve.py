@@ -2,6 +2,11 @@
 least-squares slope of log FD on log images over the rows with images > 0) and fd_curve.png (log-log axes).
 
     python training/sid_curve.py runs/sid/metrics.jsonl --out weights/openmoji-32-sid
+    python training/sid_curve.py runs/sid/metrics.jsonl runs/sid-b/metrics.jsonl --out weights/openmoji-32-sid
+
+Several files make one curve: each later run continued the one before it (started with --init_generator from
+its generator), so its images and minutes count on from the previous run's last row, and its step-0 row (the
+same generator, measured again) is dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +21,21 @@ from PIL import Image, ImageDraw
 
 from genkit.checks import OneLineParser
 from genkit.io import atomic_write_bytes
+
+
+def chain(runs: list[list[dict]]) -> list[dict]:
+    """One curve from runs that continue each other: (images, minutes) offset by the previous run's last row;
+    a continuing run's step-0 row is dropped; each row records its "run" index."""
+    out, images, minutes = [], 0, 0.0
+    for i, rows in enumerate(runs):
+        for r in rows:
+            if i and r.get("images", 0) == 0:
+                continue
+            out.append({**r, "run": i, "images": images + r["images"],
+                        "minutes": round(minutes + r.get("minutes", 0.0), 3)})
+        if out:
+            images, minutes = out[-1]["images"], out[-1]["minutes"]
+    return out
 
 
 def curve(rows: list[dict]) -> dict:
@@ -60,10 +80,12 @@ def plot(rows: list[dict], size=(480, 320), pad=48) -> bytes:
 
 def main():
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("metrics", help="a distill_sid.py run's metrics.jsonl")
+    p.add_argument("metrics", nargs="+", help="a distill_sid.py run's metrics.jsonl; more than one: each continues "
+                   "the one before")
     p.add_argument("--out", required=True, help="folder for fd_curve.json and fd_curve.png")
     args = p.parse_args()
-    rows = [json.loads(line) for line in Path(args.metrics).read_text().splitlines() if line.strip()]
+    rows = chain([[json.loads(line) for line in Path(m).read_text().splitlines() if line.strip()]
+                  for m in args.metrics])
     out = Path(args.out)
     atomic_write_bytes(out / "fd_curve.json", (json.dumps(curve(rows), indent=1) + "\n").encode())
     atomic_write_bytes(out / "fd_curve.png", plot(rows))

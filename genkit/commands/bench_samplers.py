@@ -240,7 +240,9 @@ def run_samplers(args) -> dict:
             if draws:
                 row["fd_teacher_ci95"] = between["fd_ci95"]
     if draws:
-        result["ratios"] = _paired_ratios(result["rows"], features, ref, teacher, draws, args.seed)
+        # a ratio whose features are not on this machine (an earlier run's cache) is kept as it was measured
+        result["ratios"] = {**result.get("ratios", {}),
+                            **_paired_ratios(result["rows"], features, ref, teacher, draws, args.seed)}
     pipe.scheduler = genkit_scheduler
     result["ranking_agreement"] = _ranking_agreement(result["rows"])
     atomic_write_json(out, result)

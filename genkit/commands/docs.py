@@ -393,8 +393,9 @@ def sid_curve(root: Path) -> str:
     """weights/openmoji-32-sid: FD of the EMA generator against generator images seen (fd_curve.json)."""
     curve = _json(root, "weights/openmoji-32-sid/fd_curve.json")
     rows = [r for r in curve["rows"] if r.get("fd") is not None]
-    out = ["| step | generator images | minutes | FD-OpenMoji (n = 1,000) |", "|---|---|---|---|"]
-    out += [f"| {r['step']} | {r['images']:,} | {r['minutes']:.1f} | {r['fd']:.1f} |" for r in rows]
+    out = ["| run: step | generator images | minutes | FD-OpenMoji (n = 1,000) |", "|---|---|---|---|"]
+    out += [f"| {r.get('run', 0) + 1}: {r['step']} | {r['images']:,} | {r['minutes']:.1f} | {r['fd']:.1f} |"
+            for r in rows]  # run: sid_curve.chain's index of a continued run
     slope, n = curve["slope_log_fd_per_log_images"], sum(1 for r in rows if r["images"] > 0)  # as sid_curve.curve
     if slope is not None:
         out += ["", f"Least-squares slope of log FD on log images over the {n} rows with images > 0: {slope:.3f}."]

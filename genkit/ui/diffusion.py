@@ -373,7 +373,8 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
                 size = gr.Dropdown(opt.sizes(pipe), value=pipe.unet.config.sample_size, elem_id="size",
                                    label="Size (2x the trained size: use upsample guidance)")
                 upsample = gr.Slider(0, opt.MAX_UPSAMPLE_GUIDANCE, value=0.0, step=0.05, elem_id="upsample_guidance",
-                                     label="Upsample guidance (0 = off; at 2x size, a low-res pass per step)")
+                                     label="Upsample guidance (0 = off; at 2x size, a low-res pass per step; "
+                                           "1 recommended)")
                 invariant = gr.Checkbox(False, elem_id="batch_invariant",
                                         label="Batch-invariant: each image alone through the network, the same "
                                               "bytes in any batch (~2x slower on a CPU)")
