@@ -340,11 +340,12 @@ def _command(args) -> str:
 
 
 def _resume(out: Path, config: dict) -> dict:
-    """Rows of an earlier run of the same configuration (same model weights, seeds, guidance, reference)."""
+    """Rows (and their paired ratios) of an earlier run of the same configuration (same model weights, seeds,
+    guidance, reference)."""
     old = earlier_result(out, config)
     if not old:
         return {"rows": {}}
-    kept = {k: old[k] for k in ("rows", "bf16_floor") if k in old}
+    kept = {k: old[k] for k in ("rows", "bf16_floor", "ratios") if k in old}
     return {**kept, "commands": old.get("commands", [old["command"]] if "command" in old else [])}
 
 
