@@ -22,6 +22,7 @@ never accepted. Limits per request: {limits}.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from . import __version__
@@ -438,67 +439,53 @@ def _add_features(p):
                    help="pt_inception-2015-12-05-6726825d.pth (or $GENKIT_INCEPTION_WEIGHTS); never downloaded")
 
 
+# (command, subcommand) -> "module in genkit.commands:function"; each module is imported only when its command runs
+_HANDLERS = {
+    ("sample", None): "sample:run_sample",
+    ("draw", None): "mm:run_draw",
+    ("caption", None): "mm:run_caption",
+    ("docs", None): "docs:run",
+    ("bench", "overhead"): "bench:run_overhead",
+    ("bench", "mm"): "bench_mm:run_mm",
+    ("bench", "vq"): "bench_vq:run_vq",
+    ("bench", "throughput"): "bench_throughput:run_throughput",
+    ("bench", "app"): "bench_app:run_app",
+    ("bench", "samplers"): "bench_samplers:run_samplers",
+    ("bench", "skip"): "bench_skip:run_skip",
+    ("bench", "cfg-head"): "bench_cfg_head:run_cfg_head",
+    ("bench", "orders"): "bench_orders:run_orders",
+    ("bench", "captions"): "bench_captions:run_captions",
+    ("bench", "japan-disc"): "bench_disc:run_disc",
+    ("bench", "upsample"): "bench_upsample:run_upsample",
+    ("eval", "curve"): "study_curve:run_curve",
+    ("eval", "fd"): "evaluate:run_fd",
+    ("eval", "ref"): "evaluate:run_ref",
+    ("eval", "sanity"): "evaluate:run_sanity",
+}
+
+
+def _print_classes(args) -> None:
+    from .commands.common import load_pipeline
+    pipe = load_pipeline(args.model, "cpu")
+    for i, name in enumerate(pipe.config.class_names or []):
+        print(f"{i}\t{name}")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "sample":
-            from .commands.sample import run_sample
-            run_sample(args)
-        elif args.command in ("draw", "caption"):
-            from .commands.mm import run_caption, run_draw
-            (run_draw if args.command == "draw" else run_caption)(args)
-        elif args.command == "classes":
-            from .commands.common import load_pipeline
-            pipe = load_pipeline(args.model, "cpu")
-            for i, name in enumerate(pipe.config.class_names or []):
-                print(f"{i}\t{name}")
-        elif args.command == "bench" and args.bench == "overhead":
-            from .commands.bench import run_overhead
-            run_overhead(args)
-        elif args.command == "bench" and args.bench == "mm":
-            from .commands.bench_mm import run_mm
-            run_mm(args)
-        elif args.command == "bench" and args.bench == "vq":
-            from .commands.bench_vq import run_vq
-            run_vq(args)
-        elif args.command == "bench" and args.bench in ("throughput", "app"):
-            from .commands import bench_app, bench_throughput
-            (bench_throughput.run_throughput if args.bench == "throughput" else bench_app.run_app)(args)
-        elif args.command == "bench" and args.bench == "samplers":
-            from .commands.bench_samplers import run_samplers
-            run_samplers(args)
-        elif args.command == "bench" and args.bench == "skip":
-            from .commands.bench_skip import run_skip
-            run_skip(args)
-        elif args.command == "bench" and args.bench == "cfg-head":
-            from .commands.bench_cfg_head import run_cfg_head
-            run_cfg_head(args)
-        elif args.command == "bench" and args.bench == "orders":
-            from .commands.bench_orders import run_orders
-            run_orders(args)
-        elif args.command == "bench" and args.bench == "captions":
-            from .commands.bench_captions import run_captions
-            run_captions(args)
-        elif args.command == "bench" and args.bench == "japan-disc":
-            from .commands.bench_disc import run_disc
-            run_disc(args)
-        elif args.command == "docs":
-            from .commands.docs import run as run_docs
-            return run_docs(args)
-        elif args.command == "bench" and args.bench == "upsample":
-            from .commands.bench_upsample import run_upsample
-            run_upsample(args)
-        elif args.command == "eval" and args.eval == "curve":
-            from .commands.study_curve import run_curve
-            run_curve(args)
-        elif args.command == "eval":
-            from .commands.evaluate import run_fd, run_ref, run_sanity
-            {"fd": run_fd, "ref": run_ref, "sanity": run_sanity}[args.eval](args)
+        if args.command == "classes":
+            _print_classes(args)
+            return 0
+        sub = getattr(args, {"bench": "bench", "eval": "eval"}.get(args.command, ""), None)
+        module, func = _HANDLERS[(args.command, sub)].split(":")
+        run = getattr(importlib.import_module(f".commands.{module}", __package__), func)
+        status = run(args)                         # benches return their JSON; docs returns an exit status
+        return status if isinstance(status, int) else 0
     except ValueError as e:
         print(f"genkit: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, always
         return 2
-    return 0
 
 
 if __name__ == "__main__":
