@@ -230,3 +230,25 @@ def test_torchrun_two_processes_split_seeds_and_match_one_process(model, tmp_pat
     sample(capsys, model, tmp_path / "one", "--batch-size", 2)  # the same aligned batches in one process
     assert pngs(out) == pngs(tmp_path / "one") and len(pngs(out)) == 5
     assert (out / "grid.png").read_bytes() == (tmp_path / "one" / "grid.png").read_bytes()
+
+
+def test_every_subcommand_has_a_handler_that_imports():
+    """The parser's commands and the dispatch table agree: a new subcommand without a handler fails here."""
+    import argparse
+    import importlib
+    from genkit.cli import _HANDLERS, build_parser
+
+    def choices(parser):
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return sub.choices
+
+    wanted = set()
+    for name, p in choices(build_parser()).items():
+        if name in ("bench", "eval"):
+            wanted |= {(name, s) for s in choices(p)}
+        elif name != "classes":
+            wanted.add((name, None))
+    assert wanted == set(_HANDLERS)
+    for target in _HANDLERS.values():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(f"genkit.commands.{module}"), func)), target
