@@ -159,6 +159,7 @@ def test_two_gloo_ranks_with_accumulation_match_one_process(genkit_teacher, tmp_
 @pytest.mark.parametrize("flag, value", [
     ("--alpha", "11"), ("--alpha", "-1"), ("--learning_rate", "2"), ("--teacher_guidance", "-1"),
     ("--train_batch_size", "0"), ("--tmax", "0"), ("--teacher", "/nonexistent"), ("--max_grad_norm", "-1"),
+    ("--fd_teacher_features", "/nonexistent.npy"),
 ])  # NaN / inf stop at the parser (one line, exit 2): tests/test_training_flags.py
 def test_bad_flags_name_the_flag(tmp_path, flag, value):
     from training.distill_sid import parse_args
@@ -205,3 +206,35 @@ def test_the_curve_of_a_continued_run_counts_on_from_the_first():
         (0, 0, 0, 0.0, 200.0), (0, 10, 80, 5.0, 100.0), (1, 10, 160, 9.0, 50.0)]
     assert curve(rows)["slope_log_fd_per_log_images"] == pytest.approx(-1.0)   # FD halves as images double
     assert chain([first]) == [{**r, "run": 0} for r in first]
+
+
+def test_fd_to_the_teacher_from_the_running_sums_equals_fd_of_the_two_feature_sets(tmp_path):
+    """fd_teacher reuses the metric's sums of the generator's features: it must equal the plain formula on both
+    feature sets, and be 0 when the teacher's features are the generator's own."""
+    import argparse
+    from genkit.metrics import FrechetDistance, frechet_distance
+    from training.distill_sid import FixedSeedFD
+
+    class Feats(torch.nn.Module):                                  # uint8 (N, 3, 4, 4) -> (N, 5), fixed weights
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(48, 5, generator=torch.Generator().manual_seed(0)))
+
+        def forward(self, x):                                      # pooled: torchmetrics probes with 299 px
+            return torch.nn.functional.adaptive_avg_pool2d(x.float(), 4).flatten(1) @ self.w / 255
+
+    net = Feats()
+    images = torch.randint(0, 256, (40, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    own = net(images).double().detach().numpy()
+    other = own[::-1] * 1.5 + 0.3                                   # another set of 40 "teacher" features
+    for teacher, expected in ((own, 0.0), (other, None)):
+        fd = FixedSeedFD.__new__(FixedSeedFD)                       # no feature-network folder needed
+        fd.n, fd.fd, fd.teacher = 40, FrechetDistance(net, "toy"), (teacher.mean(0), np.cov(teacher, rowvar=False))
+        fd.fd.update(images)
+        want = frechet_distance(own.mean(0), np.cov(own, rowvar=False), *fd.teacher) if expected is None else 0.0
+        assert abs(fd.to_teacher() - want) < 1e-6 * max(1.0, want), (fd.to_teacher(), want)
+    assert want > 1.0                                               # the second set really is far away
+    with pytest.raises(ValueError, match="fd_teacher_features"):    # a wrong-sized file is refused by name
+        np.save(tmp_path / "short.npy", own[:10])
+        FixedSeedFD(argparse.Namespace(features_model=str(ROOT / "weights/openmoji-features"), fd_num=40,
+                                       fd_teacher_features=str(tmp_path / "short.npy")), 32, 98, "cpu")

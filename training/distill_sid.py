@@ -23,7 +23,8 @@ Per step (global batch B = train_batch_size x processes x gradient_accumulation_
      so DDP all-reduces the summed gradient once; non-finite gradients are zeroed, as the reference code)
   3. EMA of the generator (half-life --ema_halflife_images generator images)
 Every --fd_every_images: FD-OpenMoji of the EMA generator on the fixed seeds 0..fd_num-1 (class = seed mod K),
-into metrics.jsonl. output_dir is itself a OneStepPipeline folder (the EMA generator), rewritten atomically at
+into metrics.jsonl; with --fd_teacher_features also the FD to the teacher's own samples on those seeds
+(fd_teacher: how faithfully it distils, which moves when FD to data is flat). output_dir is itself a OneStepPipeline folder (the EMA generator), rewritten atomically at
 every checkpoint; checkpoint-N/ folders hold generator, fake score, EMA, optimizers and trainer_state.json.
 """
 
@@ -94,6 +95,9 @@ def parse_args(argv=None):
       "generator images (0: never; needs a 32 or 64 px OpenMoji teacher)")
     a("--fd_num", type=int, default=1000, help="fixed seeds 0..fd_num-1 for that FD")
     a("--features_model", default="weights/openmoji-features")
+    a("--fd_teacher_features", default=None, metavar="NPY", help="features (fd_num, d) of the teacher's samples "
+      "on seeds 0..fd_num-1, class cycle, e.g. the teacher_<solver>@<nfe>.npy that `genkit bench samplers "
+      "--teacher-nfe N --seed 0 --num fd_num` caches beside its JSON: adds fd_teacher to metrics.jsonl")
     a("--max_minutes", type=float, default=None, help="stop (after a checkpoint) when this much time passed")
     a("--dump_rank_params", action="store_true", help=argparse.SUPPRESS)  # tests: every rank's final weights
     args = p.parse_args(argv)
@@ -120,6 +124,9 @@ def check_args(args):
     check_int("--seed", args.seed, 0, 2**63 - 1)
     if args.max_minutes is not None:
         check_float("--max_minutes", args.max_minutes, 0.0)
+    if args.fd_teacher_features is not None and (not Path(args.fd_teacher_features).is_file()
+                                                 or not args.fd_teacher_features.endswith(".npy")):
+        bad_flag("fd_teacher_features", args.fd_teacher_features, "an existing .npy file of teacher-sample features")
     if args.init_generator is not None:
         index = Path(args.init_generator) / "model_index.json"
         config = json.loads(index.read_text()) if index.is_file() else {}
@@ -180,6 +187,26 @@ class FixedSeedFD:
         self.fd.set_reference(ReferenceStats.load(Path(args.features_model) / "refs" /
                                                   f"openmoji-train-{resolution}.npz"))
         self.n, self.num_classes, self.device = args.fd_num, num_classes, device
+        self.teacher = None                                   # (mu, sigma) of the teacher's samples' features
+        if args.fd_teacher_features is not None:
+            import numpy as np
+            f = np.load(args.fd_teacher_features).astype(np.float64)
+            if f.ndim != 2 or len(f) != self.n:
+                raise ValueError(f"--fd_teacher_features={args.fd_teacher_features!r} holds an array of shape "
+                                 f"{f.shape}: features of --fd_num={self.n} teacher samples, (n, d), are needed")
+            self.teacher = f.mean(0), np.cov(f, rowvar=False)
+
+    def to_teacher(self) -> float | None:
+        """FD from the last call's images to the teacher's samples, from the metric's running sums (no new pass)."""
+        if self.teacher is None:
+            return None
+        from genkit.metrics import frechet_distance
+
+        m = self.fd.metric
+        n = int(m.fake_features_num_samples)
+        mu = (m.fake_features_sum / n).double()
+        sigma = (m.fake_features_cov_sum - n * torch.outer(mu, mu)) / (n - 1)   # sum f f^T -> unbiased cov
+        return frechet_distance(mu.cpu().numpy(), sigma.cpu().numpy(), *self.teacher)
 
     @torch.no_grad()
     def __call__(self, pipe) -> float:
@@ -287,6 +314,8 @@ def main(args):
             value = fd(pipe)                                          # minutes below include this FD
             row = {"step": step, "images": images_seen, "minutes": round(minutes(), 3), "fd": round(value, 4),
                    "fd_n": args.fd_num}
+            if (to_teacher := fd.to_teacher()) is not None:
+                row["fd_teacher"] = round(to_teacher, 4)
             metrics_log.write(row)
             tqdm.write(json.dumps(row))
         accelerator.wait_for_everyone()
