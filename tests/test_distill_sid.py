@@ -206,6 +206,9 @@ def test_the_curve_of_a_continued_run_counts_on_from_the_first():
         (0, 0, 0, 0.0, 200.0), (0, 10, 80, 5.0, 100.0), (1, 10, 160, 9.0, 50.0)]
     assert curve(rows)["slope_log_fd_per_log_images"] == pytest.approx(-1.0)   # FD halves as images double
     assert chain([first]) == [{**r, "run": 0} for r in first]
+    assert "slope_log_fd_teacher_per_log_images" not in curve(rows)                 # only where measured
+    with_teacher = [{**r, "fd_teacher": 40.0 / r["images"] ** 0.5} for r in rows if r["images"]]
+    assert curve(with_teacher)["slope_log_fd_teacher_per_log_images"] == pytest.approx(-0.5)
 
 
 def test_fd_to_the_teacher_from_the_running_sums_equals_fd_of_the_two_feature_sets(tmp_path):

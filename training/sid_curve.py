@@ -1,5 +1,7 @@
 """FD against generator images seen, from a distill_sid.py run's metrics.jsonl: fd_curve.json (the rows, and the
 least-squares slope of log FD on log images over the rows with images > 0) and fd_curve.png (log-log axes).
+Rows with fd_teacher (distill_sid.py --fd_teacher_features: FD to the teacher's own samples) get their own slope
+and a second line in the plot.
 
     python training/sid_curve.py runs/sid/metrics.jsonl --out weights/openmoji-32-sid
     python training/sid_curve.py runs/sid/metrics.jsonl runs/sid-b/metrics.jsonl --out weights/openmoji-32-sid
@@ -38,38 +40,52 @@ def chain(runs: list[list[dict]]) -> list[dict]:
     return out
 
 
+def slope(rows: list[dict], key: str = "fd") -> float | None:
+    """Least-squares slope of log rows[key] on log images, over the rows with images > 0 and a value."""
+    pts = [(r["images"], r[key]) for r in rows if r.get("images", 0) > 0 and r.get(key)]
+    if len(pts) < 2:
+        return None
+    xs, ys = [math.log(p[0]) for p in pts], [math.log(p[1]) for p in pts]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx > 0 else None
+
+
 def curve(rows: list[dict]) -> dict:
-    pts = [(r["images"], r["fd"]) for r in rows if r.get("images", 0) > 0 and r.get("fd")]
-    out = {"rows": rows, "slope_log_fd_per_log_images": None}
-    if len(pts) >= 2:
-        xs, ys = [math.log(p[0]) for p in pts], [math.log(p[1]) for p in pts]
-        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        sxx = sum((x - mx) ** 2 for x in xs)
-        if sxx > 0:
-            out["slope_log_fd_per_log_images"] = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    out = {"rows": rows, "slope_log_fd_per_log_images": slope(rows)}
+    if any(r.get("fd_teacher") for r in rows):
+        out["slope_log_fd_teacher_per_log_images"] = slope(rows, "fd_teacher")
     return out
 
 
+SERIES = (("fd", "FD to data", (40, 90, 200)), ("fd_teacher", "FD to the teacher's samples", (220, 110, 20)))
+
+
 def plot(rows: list[dict], size=(480, 320), pad=48) -> bytes:
-    """log10 FD vs log10 images (images 0 drawn at the left edge as the initialisation)."""
-    pts = [(max(r["images"], 1), r["fd"]) for r in rows if r.get("fd")]
+    """log10 FD vs log10 images, one line per series present (images 0 drawn at the left edge: the start)."""
+    series = [(label, colour, [(max(r["images"], 1), r[key]) for r in rows if r.get(key)])
+              for key, label, colour in SERIES]
+    series = [s for s in series if s[2]]
     img = Image.new("RGB", size, "white")
     d = ImageDraw.Draw(img)
     w, h = size
-    if pts:
-        lx = [math.log10(p[0]) for p in pts]
-        ly = [math.log10(p[1]) for p in pts]
+    if series:
+        lx = [math.log10(n) for _, _, pts in series for n, _ in pts]
+        ly = [math.log10(v) for _, _, pts in series for _, v in pts]
         x0, x1 = min(lx), max(max(lx), min(lx) + 1)
         y0, y1 = min(ly) - 0.05, max(ly) + 0.05
-        to = lambda x, y: (pad + (x - x0) / (x1 - x0) * (w - 2 * pad), h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad))  # noqa: E731,E501
-        xy = [to(x, y) for x, y in zip(lx, ly)]
-        d.line(xy, fill=(40, 90, 200), width=2)
-        for (px, py), (n, fd) in zip(xy, pts):
-            d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=(40, 90, 200))
-        d.text((pad, 8), f"FD-OpenMoji vs generator images (log-log); last {pts[-1][1]:.1f} at {pts[-1][0]:,}",
-               fill="black")
+        to = lambda x, y: (pad + (math.log10(x) - x0) / (x1 - x0) * (w - 2 * pad),  # noqa: E731
+                           h - pad - (math.log10(y) - y0) / (y1 - y0) * (h - 2 * pad))
+        for i, (label, colour, pts) in enumerate(series):
+            xy = [to(n, v) for n, v in pts]
+            if len(xy) > 1:
+                d.line(xy, fill=colour, width=2)
+            for px, py in xy:
+                d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
+            d.text((pad, 6 + 12 * i), f"{label}: last {pts[-1][1]:.1f} at {pts[-1][0]:,} images", fill=colour)
         d.text((pad, h - pad + 8), f"10^{x0:.1f}", fill="black")
         d.text((w - pad - 30, h - pad + 8), f"10^{x1:.1f}", fill="black")
+        d.text((w // 2 - 60, h - pad + 20), "generator images (log)", fill="black")
         d.text((4, pad - 12), f"{10 ** y1:.0f}", fill="black")
         d.text((4, h - pad - 4), f"{10 ** y0:.0f}", fill="black")
     d.rectangle([pad, pad, w - pad, h - pad], outline="gray")
