@@ -439,6 +439,7 @@ def _add_features(p):
                    help="pt_inception-2015-12-05-6726825d.pth (or $GENKIT_INCEPTION_WEIGHTS); never downloaded")
 
 
+GROUPS = ("bench", "eval")  # commands with subcommands (args.bench, args.eval)
 # (command, subcommand) -> "module in genkit.commands:function"; each module is imported only when its command runs
 _HANDLERS = {
     ("sample", None): "sample:run_sample",
@@ -478,7 +479,7 @@ def main(argv=None) -> int:
         if args.command == "classes":
             _print_classes(args)
             return 0
-        sub = getattr(args, {"bench": "bench", "eval": "eval"}.get(args.command, ""), None)
+        sub = getattr(args, args.command) if args.command in GROUPS else None
         module, func = _HANDLERS[(args.command, sub)].split(":")
         run = getattr(importlib.import_module(f".commands.{module}", __package__), func)
         status = run(args)                         # benches return their JSON; docs returns an exit status

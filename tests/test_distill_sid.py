@@ -230,13 +230,14 @@ def test_fd_to_the_teacher_from_the_running_sums_equals_fd_of_the_two_feature_se
     images = torch.randint(0, 256, (40, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     own = net(images).double().detach().numpy()
     other = own[::-1] * 1.5 + 0.3                                   # another set of 40 "teacher" features
-    for teacher, expected in ((own, 0.0), (other, None)):
+    stats = lambda f: (f.mean(0), np.cov(f, rowvar=False))          # noqa: E731
+    far = frechet_distance(*stats(own), *stats(other))
+    assert far > 1.0                                                # the second set really is far away
+    for teacher, want in ((own, 0.0), (other, far)):
         fd = FixedSeedFD.__new__(FixedSeedFD)                       # no feature-network folder needed
-        fd.n, fd.fd, fd.teacher = 40, FrechetDistance(net, "toy"), (teacher.mean(0), np.cov(teacher, rowvar=False))
+        fd.n, fd.fd, fd.teacher = 40, FrechetDistance(net, "toy"), stats(teacher)
         fd.fd.update(images)
-        want = frechet_distance(own.mean(0), np.cov(own, rowvar=False), *fd.teacher) if expected is None else 0.0
         assert abs(fd.to_teacher() - want) < 1e-6 * max(1.0, want), (fd.to_teacher(), want)
-    assert want > 1.0                                               # the second set really is far away
     with pytest.raises(ValueError, match="fd_teacher_features"):    # a wrong-sized file is refused by name
         np.save(tmp_path / "short.npy", own[:10])
         FixedSeedFD(argparse.Namespace(features_model=str(ROOT / "weights/openmoji-features"), fd_num=40,

@@ -24,8 +24,9 @@ Per step (global batch B = train_batch_size x processes x gradient_accumulation_
   3. EMA of the generator (half-life --ema_halflife_images generator images)
 Every --fd_every_images: FD-OpenMoji of the EMA generator on the fixed seeds 0..fd_num-1 (class = seed mod K),
 into metrics.jsonl; with --fd_teacher_features also the FD to the teacher's own samples on those seeds
-(fd_teacher: how faithfully it distils, which moves when FD to data is flat). output_dir is itself a OneStepPipeline folder (the EMA generator), rewritten atomically at
-every checkpoint; checkpoint-N/ folders hold generator, fake score, EMA, optimizers and trainer_state.json.
+(fd_teacher: how faithfully it distils, which moves when FD to data is flat). output_dir is itself a
+OneStepPipeline folder (the EMA generator), rewritten atomically at every checkpoint; checkpoint-N/ folders hold
+generator, fake score, EMA, optimizers and trainer_state.json.
 """
 
 from __future__ import annotations
@@ -202,11 +203,7 @@ class FixedSeedFD:
             return None
         from genkit.metrics import frechet_distance
 
-        m = self.fd.metric
-        n = int(m.fake_features_num_samples)
-        mu = (m.fake_features_sum / n).double()
-        sigma = (m.fake_features_cov_sum - n * torch.outer(mu, mu)) / (n - 1)   # sum f f^T -> unbiased cov
-        return frechet_distance(mu.cpu().numpy(), sigma.cpu().numpy(), *self.teacher)
+        return frechet_distance(*self.fd.generated_stats(), *self.teacher)
 
     @torch.no_grad()
     def __call__(self, pipe) -> float:
