@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -489,5 +490,14 @@ def main(argv=None) -> int:
         return 2
 
 
+def console_main() -> None:
+    """The `genkit` command and `python -m genkit.cli`: main()'s status is the exit status."""
+    status = main()
+    if "WORLD_SIZE" in os.environ:       # a torchrun / accelerate rank: flush, then os._exit (see exit_process)
+        from .commands.common import exit_process
+        exit_process(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

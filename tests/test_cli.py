@@ -252,3 +252,16 @@ def test_every_subcommand_has_a_handler_that_imports():
     for target in _HANDLERS.values():
         module, func = target.split(":")
         assert callable(getattr(importlib.import_module(f"genkit.commands.{module}"), func)), target
+
+
+@pytest.mark.parametrize("world", [None, "2"])
+def test_a_rank_exits_with_its_status_and_flushed_output(model, world):
+    """A torchrun rank (WORLD_SIZE set) leaves through os._exit (gloo's threads can abort the interpreter's
+    finalisation): its piped stdout / stderr must still arrive and its exit status must stay the command's."""
+    env = {k: v for k, v in os.environ.items() if k != "WORLD_SIZE"} | ({"WORLD_SIZE": world} if world else {})
+    ok = subprocess.run([*console_script(), "classes", "--model", model], capture_output=True, text=True,
+                        timeout=120, env=env)
+    assert ok.returncode == 0 and len(ok.stdout.splitlines()) >= 2, ok.stderr
+    bad = subprocess.run([*console_script(), "sample", "--model", model, "--steps", "0", "--out", "x"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode == 2 and bad.stderr.startswith("genkit: error: ") and "--steps" in bad.stderr

@@ -53,8 +53,11 @@ def run_script(main, parse_args) -> None:
     """`main(parse_args())` with bad input answered as one line on stderr and exit status 2, like the CLI."""
     import sys
 
+    from genkit.commands.common import exit_process
+
     try:
         main(parse_args())
     except ValueError as e:
         print(f"{Path(sys.argv[0]).name}: error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(2)
+    exit_process(0)                  # a torchrun rank skips the interpreter's finalisation (see exit_process)

@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -207,6 +208,18 @@ def process_state():
     finally:
         if state.num_processes > 1:
             state.destroy_process_group()
+
+
+def exit_process(status: int) -> None:
+    """sys.exit(status); a rank of a torchrun / accelerate job (WORLD_SIZE > 1) leaves through os._exit once its
+    output is flushed instead: after the process group is destroyed, gloo's worker threads can still abort the
+    interpreter's finalisation ("terminate called without an active exception", SIGABRT; pytorch/pytorch#179291),
+    which fails a job whose work is done and written. Files are written atomically before this point."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
 
 
 def weights_dir() -> Path:
