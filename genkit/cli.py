@@ -396,13 +396,15 @@ def build_parser() -> argparse.ArgumentParser:
 # importing the registry here would load torch and diffusers for every --help).
 _SOLVER_HELP = ("euler, heun, dpm2, dpmpp_2m, dpmpp_3m, ipndm; amed, amed-euler, amed-dpm2, amed-dpmpp_2m, "
                 "amed-ipndm (AMED: need a predictor trained for these steps and guidance, found in the model "
-                "folder's amed/ or given with --amed-predictor; steps 3, 4, 5, 6 = NFE 3, 5, 7, 9). Default: the "
-                "model's (dpmpp_2m)")
+                "folder's amed/ or given with --amed-predictor; steps 3, 4, 5, 6 = NFE 3, 5, 7, 9); bns (a learned "
+                "multistep solver: weights and grid from training/train_bns.py, found the same way; steps = NFE). "
+                "Default: the model's (dpmpp_2m)")
 
 
 def _add_methods(p):
     p.add_argument("--amed-predictor", default=None, metavar="DIR",
-                   help="an AMED predictor folder (training/train_amed.py) for --solver amed / amed-<base>")
+                   help="an AMED predictor folder (training/train_amed.py) for --solver amed / amed-<base>, or "
+                        "BNS weights (training/train_bns.py) for --solver bns")
     p.add_argument("--skip-tuning", default=None, metavar="RHO|best",
                    help="skip-tuning: scale the UNet's skip connections by rho_bottom (innermost, in [0.1, 1]) "
                         "rising to 1 (outermost); 'best': the rho `genkit bench skip` stored in the model folder")

@@ -40,8 +40,8 @@ from genkit.checks import LIMITS, bad, check_choice, check_float, check_int, che
 from genkit.denoiser import Denoiser
 from genkit.guidance import cfg_combine, classifier_free_guidance, upsample_guidance
 from genkit.sampling import default_sigma_range, make_grid, solver_entry, solver_names
-from genkit.sampling.amed import (AMEDPredictor, BottleneckTap, find_predictor, learned_sigmas, run_grid,
-                                  unet_fingerprint)
+from genkit.sampling.amed import (BottleneckTap, TrainedFor, find_predictor, learned_sigmas,
+                                  load_predictor, run_grid, unet_fingerprint)
 from genkit.scheduler import GenkitScheduler
 from genkit.skip_tuning import SkipTuning, best_rho
 
@@ -187,7 +187,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
         batch_invariant: bool = False,
-        amed_predictor: str | AMEDPredictor | None = None,
+        amed_predictor: str | TrainedFor | None = None,
         skip_tuning: float | bool | None = None,
         skip_sigma_range: tuple[float, float] | None = None,
     ):
@@ -195,7 +195,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         byte-identical whatever batch it is drawn in (genkit sample's default; see Denoiser.model_output).
         solver: a name from genkit.sampling.solver_names() (AMED ones need a predictor: found in the model
         folder's amed/ for this solver, num_inference_steps and guidance_scale, or given as `amed_predictor`,
-        a folder or an AMEDPredictor), or "scheduler" for a diffusers scheduler's own loop. grid: None = the
+        a folder, an AMEDPredictor or BNSWeights), or "scheduler" for a diffusers scheduler's own loop. grid: None = the
         model's, except that an AMED solver then prefers a predictor that learned its own grid ("learned",
         train_amed.py --learn_grid) and samples on it; a named grid asks for the predictor trained on it.
         skip_tuning: rho_bottom of skip-tuning (None / False = off; True = the best rho that `genkit bench
@@ -275,14 +275,14 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         return skip_tuning  # checked by SkipTuning
 
     def amed_predictor(self, solver: str, num_steps: int, guidance_scale: float, given=None,
-                       grid: str | None = None, sigmas=None) -> AMEDPredictor:
+                       grid: str | None = None, sigmas=None) -> TrainedFor:
         """The AMED predictor for this run: given, or found in the model folder (grid None: a learned-grid one
         first; explicit sigmas: the one trained on them). Not yet checked: that needs the run's sigmas, which
         a learned grid takes from the predictor."""
         if given is None:
             given = find_predictor(self.config.get("_name_or_path"), solver, num_steps, guidance_scale, grid,
                                    sigmas)
-        pred = given if isinstance(given, AMEDPredictor) else AMEDPredictor.load(given)
+        pred = given if isinstance(given, TrainedFor) else load_predictor(given)
         return pred.to(self._execution_device)
 
     def _sample(self, noise, solver, entry, num_inference_steps, grid, sigmas, labels, guidance_scale, cfg_factor,
@@ -329,9 +329,8 @@ class PixelDiffusionPipeline(DiffusionPipeline):
                     bad("num_inference_steps", num_steps, f"an int >= {entry.min_steps} for solver={solver!r}")
                 pred.check(solver=solver, sigmas=[float(v) for v in sigmas[:-1]],
                            guidance_scale=float(guidance_scale), teacher=unet_fingerprint(self.unet))
-                with BottleneckTap(self.unet) as tap:  # the predictor reads the UNet's mid_block output
-                    x = entry.fn(tuned, noise * sigmas[0], sigmas, callback=callback,
-                                 predictor=pred.step_predictor(tap), afs=pred.config.afs)
+                with BottleneckTap(self.unet) as tap:  # an AMED predictor reads the UNet's mid_block output
+                    x = entry.fn(tuned, noise * sigmas[0], sigmas, callback=callback, **pred.solver_kwargs(tap))
                 total_nfe = entry.nfe(num_steps, pred.config.afs) * cfg_factor
             low_res = getattr(denoise, "low_res_calls", 0) * cfg_factor
         return x, total_nfe, low_res

@@ -32,7 +32,8 @@ def test_nfe_is_counted_exactly_for_every_entry(name):
     for afs in (True, False):
         for n in range(entry.min_steps, 9):
             calls.clear()
-            kw = dict(predictor=fixed, afs=afs) if entry.needs_predictor else {}
+            kw = dict(predictor=fixed, afs=afs) if entry.has_afs else {}
+            kw = {"weights": torch.eye(n, dtype=torch.float64)} if name == "bns" else kw
             entry.fn(counting, torch.ones(3, 2, dtype=torch.float64), grid_polynomial(n, SIGMA_MIN, SIGMA_MAX), **kw)
             assert len(calls) == nfe(name, n, afs), (n, afs)
 
@@ -50,7 +51,7 @@ def test_steps_for_nfe_is_the_largest_that_fits():
 
 def test_registry_entries_and_bad_names():
     assert set(solver_names(predictor=False)) == {"euler", "heun", "dpm2", "dpmpp_2m", "dpmpp_3m", "ipndm"}
-    assert solver_names(predictor=True) == ["amed", "amed-euler", "amed-dpm2", "amed-dpmpp_2m", "amed-ipndm"]
+    assert solver_names(predictor=True) == ["amed", "amed-euler", "amed-dpm2", "amed-dpmpp_2m", "amed-ipndm", "bns"]
     assert all(e.display for e in REGISTRY.values())
     with pytest.raises(ValueError, match=r"solver='rk9' is not allowed: one of euler, .*amed-ipndm"):
         get_solver("rk9")

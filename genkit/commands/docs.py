@@ -14,6 +14,7 @@ it, so a hand-edited figure (or a JSON rerun without regenerating) fails the sui
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -440,7 +441,9 @@ def fewstep_ode(root: Path) -> str:
                              "compare")
         rows.update(more["rows"])
     budgets = sorted({v["nfe_budget"] for v in rows.values()})
-    learned = lambda v: v.get("solver", "").startswith("amed")  # noqa: E731
+    families = {"AMED": lambda v: v.get("solver", "").startswith("amed"),        # the learned arms, by kind
+                "learned multistep (BNS)": lambda v: v.get("solver") == "bns"}
+    learned = lambda v: any(f(v) for f in families.values())  # noqa: E731
     best = {n: min((v for v in rows.values() if v["nfe_budget"] == n and not learned(v)
                     and v.get("skip_tuning") is None), key=lambda v: v["ode_error"], default=None) for n in budgets}
     out = [f"ODE error: mean per-image RMS distance (pixels in [-1, 1]) to {c['ode_reference']} (float32) from "
@@ -459,8 +462,9 @@ def fewstep_ode(root: Path) -> str:
             cells.append(f"{err} ({v['ode_error'] / best[n]['ode_error']:.2f}), {v['seconds']:.0f} s")
         out.append(f"| {arm} | " + " | ".join(cells) + " |")
     notes = []
-    for n in budgets:  # per NFE: the best AMED arm against the best training-free one, and the NFE it saves
-        am = min((v for v in rows.values() if learned(v) and v["nfe_budget"] == n and v["ode_error"] is not None),
+    for (kind, family), n in itertools.product(families.items(), budgets):
+        # per kind and NFE: its best arm against the best training-free one, and the NFE it saves
+        am = min((v for v in rows.values() if family(v) and v["nfe_budget"] == n and v["ode_error"] is not None),
                  key=lambda v: v["ode_error"], default=None)
         if am is None or best[n] is None:
             continue
@@ -469,7 +473,7 @@ def fewstep_ode(root: Path) -> str:
         saved = (f"the best training-free arm first reaches {e:.3f} at NFE {reach[0]} ({best[reach[0]]['arm']}, "
                  f"{best[reach[0]]['ode_error']:.3f})" if reach
                  else f"no training-free arm reaches {e:.3f} at any NFE measured")
-        notes.append(f"- NFE {n}: best AMED arm {am['arm']}, {e:.3f} = {e / best[n]['ode_error']:.2f}x the best "
+        notes.append(f"- NFE {n}: best {kind} arm {am['arm']}, {e:.3f} = {e / best[n]['ode_error']:.2f}x the best "
                      f"training-free arm ({best[n]['arm']}, {best[n]['ode_error']:.3f}); NFE saved: {saved}.")
     if notes:
         out += ["", *notes, f"- NFE budgets measured: {', '.join(map(str, budgets))}."]

@@ -169,14 +169,37 @@ def _sinusoidal(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([arg.sin(), arg.cos()], dim=1)
 
 
-class AMEDPredictor(ModelMixin, ConfigMixin):
+class TrainedFor:
+    """What a learned solver's parameters (an AMED predictor, BNS weights) were trained for, from its config:
+    solver, num_steps, grid, sigmas, guidance_scale, afs, teacher fingerprint. `check` refuses any other use."""
+
+    def check(self, name: str = "amed_predictor", **want) -> None:
+        """ValueError naming every recorded setting that differs from `want` (solver, sigmas, guidance_scale,
+        afs, teacher, num_steps): a predictor is only right for the run it was trained for."""
+        diffs = []
+        for key, value in want.items():
+            have = self.config[key]
+            if key == "sigmas":
+                same = _same_sigmas(have, value)
+                have, value = [round(v, 4) for v in have or []], [round(float(v), 4) for v in value]
+            elif isinstance(value, float):
+                same = math.isclose(float(have), value, rel_tol=1e-6)
+            else:
+                same = have == value
+            if not same:
+                diffs.append(f"{key}: trained for {have!r}, asked {value!r}")
+        if diffs:
+            bad(name, getattr(self, "source", "<predictor>"), "it does not match this run: " + "; ".join(diffs))
+
+
+class AMEDPredictor(TrainedFor, ModelMixin, ConfigMixin):
     """g_phi(bottleneck, sigma, sigma_next) -> (r, c, a), about 9k parameters (the paper's AMED_predictor).
 
     The bottleneck (N, C, h, w) is averaged over channels and pooled to 8x8 (64 values) -> 128 -> 4; each noise
     level gets a sinusoidal embedding -> 8; one linear head per output reads the 20 values. Heads start at
     zero: an untrained predictor is DPM-Solver-2 (r = 0.5, c = 1, a = 1). use_feature=False ignores the
-    bottleneck: (r, c, a) then depend on the step alone (fits from few teacher trajectories). The config records what the
-    predictor was trained for; `check` refuses any other use.
+    bottleneck: (r, c, a) then depend on the step alone (fits from few teacher trajectories). The config records
+    what the predictor was trained for; `check` (TrainedFor) refuses any other use.
     """
 
     @register_to_config
@@ -218,6 +241,10 @@ class AMEDPredictor(ModelMixin, ConfigMixin):
         a = 1 - cfg.scale_time + 2 * cfg.scale_time * torch.sigmoid(self.head_a(h)).squeeze(1)
         return r, c, a
 
+    def solver_kwargs(self, tap: BottleneckTap) -> dict:
+        """Keyword arguments of the registry's AMED functions: the step predictor (reading `tap`) and AFS."""
+        return {"predictor": self.step_predictor(tap), "afs": self.config.afs}
+
     def step_predictor(self, tap: BottleneckTap):
         """predict(x, s, s_next, use_afs) for amed_interval, reading the tap's last bottleneck output."""
         def predict(x, s, s_next, use_afs):
@@ -228,24 +255,6 @@ class AMEDPredictor(ModelMixin, ConfigMixin):
             sig_next = torch.full((n,), float(s_next), device=p.device)
             return self(None if feature is None else feature.to(p.device), sig, sig_next)
         return predict
-
-    def check(self, name: str = "amed_predictor", **want) -> None:
-        """ValueError naming every recorded setting that differs from `want` (solver, sigmas, guidance_scale,
-        afs, teacher, num_steps): a predictor is only right for the run it was trained for."""
-        diffs = []
-        for key, value in want.items():
-            have = self.config[key]
-            if key == "sigmas":
-                same = _same_sigmas(have, value)
-                have, value = [round(v, 4) for v in have or []], [round(float(v), 4) for v in value]
-            elif isinstance(value, float):
-                same = math.isclose(float(have), value, rel_tol=1e-6)
-            else:
-                same = have == value
-            if not same:
-                diffs.append(f"{key}: trained for {have!r}, asked {value!r}")
-        if diffs:
-            bad(name, getattr(self, "source", "<predictor>"), "it does not match this run: " + "; ".join(diffs))
 
 
 def unet_fingerprint(unet) -> str:
@@ -260,12 +269,20 @@ def unet_fingerprint(unet) -> str:
 PREDICTOR_DIR = "amed"  # predictors live in <model folder>/amed/<name>/ (config.json + safetensors)
 
 
-def load_predictor(path, name: str = "amed_predictor") -> AMEDPredictor:
+def load_predictor(path, name: str = "amed_predictor"):
+    """An AMEDPredictor or BNSWeights folder (config.json + safetensors), by the config's class name."""
+    import json
     from pathlib import Path
 
-    if not (Path(path) / "config.json").is_file():
-        bad(name, str(path), "a folder with an AMED predictor's config.json (training/train_amed.py writes one)")
-    pred = AMEDPredictor.from_pretrained(str(path)).eval()
+    from .bns import BNSWeights
+
+    cfg = Path(path) / "config.json"
+    cls = {"AMEDPredictor": AMEDPredictor, "BNSWeights": BNSWeights}.get(
+        json.loads(cfg.read_text()).get("_class_name") if cfg.is_file() else None)
+    if cls is None:
+        bad(name, str(path), "a folder with an AMED predictor's or BNS weights' config.json (training/train_amed.py "
+            "or training/train_bns.py writes one)")
+    pred = cls.from_pretrained(str(path)).eval()
     pred.source = str(path)
     return pred
 
@@ -316,9 +333,10 @@ def find_predictor(model_dir, solver: str, num_steps: int, guidance_scale: float
     asked = "" if grid is None else f", grid={grid}"
     if sigmas is not None:
         asked = f", sigmas={[round(float(v), 4) for v in sigmas]}"
-    bad("solver", solver, f"no AMED predictor in {model_dir}/{PREDICTOR_DIR} for num_inference_steps={num_steps}, "
+    what, script = ("BNS weights", "train_bns.py") if solver == "bns" else ("AMED predictor", "train_amed.py")
+    bad("solver", solver, f"no {what} in {model_dir}/{PREDICTOR_DIR} for num_inference_steps={num_steps}, "
         f"guidance_scale={guidance_scale:g}{asked} (have: {have}); train one "
-        "with training/train_amed.py or pass amed_predictor=")
+        f"with training/{script} or pass amed_predictor=")
 
 
 def learned_sigmas(pred: AMEDPredictor, grid: str | None) -> list[float] | None:

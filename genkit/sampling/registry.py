@@ -1,8 +1,8 @@
 """The solver registry: one entry per solver, read by the pipelines, the CLI, the app and `genkit bench`.
 
 Each entry holds the solver function, its exact network evaluations (NFE) for a number of grid steps, whether
-it needs a learned predictor (AMED) and the name a UI shows. The NFE formulas are checked in tests against a
-counting denoiser, so the table and the code cannot drift apart.
+it needs learned parameters (AMED's predictor, BNS weights) and the name a UI shows. The NFE formulas are
+checked in tests against a counting denoiser, so the table and the code cannot drift apart.
 
     get_solver("dpmpp_2m")(denoise, x, sigmas)      nfe("heun", 5) == 9      steps_for_nfe("amed", 5) == 4
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import amed, solvers
+from . import amed, bns, solvers
 from ..checks import bad
 
 
@@ -23,13 +23,14 @@ class SolverEntry:
     display: str
     evals_per_step: int = 1          # network evaluations of a step that does not end at sigma = 0
     last_step_evals: int = 1         # ... of the last step, to sigma = 0 (Euler there: x = D)
-    needs_predictor: bool = False    # AMED: sampling needs an AMEDPredictor trained for this grid
+    needs_predictor: bool = False    # AMED / BNS: sampling needs parameters trained for this grid
     min_steps: int = 1
+    has_afs: bool = False            # AMED's analytical first step can replace the first evaluation
 
     def nfe(self, num_steps: int, afs: bool = True) -> int:
         """Exact denoiser calls on a grid of num_steps steps ending at sigma = 0 (AFS: AMED's analytic first
         step saves one call)."""
-        saved = 1 if self.needs_predictor and afs else 0
+        saved = 1 if self.has_afs and afs else 0
         return self.evals_per_step * (num_steps - 1) + self.last_step_evals - saved
 
 
@@ -37,7 +38,7 @@ def _entries():
     one = dict(evals_per_step=1, last_step_evals=1)
     two = dict(evals_per_step=2, last_step_evals=1)
     # AMED (as the paper): 2 evaluations per interval, and the sample stops at sigma_min (no call at the step to 0)
-    amed_kw = dict(evals_per_step=2, last_step_evals=0, needs_predictor=True, min_steps=2)
+    amed_kw = dict(evals_per_step=2, last_step_evals=0, needs_predictor=True, min_steps=2, has_afs=True)
     table = [
         SolverEntry("euler", solvers.euler, "Euler (DDIM)", **one),
         SolverEntry("heun", solvers.heun, "Heun (EDM)", **two),
@@ -50,6 +51,9 @@ def _entries():
     table += [SolverEntry(f"amed-{b}", amed.sampler(b), f"AMED-Plugin ({d})", **amed_kw)
               for b, d in (("euler", "Euler"), ("dpm2", "DPM-Solver-2"), ("dpmpp_2m", "DPM-Solver++(2M)"),
                            ("ipndm", "iPNDM"))]
+    # learned multistep (bns.py): one evaluation per step, the last one to sigma = 0 included
+    table.append(SolverEntry("bns", bns.sample, "Learned multistep (BNS-style)", **one, needs_predictor=True,
+                             min_steps=2))
     return {e.name: e for e in table}
 
 
@@ -57,7 +61,8 @@ REGISTRY: dict[str, SolverEntry] = _entries()
 
 
 def solver_names(predictor: bool | None = None) -> list[str]:
-    """Registered solver names, in display order; predictor=False: only training-free ones, True: only AMED."""
+    """Registered solver names, in display order; predictor=False: only training-free ones, True: only learned
+    ones (AMED, BNS)."""
     return [n for n, e in REGISTRY.items() if predictor is None or e.needs_predictor == predictor]
 
 
@@ -86,6 +91,6 @@ def steps_for_nfe(name: str, budget: int, afs: bool = True) -> int:
 
 
 def available_solvers(model_dir=None) -> list[str]:
-    """Training-free solvers plus the AMED arms for which model_dir/amed/ holds a predictor (for UIs)."""
+    """Training-free solvers plus the learned ones for which model_dir/amed/ holds trained parameters (for UIs)."""
     have = {p["solver"] for p in amed.list_predictors(model_dir)}
     return [n for n, e in REGISTRY.items() if not e.needs_predictor or n in have]

@@ -100,7 +100,7 @@ def validate(pipe, class_name, seed, steps, sampler, grid, guidance, batch_size,
     grid = check_choice("grid", grid, opt.grid_names(opt.model_dir(pipe)))
     if grid == LEARNED and not (sampler in solver_names() and solver_entry(sampler).needs_predictor):
         bad("grid", grid, f"a grid other than {LEARNED!r} for sampler {sampler!r}: a learned grid belongs to an "
-            "AMED predictor (sampler amed-...)")
+            "AMED predictor or BNS weights (sampler amed-... or bns)")
     guidance = check_float("guidance", guidance, 0, opt.MAX_GUIDANCE)
     native = pipe.unet.config.sample_size
     size = native if size in (None, 0, "") else check_choice("size", as_int("size", size, 1, 4096), opt.sizes(pipe))
@@ -357,7 +357,7 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
             steps = gr.Slider(1, opt.MAX_STEPS, value=20, step=1, label="Steps", elem_id="steps")
             sampler = gr.Dropdown(opt.sampler_choices(opt.model_dir(pipe)),
                                   value=pipe.scheduler.config.get("solver", "dpmpp_2m"), elem_id="sampler",
-                                  label="Sampler (genkit solvers, AMED arms with a predictor; diffusers' schedulers)")
+                                  label="Sampler (genkit solvers, learned AMED / BNS arms where trained; diffusers' schedulers)")
             grid = gr.Dropdown(opt.grid_names(opt.model_dir(pipe)), value=pipe.scheduler.config.get("grid", "polynomial"),
                                label="Sigma grid (genkit solvers)", elem_id="grid")
             guidance = gr.Slider(0, opt.MAX_GUIDANCE, value=2.0, step=0.1, label="Guidance (1 = off)",

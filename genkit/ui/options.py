@@ -23,15 +23,15 @@ DIFFUSERS_SCHEDULERS = {"DDIM (diffusers)": "DDIMScheduler",
 
 
 def solver_names(model_dir=None) -> list[str]:
-    """genkit's solvers, the one place the UI reads them: the registry's training-free solvers, plus the AMED
-    arms for which model_dir/amed/ holds a predictor."""
+    """genkit's solvers, the one place the UI reads them: the registry's training-free solvers, plus the learned
+    ones (AMED, BNS) for which model_dir/amed/ holds trained parameters."""
     from genkit.sampling import available_solvers
 
     return available_solvers(model_dir)
 
 
 def grid_names(model_dir: str | None = None) -> list[str]:
-    """The sigma grids, and "learned" when model_dir/amed/ holds a predictor with a learned grid (AMED only)."""
+    """The sigma grids, and "learned" when model_dir/amed/ holds a learned solver with a learned grid (AMED, BNS)."""
     from genkit.sampling import GRIDS
     from genkit.sampling.amed import list_predictors
     from genkit.sampling.grids import LEARNED

@@ -1,0 +1,78 @@
+"""A learned multistep solver: every step mixes all the denoiser outputs so far, with weights and grid trained
+on the teacher's own ODE solutions (in the spirit of BNS, Shaul et al., ICML 2024; LD3, Tong et al. 2025).
+
+On DPM-Solver++'s data-prediction form, a grid sigma_0 > ... > sigma_{N-1} > sigma_N = 0 and one network
+evaluation per step (NFE = N):
+
+    D_i     = D(x_i; sigma_i)
+    x_{i+1} = (sigma_{i+1} / sigma_i) x_i + (1 - sigma_{i+1} / sigma_i) sum_{j <= i} w_ij D_j
+
+The linear part is integrated exactly, as in DPM-Solver++; w (N, N, lower triangular) is free. w = I is Euler
+(DDIM); w_ii = 1 + 1/(2 r_i), w_i,i-1 = -1/(2 r_i) is DPM-Solver++(2M) (dpmpp_2m_weights); the last step,
+to sigma = 0, returns sum_j w_N-1,j D_j. training/train_bns.py learns w and the interior sigmas by
+backpropagating the final sample's distance to an accurate solution of the same ODE (the ODE error itself).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from .amed import TrainedFor
+from .solvers import _loop, _report
+
+
+def dpmpp_2m_weights(sigmas) -> torch.Tensor:
+    """(N, N) float64: the w that makes bns_sample DPM-Solver++(2M) on this grid (N + 1 sigmas ending at 0)."""
+    s = [float(v) for v in sigmas]
+    n = len(s) - 1
+    w = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        w[i, i] = 1.0
+        if 0 < i and s[i + 1] > 0:                                   # 1st order first and on the step to 0
+            r = (math.log(s[i - 1]) - math.log(s[i])) / (math.log(s[i]) - math.log(s[i + 1]))
+            w[i, i], w[i, i - 1] = 1 + 1 / (2 * r), -1 / (2 * r)
+    return w
+
+
+def bns_sample(denoise, x, sigmas, weights, callback=None, disable=True):
+    """x (B, C, H, W) at sigmas[0]; sigmas (N + 1,) ending at 0 (floats or a tensor that may carry gradients);
+    weights (N, N), lower triangle used. N network evaluations."""
+    dens = []
+    for i in _loop(sigmas, disable):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        sig = s if torch.is_tensor(s) else torch.as_tensor(float(s), dtype=x.dtype, device=x.device)
+        dens.append(denoise(x, sig))                                   # 1. the step's one evaluation
+        d = sum(weights[i, j] * dens[j] for j in range(i + 1))        # 2. learned mix of every D so far
+        x = (s_next / s) * x + (1 - s_next / s) * d                    # 3. DPM-Solver++'s exact linear part
+        if callback is not None:
+            x = _report(callback, i, x, float(torch.as_tensor(s).detach()), float(torch.as_tensor(s_next).detach()),
+                        dens[-1])
+    return x
+
+
+@torch.no_grad()
+def sample(denoise, x, sigmas, callback=None, disable=True, weights=None):
+    """The registry's solver function: bns_sample without gradients."""
+    if weights is None:
+        raise ValueError("solver 'bns' needs learned weights: a BNSWeights folder (training/train_bns.py)")
+    return bns_sample(denoise, x, sigmas, weights.to(x.dtype), callback, disable)
+
+
+class BNSWeights(TrainedFor, ModelMixin, ConfigMixin):
+    """The learned w (N, N) of bns_sample; the config records the grid (sigmas without the final 0), the guidance
+    scale and the teacher's fingerprint it was trained on, and `check` refuses any other use (as AMED's)."""
+
+    @register_to_config
+    def __init__(self, solver: str = "bns", num_steps: int = 5, grid: str = "learned", sigmas: list | None = None,
+                 guidance_scale: float = 1.0, afs: bool = False, teacher: str = "", init: str = "euler"):
+        super().__init__()
+        self.weights = nn.Parameter(torch.eye(num_steps))
+
+    def solver_kwargs(self, tap=None) -> dict:
+        """Keyword arguments of the registry's `bns` function (the UNet's bottleneck tap is not read)."""
+        return {"weights": torch.tril(self.weights.detach())}

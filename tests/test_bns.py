@@ -1,0 +1,127 @@
+"""The learned multistep solver (genkit/sampling/bns.py): exact reductions to Euler and DPM-Solver++(2M), training on
+toy data with a closed-form denoiser lowers the ODE error, the weights folder round-trips and refuses other runs,
+and the pipeline / CLI find and use it."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from genkit.sampling import get_solver, grid_polynomial, nfe
+from genkit.sampling.amed import load_predictor
+from genkit.sampling.bns import BNSWeights, bns_sample, dpmpp_2m_weights
+from helpers import save_tiny_pipeline
+from test_solvers import MU1, MU2, S, exact_flow, mixture_denoiser
+
+ROOT = Path(__file__).resolve().parents[1]
+SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
+
+
+def mixture(x, sigma):
+    """test_solvers' mixture denoiser, differentiable in sigma too (the grid is learned through it)."""
+    v = S * S + torch.as_tensor(sigma, dtype=x.dtype) ** 2
+    w1 = torch.sigmoid(((x - MU2) ** 2 - (x - MU1) ** 2) / (2 * v))
+    return w1 * (MU1 + S * S / v * (x - MU1)) + (1 - w1) * (MU2 + S * S / v * (x - MU2))
+
+
+def x_start(n=500, seed=0):
+    return torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * SIGMA_MAX
+
+
+@pytest.mark.parametrize("num_steps", [2, 3, 5, 8])
+def test_identity_is_euler_and_dpmpp_weights_are_dpmpp_2m(num_steps):
+    sig = grid_polynomial(num_steps, SIGMA_MIN, SIGMA_MAX).double()
+    x = x_start()
+    assert torch.allclose(bns_sample(mixture_denoiser, x, sig, torch.eye(num_steps, dtype=torch.float64)),
+                          get_solver("euler")(mixture_denoiser, x, sig), rtol=0, atol=1e-12)
+    assert torch.allclose(bns_sample(mixture_denoiser, x, sig, dpmpp_2m_weights(sig)),
+                          get_solver("dpmpp_2m")(mixture_denoiser, x, sig), rtol=0, atol=1e-12)
+
+
+def test_one_evaluation_per_step_and_never_at_zero():
+    calls = []
+
+    def counting(x, sigma):
+        assert float(sigma) > 0
+        calls.append(1)
+        return mixture_denoiser(x, sigma)
+
+    for n in range(2, 9):
+        calls.clear()
+        get_solver("bns")(counting, x_start(4), grid_polynomial(n, SIGMA_MIN, SIGMA_MAX).double(),
+                          weights=torch.eye(n, dtype=torch.float64))
+        assert len(calls) == n == nfe("bns", n)
+
+
+def test_training_weights_and_grid_on_the_toy_halves_the_error():
+    """Learned w and sigmas at NFE 4 on the two-Gaussian mixture, against its exact flow: the error on held-out
+    starts falls well below DPM-Solver++(2M)'s on the same grid (the starting point), and the grid stays
+    decreasing with its ends in place."""
+    from training.train_bns import Grid, start_grid
+
+    n = 4
+    start = start_grid(grid_polynomial(n, SIGMA_MIN, SIGMA_MAX).double())
+    train, held = x_start(400, 1), x_start(400, 2)
+    ref = lambda x: mixture_denoiser(exact_flow(x, SIGMA_MAX, SIGMA_MIN), SIGMA_MIN)  # noqa: E731
+    ref_train, ref_held = ref(train), ref(held)
+    w = torch.nn.Parameter(dpmpp_2m_weights(start))
+    grid = Grid(start[:-1], SIGMA_MIN).double()
+    opt = torch.optim.Adam([{"params": [w], "lr": 1e-2}, {"params": grid.parameters(), "lr": 3e-2}])
+    err = lambda x, r, g, ww: (bns_sample(mixture, x, g, ww) - r).pow(2).mean().sqrt()  # noqa: E731
+    assert torch.allclose(grid(), start)
+    before = float(err(held, ref_held, start, dpmpp_2m_weights(start)))
+    for _ in range(150):
+        opt.zero_grad()
+        err(train, ref_train, grid(), torch.tril(w)).backward()
+        opt.step()
+    g = grid().detach()
+    after = float(err(held, ref_held, g, torch.tril(w).detach()))
+    assert after < 0.5 * before, (before, after)
+    assert math.isclose(g[0], SIGMA_MAX) and g[-2] > SIGMA_MIN and g[-1] == 0
+    assert torch.all(g[:-1] > g[1:])
+
+
+def test_weights_round_trip_and_refusal_names_what_differs(tmp_path):
+    sig = [80.0, 5.0, 0.5, 0.002]
+    model = BNSWeights(num_steps=4, sigmas=sig, guidance_scale=2.0, teacher="abc")
+    model.weights.data = torch.tril(torch.randn(4, 4))
+    model.save_pretrained(tmp_path / "w")
+    back = load_predictor(tmp_path / "w")
+    assert isinstance(back, BNSWeights) and torch.equal(back.solver_kwargs()["weights"], model.weights.data)
+    back.check(solver="bns", sigmas=sig, guidance_scale=2.0, teacher="abc")
+    with pytest.raises(ValueError, match="guidance_scale: trained for 2.0, asked 3.0"):
+        back.check(solver="bns", sigmas=sig, guidance_scale=3.0, teacher="abc")
+    with pytest.raises(ValueError, match="amed_predictor"):
+        load_predictor(tmp_path)
+
+
+def test_train_then_sample_with_the_pipeline_and_the_cli(tmp_path, capsys):
+    """train_bns.py on a tiny class-conditional folder: the folder lands in <model>/amed/, the pipeline samples on
+    its learned grid with 3 evaluations x 2 (CFG), and a resumed finished run changes nothing."""
+    from pipelines.pixel_diffusion import PixelDiffusionPipeline
+    from helpers import run_cli
+
+    folder = save_tiny_pipeline(tmp_path / "model")
+    cmd = [sys.executable, "training/train_bns.py", "--model", folder, "--nfe", "3", "--ref_steps", "4",
+           "--num_trajectories", "4", "--batch_size", "2", "--eval_num", "2", "--epochs", "2", "--device", "cpu",
+           "--checkpointing_steps", "2", "--resume_from_checkpoint", "latest"]
+    for _ in range(2):
+        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+    out_dir = Path(folder) / "amed" / "bns-nfe3-g2"
+    metrics = (out_dir / "metrics.json").read_text()
+    assert '"step": 4' in metrics and "error_heldout_trained" in metrics
+    pipe = PixelDiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(batch_size=2, num_inference_steps=3, solver="bns", guidance_scale=2.0, class_labels="a",
+               generator=torch.Generator().manual_seed(0), output_type="pt")
+    assert out.nfe == 3 * 2 and torch.isfinite(out.images).all()
+    with pytest.raises(ValueError, match="no BNS weights .*num_inference_steps=4.*train_bns.py"):
+        pipe(num_inference_steps=4, solver="bns", guidance_scale=2.0, class_labels="a")
+    rc, _, err = run_cli(capsys, "sample", "--model", folder, "--solver", "bns", "--steps", "3", "--num", "2",
+                         "--out", tmp_path / "s", "--device", "cpu")
+    assert rc == 0, err
+    assert '"grid": "learned"' in (tmp_path / "s" / "manifest.json").read_text()

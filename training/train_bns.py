@@ -1,0 +1,246 @@
+"""Train a learned multistep solver (genkit.sampling.bns.BNSWeights) on a frozen teacher: a pipeline folder.
+
+    python training/train_bns.py --model weights/openmoji-32 --nfe 5                  # guidance 2
+    ... --resume_from_checkpoint latest --max_minutes 20   # continue an interrupted run exactly
+
+What is learned: the weights w (N, N) with which each of the N = NFE steps mixes every denoiser output so far,
+and the N - 1 sigmas after sigma_max (sigma_max and the final 0 stay), 19 numbers at NFE 5. The loss is the ODE
+error itself: the mean per-image RMS distance between the solver's final sample and an accurate solution of the
+same guided ODE from the same noise, backpropagated through all N network evaluations (the network frozen).
+
+  1. pool: --num_trajectories noises and class labels (seeded) and their solutions by Heun with --ref_steps steps
+     on the model's grid (what `genkit bench samplers` measures against), built in chunks and cached in
+     output_dir/teacher-pool.pt, so an interrupted build resumes;
+  2. start: w of Euler (identity) or DPM-Solver++(2M) (--init) on the model's grid with its last nonzero sigma
+     lifted off sigma_min (see Grid); the sigmas as softmax fractions of [log sigma_max, log sigma_min] (any
+     logits give a decreasing grid);
+  3. epochs over the pool in a seeded order, one Adam step per batch (--learning_rate for w, --grid_lr for the
+     grid's logits);
+  4. held-out seeds (10^9 + --seed): the error before and after, into metrics.json. The folder (config.json with
+     the learned sigmas + safetensors + metrics.json) is rewritten atomically at every checkpoint; by default it
+     goes to <model>/amed/bns-nfe<N>-g<guidance>/, where the pipeline, `genkit sample --solver bns` and
+     `genkit bench samplers` find it. One process (the pool is small and the parameters few).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from genkit.checks import OneLineParser, check_choice, check_float, check_int
+from genkit.io import atomic_path
+from genkit.metrics.ode_error import ode_error
+from genkit.sampling import get_solver
+from genkit.sampling.amed import unet_fingerprint
+from genkit.sampling.bns import BNSWeights, bns_sample, dpmpp_2m_weights
+from genkit.sampling.grids import LEARNED
+from training.train_amed import draw, setup
+from training.utils import run_script, save_model_folder
+
+
+def parse_args(argv=None):
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--model", required=True, help="teacher: a pipeline folder (genkit, or a plain diffusers DDPM folder)")
+    a("--nfe", type=int, default=5, help="network evaluations per sample = steps (CFG not counted)")
+    a("--grid", default=None, help="the grid the learned one starts from (default: the model's)")
+    a("--guidance", type=float, default=None, help="CFG scale (default 2 for a class-conditional model, else 1)")
+    a("--init", default="euler", help="starting weights: euler (identity) or dpmpp_2m")
+    a("--ref_steps", type=int, default=64, help="Heun steps of the accurate solutions (2 x steps - 1 NFE)")
+    a("--num_trajectories", type=int, default=256, help="noises in the training pool")
+    a("--epochs", type=int, default=8)
+    a("--batch_size", type=int, default=16)
+    a("--learning_rate", type=float, default=1e-2, help="Adam lr of the weights w")
+    a("--grid_lr", type=float, default=3e-2, help="Adam lr of the grid's logits")
+    a("--eval_num", type=int, default=32, help="held-out seeds for the error before / after")
+    a("--dtype", default="float32", help="the frozen network's dtype: float32 or bfloat16 (autocast)")
+    a("--seed", type=int, default=0)
+    a("--output_dir", default=None, help="default <model>/amed/bns-nfe<N>-g<guidance>")
+    a("--checkpointing_steps", type=int, default=8, help="batches between checkpoints")
+    a("--resume_from_checkpoint", default=None, help="'latest': continue from output_dir/state.pt")
+    a("--max_minutes", type=float, default=None, help="stop after a checkpoint once this much time passed")
+    a("--device", default=None)
+    args = p.parse_args(argv)
+    check_int("--nfe", args.nfe, 2, 50)
+    check_choice("--init", args.init, ("euler", "dpmpp_2m"))
+    check_choice("--dtype", args.dtype, ("float32", "bfloat16"))
+    for name in ("ref_steps", "num_trajectories", "epochs", "batch_size", "eval_num", "checkpointing_steps"):
+        check_int(f"--{name}", getattr(args, name), 1)
+    check_float("--learning_rate", args.learning_rate, 1e-8, 1.0)
+    check_float("--grid_lr", args.grid_lr, 0.0, 1.0)
+    if args.guidance is not None:
+        check_float("--guidance", args.guidance, 0.0, 20.0)
+    if args.max_minutes is not None:
+        check_float("--max_minutes", args.max_minutes, 0.0)
+    if args.resume_from_checkpoint not in (None, "latest"):
+        check_choice("--resume_from_checkpoint", args.resume_from_checkpoint, ("latest",))
+    args.solver, args.afs = "bns", False                           # what train_amed.setup reads
+    return args
+
+
+class Grid(torch.nn.Module):
+    """sigma_0 = sigma_max > sigma_1 > ... > sigma_{N-1} > sigma_min, then 0: the N - 1 learned log-sigmas are
+    cumulative softmax fractions of [log sigma_max, log sigma_min] (N logits: the last fraction is the gap left
+    to sigma_min). sigma_{N-1} is learned too: an evaluation at sigma_min itself would be wasted (D is nearly the
+    identity there), so the last step jumps to 0 from wherever it pays most."""
+
+    def __init__(self, sigmas, sigma_min: float):
+        super().__init__()
+        s = [float(v) for v in sigmas] + [float(sigma_min)]         # N values (no final 0), then the floor
+        if s[-2] <= s[-1]:
+            raise ValueError(f"the start grid must end above sigma_min={sigma_min}: {s[:-1]}")
+        self.hi, self.lo = math.log(s[0]), math.log(s[-1])
+        frac = torch.tensor([(math.log(a) - math.log(b)) / (self.hi - self.lo) for a, b in zip(s, s[1:])])
+        self.logits = torch.nn.Parameter(frac.log())
+
+    def forward(self) -> torch.Tensor:
+        """(N + 1,) sigmas ending at 0."""
+        log_s = self.hi - (self.hi - self.lo) * torch.cumsum(torch.softmax(self.logits, 0), 0)
+        return torch.cat([self.logits.new_tensor([math.exp(self.hi)]), log_s[:-1].exp(), self.logits.new_zeros(1)])
+
+
+def start_grid(sigmas) -> torch.Tensor:
+    """The model's grid (N + 1,) with its last nonzero sigma (sigma_min) moved to the geometric mean of its
+    neighbours above: where the learned grid starts."""
+    s = sigmas.clone()
+    s[-2] = (s[-3] * s[-2]).sqrt()
+    return s
+
+
+def build_pool(path: Path, args, pipe, denoiser_for, fine, num_classes, device, n: int, seed0: int, desc: str):
+    """{"noise", "labels", "ref"}: n seeded noises (unit variance) and labels, and their accurate solutions on the
+    `fine` grid; built in chunks of --batch_size, each saved atomically, so an interrupted build resumes."""
+    made_by = {"model": str(args.model), "ref_steps": args.ref_steps, "guidance": args.guidance_used,
+               "seed0": seed0, "dtype": args.dtype}
+    pool = torch.load(path) if path.is_file() else {"noise": [], "labels": [], "ref": [], "made_by": made_by}
+    if pool["made_by"] != made_by:
+        raise ValueError(f"--output_dir={str(path.parent)!r} is not allowed: its {path.name} was made with "
+                         f"{pool['made_by']}, this run asks {made_by}; use another --output_dir")
+    done = sum(len(z) for z in pool["noise"])
+    heun = get_solver("heun")
+    with tqdm(total=n, initial=done, desc=desc) as bar:
+        while done < n:
+            b = min(args.batch_size, n - done)
+            noise, labels = draw(pipe, seed0 + done, b, num_classes, device)
+            with torch.no_grad():
+                ref = heun(denoiser_for(labels), noise * fine[0], fine)
+            pool["noise"].append(noise.cpu())
+            pool["labels"].append(None if labels is None else labels.cpu())
+            pool["ref"].append(ref.float().cpu())
+            done += b
+            with atomic_path(path) as tmp:
+                torch.save(pool, tmp)
+            bar.update(b)
+    return pool
+
+
+def batches(pool, device):
+    for z, lab, ref in zip(pool["noise"], pool["labels"], pool["ref"]):
+        yield z.to(device), None if lab is None else lab.to(device), ref.to(device)
+
+
+def pool_error(pool, denoiser_for, sigmas, weights, device) -> float:
+    """Mean per-image ODE error of the solver (sigmas, weights) over a pool."""
+    errs = []
+    with torch.no_grad():
+        for z, lab, ref in batches(pool, device):
+            x = bns_sample(denoiser_for(lab), z * sigmas[0], sigmas, weights)
+            errs.append(ode_error(x.float().cpu(), ref.cpu()))
+    return float(torch.cat(errs).mean())
+
+
+def main(args):
+    accelerator = Accelerator(cpu=args.device == "cpu")
+    device = accelerator.device
+    pipe, denoiser_for, start, grid_name, _, guidance, num_classes = setup(args, device)
+    args.guidance_used = float(guidance)
+    n = len(start) - 1
+    out_dir = Path(args.output_dir or Path(args.model) / "amed" / f"bns-nfe{n}-g{guidance:g}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fine = torch.as_tensor(pipe.scheduler.sigma_grid(args.ref_steps, grid_name), dtype=torch.float32).to(device)
+
+    # 1. pools: training noises from seed 10^8 + seed * 10^6, held-out ones from 10^9 + seed
+    train = build_pool(out_dir / "teacher-pool.pt", args, pipe, denoiser_for, fine, num_classes, device,
+                       args.num_trajectories, 10 ** 8 + args.seed * 10 ** 6, "accurate solutions (train)")
+    held = build_pool(out_dir / "teacher-eval.pt", args, pipe, denoiser_for, fine, num_classes, device,
+                      args.eval_num, 10 ** 9 + args.seed, "accurate solutions (held-out)")
+
+    # 2. parameters: w and the grid's logits; resume from state.pt
+    model_grid, start = start, start_grid(start)
+    start_w = torch.eye(n, dtype=torch.float64) if args.init == "euler" else dpmpp_2m_weights(start)
+    w = torch.nn.Parameter(start_w.float().to(device))
+    grid = Grid(start[:-1], float(model_grid[-2])).to(device)
+    opt = torch.optim.Adam([{"params": [w], "lr": args.learning_rate},
+                            {"params": grid.parameters(), "lr": args.grid_lr}])
+    mask = torch.tril(torch.ones(n, n, device=device))
+    state_path, step, spent = out_dir / "state.pt", 0, 0.0
+    if args.resume_from_checkpoint and state_path.is_file():
+        state = torch.load(state_path)
+        w.data.copy_(state["w"])
+        grid.load_state_dict(state["grid"])
+        opt.load_state_dict(state["opt"])
+        step, spent = state["step"], state["minutes"]
+    err_start = pool_error(held, denoiser_for, start.to(device), start_w.float().to(device), device)
+    err_euler = pool_error(held, denoiser_for, model_grid.to(device), torch.eye(n, device=device), device)
+    per_epoch = len(train["noise"])
+    total = args.epochs * per_epoch
+
+    def checkpoint(final: bool):
+        sig = grid().detach()
+        row = {"step": step, "epochs": round(step / per_epoch, 3), "minutes": round(minutes(), 3),
+               "init": args.init, "reference": f"heun, {args.ref_steps} steps", "train_num": args.num_trajectories,
+               "eval_num": args.eval_num, "error_heldout_euler": err_euler,  # the model's grid
+               "error_heldout_start": err_start}
+        if final:
+            row["error_heldout_trained"] = pool_error(held, denoiser_for, sig, (w * mask).detach(), device)
+        model = BNSWeights(num_steps=n, grid=LEARNED, sigmas=[float(s) for s in sig[:-1]],
+                           guidance_scale=float(guidance), teacher=unet_fingerprint(pipe.unet), init=args.init)
+        model.weights.data.copy_((w * mask).detach().cpu())
+        save_model_folder(model, out_dir, {**row, "args": {k: str(v) for k, v in vars(args).items()}})
+        with atomic_path(state_path) as tmp:
+            torch.save({"w": w.detach().cpu(), "grid": grid.state_dict(), "opt": opt.state_dict(), "step": step,
+                        "minutes": minutes()}, tmp)
+        tqdm.write(json.dumps(row))
+
+    t0 = time.time()
+
+    def minutes():
+        return spent + (time.time() - t0) / 60
+
+    # 3. epochs over the pool, one Adam step per batch, in a seeded order per epoch
+    bar = tqdm(total=total, initial=step, desc=f"train bns nfe {n}")
+    while step < total:
+        epoch, k = divmod(step, per_epoch)
+        order = torch.randperm(per_epoch, generator=torch.Generator().manual_seed(args.seed * 10 ** 4 + epoch))
+        i = int(order[k])
+        z, lab = train["noise"][i].to(device), train["labels"][i]
+        lab, ref = None if lab is None else lab.to(device), train["ref"][i].to(device)
+        x = bns_sample(denoiser_for(lab), z * start[0].item(), grid(), w * mask)
+        loss = (x.float() - ref).pow(2).flatten(1).mean(1).add(1e-12).sqrt().mean()  # the ODE error
+        if not math.isfinite(loss.item()):
+            raise RuntimeError(f"loss is {loss.item()} at step {step}: lower --learning_rate")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        out_of_time = args.max_minutes is not None and (time.time() - t0) / 60 > args.max_minutes
+        if step % args.checkpointing_steps == 0 or step == total or out_of_time:
+            checkpoint(final=step == total or out_of_time)
+        if out_of_time:
+            break
+    bar.close()
+    if step == total and not (out_dir / "metrics.json").is_file():
+        checkpoint(final=True)
+
+
+if __name__ == "__main__":
+    run_script(main, parse_args)
