@@ -21,6 +21,7 @@ SCRIPTS = {
     "train_mm": ("--n_layers", "--learning_rate"),
     "train_vq": ("--codebook_size", "--learning_rate"),
     "train_amed": ("--nfe", "--learning_rate"),
+    "train_bns": ("--nfe", "--learning_rate"),
     "distill_sid": ("--train_batch_size", "--alpha"),
 }
 # (flag, typed, as the message shows it, what is allowed): text that is no number is quoted, a float is not
