@@ -395,13 +395,15 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
     # preprocess=False: the handler gets the raw values and checks them itself, so a bad value sent through the
     # API is answered with the parameter's name rather than the components' anonymous range errors. The model comes
     # after preview_every: API calls written before the Model menu existed keep their meaning.
-    event = go.click(generate, inputs=[*form, preview_every, model, history],
-                     outputs=[gallery, info, run_files, history], api_name="generate", concurrency_id="model",
-                     concurrency_limit=1, preprocess=False)
     # The zip is built by a browser-only follow-up, not by /generate: gradio_client fetches every file of every
     # update, each with a new HTTP client (~35-60 ms here), and the final update arrives twice (last yield, then
-    # completion), so a zip in /generate's outputs cost an API caller two fetches per call.
-    go.click(lambda: None, None, download, api_visibility="private", queue=False)   # no stale zip during a run
+    # completion), so a zip in /generate's outputs cost an API caller two fetches per call. One chain: clear the
+    # old zip, generate, zip. Two handlers on the click raced: on a busy machine the clear could land after the
+    # new zip and leave "Download all" empty.
+    cleared = go.click(lambda: None, None, download, api_visibility="private", queue=False)  # no stale zip
+    event = cleared.then(generate, inputs=[*form, preview_every, model, history],
+                         outputs=[gallery, info, run_files, history], api_name="generate", concurrency_id="model",
+                         concurrency_limit=1, preprocess=False)
     event.success(zip_run, inputs=[run_files], outputs=[download], api_visibility="private", queue=False)
 
     def show_model(name, class_name, size_value):
