@@ -35,13 +35,12 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from genkit.checks import OneLineParser, check_choice, check_float, check_int
-from genkit.io import atomic_path
 from genkit.metrics.ode_error import ode_error
 from genkit.sampling import get_solver
 from genkit.sampling.amed import unet_fingerprint
 from genkit.sampling.bns import BNSWeights, bns_sample, dpmpp_2m_weights
 from genkit.sampling.grids import LEARNED
-from training.train_amed import draw, setup
+from training.train_amed import _load_made_by, _save, draw, setup
 from training.utils import run_script, save_model_folder
 
 
@@ -79,7 +78,7 @@ def parse_args(argv=None):
         check_float("--guidance", args.guidance, 0.0, 20.0)
     if args.max_minutes is not None:
         check_float("--max_minutes", args.max_minutes, 0.0)
-    if args.resume_from_checkpoint not in (None, "latest"):
+    if args.resume_from_checkpoint is not None:
         check_choice("--resume_from_checkpoint", args.resume_from_checkpoint, ("latest",))
     args.solver, args.afs = "bns", False                           # what train_amed.setup reads
     return args
@@ -119,10 +118,7 @@ def build_pool(path: Path, args, pipe, denoiser_for, fine, num_classes, device, 
     `fine` grid; built in chunks of --batch_size, each saved atomically, so an interrupted build resumes."""
     made_by = {"model": str(args.model), "ref_steps": args.ref_steps, "guidance": args.guidance_used,
                "seed0": seed0, "dtype": args.dtype}
-    pool = torch.load(path) if path.is_file() else {"noise": [], "labels": [], "ref": [], "made_by": made_by}
-    if pool["made_by"] != made_by:
-        raise ValueError(f"--output_dir={str(path.parent)!r} is not allowed: its {path.name} was made with "
-                         f"{pool['made_by']}, this run asks {made_by}; use another --output_dir")
+    pool = _load_made_by(path, made_by, {"noise": [], "labels": [], "ref": []})   # refuses another run's pool
     done = sum(len(z) for z in pool["noise"])
     heun = get_solver("heun")
     with tqdm(total=n, initial=done, desc=desc) as bar:
@@ -135,22 +131,22 @@ def build_pool(path: Path, args, pipe, denoiser_for, fine, num_classes, device, 
             pool["labels"].append(None if labels is None else labels.cpu())
             pool["ref"].append(ref.float().cpu())
             done += b
-            with atomic_path(path) as tmp:
-                torch.save(pool, tmp)
+            _save(path, pool)
             bar.update(b)
     return pool
 
 
-def batches(pool, device):
-    for z, lab, ref in zip(pool["noise"], pool["labels"], pool["ref"]):
-        yield z.to(device), None if lab is None else lab.to(device), ref.to(device)
+def chunk(pool, i: int, device):
+    """(noise, labels or None, accurate solution) of the pool's i-th chunk, on device."""
+    lab = pool["labels"][i]
+    return pool["noise"][i].to(device), None if lab is None else lab.to(device), pool["ref"][i].to(device)
 
 
 def pool_error(pool, denoiser_for, sigmas, weights, device) -> float:
     """Mean per-image ODE error of the solver (sigmas, weights) over a pool."""
     errs = []
     with torch.no_grad():
-        for z, lab, ref in batches(pool, device):
+        for z, lab, ref in (chunk(pool, i, device) for i in range(len(pool["noise"]))):
             x = bns_sample(denoiser_for(lab), z * sigmas[0], sigmas, weights)
             errs.append(ode_error(x.float().cpu(), ref.cpu()))
     return float(torch.cat(errs).mean())
@@ -186,9 +182,10 @@ def main(args):
         w.data.copy_(state["w"])
         grid.load_state_dict(state["grid"])
         opt.load_state_dict(state["opt"])
-        step, spent = state["step"], state["minutes"]
-    err_start = pool_error(held, denoiser_for, start.to(device), start_w.float().to(device), device)
-    err_euler = pool_error(held, denoiser_for, model_grid.to(device), torch.eye(n, device=device), device)
+        step, spent, (err_start, err_euler) = state["step"], state["minutes"], state["errors"]
+    else:  # the held-out error at the start and of Euler on the model's grid (kept in state.pt: measured once)
+        err_start = pool_error(held, denoiser_for, start.to(device), start_w.float().to(device), device)
+        err_euler = pool_error(held, denoiser_for, model_grid.to(device), torch.eye(n, device=device), device)
     per_epoch = len(train["noise"])
     total = args.epochs * per_epoch
 
@@ -204,9 +201,8 @@ def main(args):
                            guidance_scale=float(guidance), teacher=unet_fingerprint(pipe.unet), init=args.init)
         model.weights.data.copy_((w * mask).detach().cpu())
         save_model_folder(model, out_dir, {**row, "args": {k: str(v) for k, v in vars(args).items()}})
-        with atomic_path(state_path) as tmp:
-            torch.save({"w": w.detach().cpu(), "grid": grid.state_dict(), "opt": opt.state_dict(), "step": step,
-                        "minutes": minutes()}, tmp)
+        _save(state_path, {"w": w.detach().cpu(), "grid": grid.state_dict(), "opt": opt.state_dict(), "step": step,
+                           "minutes": minutes(), "errors": (err_start, err_euler)})
         tqdm.write(json.dumps(row))
 
     t0 = time.time()
@@ -220,8 +216,7 @@ def main(args):
         epoch, k = divmod(step, per_epoch)
         order = torch.randperm(per_epoch, generator=torch.Generator().manual_seed(args.seed * 10 ** 4 + epoch))
         i = int(order[k])
-        z, lab = train["noise"][i].to(device), train["labels"][i]
-        lab, ref = None if lab is None else lab.to(device), train["ref"][i].to(device)
+        z, lab, ref = chunk(train, i, device)
         x = bns_sample(denoiser_for(lab), z * start[0].item(), grid(), w * mask)
         loss = (x.float() - ref).pow(2).flatten(1).mean(1).add(1e-12).sqrt().mean()  # the ODE error
         if not math.isfinite(loss.item()):
@@ -238,8 +233,6 @@ def main(args):
         if out_of_time:
             break
     bar.close()
-    if step == total and not (out_dir / "metrics.json").is_file():
-        checkpoint(final=True)
 
 
 if __name__ == "__main__":
