@@ -212,6 +212,22 @@ def test_bench_samplers_runs_amed_and_skip_arms_and_bench_skip_stores_the_best_r
                          "amed/polynomial+skip0.8@3", "euler/polynomial@5", "euler/polynomial+skip0.8@5"}
     assert rows["amed/polynomial@3"]["nfe"] == 3 and rows["amed/polynomial@3"]["network_evals"] == 6
     assert rows["euler/polynomial+skip0.8@3"]["skip_tuning"] == 0.8
+    # the predictor retrained at the same path: its rows are measured again, the others kept as they were
+    from genkit.sampling.amed import load_predictor
+    pred_dir = next((tmp_path / "model" / "amed").iterdir())
+    pred = load_predictor(pred_dir)
+    with torch.no_grad():
+        for prm in pred.parameters():
+            prm.add_(0.01)
+    pred.save_pretrained(pred_dir)
+    rc, _, err = run_cli(capsys, "bench", "samplers", *common, "--nfe", "3,5", "--solvers", "euler,amed",
+                         "--grids", "polynomial", "--schedulers", "", "--skip-rhos", "0.8",
+                         "--out", tmp_path / "b.json")
+    assert rc == 0, err
+    again = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert again["euler/polynomial@3"] == rows["euler/polynomial@3"] and "trained" not in rows["euler/polynomial@3"]
+    for key in ("amed/polynomial@3", "amed/polynomial+skip0.8@3"):
+        assert again[key]["trained"] != rows[key]["trained"], key
     ratios = json.loads((tmp_path / "b.json").read_text())["ratios"]       # a skip arm pairs with itself untuned
     assert {"amed/polynomial+skip0.8@3 / amed/polynomial@3", "amed/polynomial@3 / euler/polynomial@3"} <= set(ratios)
     rc, out, err = run_cli(capsys, "bench", "skip", *common, "--nfe", "3", "--solvers", "euler", "--rhos", "0.7,0.9",

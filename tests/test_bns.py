@@ -2,7 +2,9 @@
 toy data with a closed-form denoiser lowers the ODE error, the weights folder round-trips and refuses other runs,
 and the pipeline / CLI find and use it."""
 
+import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +86,23 @@ def test_training_weights_and_grid_on_the_toy_halves_the_error():
     assert torch.all(g[:-1] > g[1:])
 
 
+def test_a_learned_sigma_0_starts_just_below_sigma_max_and_stays_inside_the_range():
+    """Grid(learn_max=True): sigma_0 = sigma_min + sigmoid fraction of the log range (0.995 at the start); the
+    grid stays decreasing and above sigma_min whatever the logit, and sigma_0 gets a gradient."""
+    from training.train_bns import Grid, start_grid
+
+    start = start_grid(grid_polynomial(4, SIGMA_MIN, SIGMA_MAX).double())
+    grid = Grid(start[:-1], SIGMA_MIN, learn_max=True).double()
+    lo, hi = math.log(SIGMA_MIN), math.log(SIGMA_MAX)
+    assert math.isclose(math.log(grid()[0]), lo + 0.995 * (hi - lo), rel_tol=1e-6)
+    grid()[1:].sum().backward()
+    assert grid.top.grad is not None and grid.top.grad != 0
+    for top in (-30.0, 0.0, 30.0):
+        grid.top.data.fill_(top)
+        g = grid().detach()
+        assert SIGMA_MIN < g[-2] and g[0] <= SIGMA_MAX * (1 + 1e-12) and torch.all(g[:-1] > g[1:]) and g[-1] == 0
+
+
 def test_weights_round_trip_and_refusal_names_what_differs(tmp_path):
     sig = [80.0, 5.0, 0.5, 0.002]
     model = BNSWeights(num_steps=4, sigmas=sig, guidance_scale=2.0, teacher="abc")
@@ -125,3 +144,16 @@ def test_train_then_sample_with_the_pipeline_and_the_cli(tmp_path, capsys):
                          "--out", tmp_path / "s", "--device", "cpu")
     assert rc == 0, err
     assert '"grid": "learned"' in (tmp_path / "s" / "manifest.json").read_text()
+
+    # a warm start from that run (its pools copied), learning sigma_0 too, with a cosine lr
+    warm = tmp_path / "warm"
+    warm.mkdir()
+    for name in ("teacher-pool.pt", "teacher-eval.pt"):
+        shutil.copy(out_dir / name, warm / name)
+    res = subprocess.run(cmd + ["--init_from", str(out_dir), "--learn_sigma_max", "--lr_schedule", "cosine",
+                                "--output_dir", str(warm)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    first, second = (json.loads((d / "config.json").read_text())["sigmas"] for d in (out_dir, warm))
+    assert second[0] < first[0] and '"error_heldout_trained"' in (warm / "metrics.json").read_text()
+    res = subprocess.run(cmd + ["--init_from", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "--init_from=" in res.stderr and "no state.pt there" in res.stderr

@@ -4,18 +4,20 @@
     ... --resume_from_checkpoint latest --max_minutes 20   # continue an interrupted run exactly
 
 What is learned: the weights w (N, N) with which each of the N = NFE steps mixes every denoiser output so far,
-and the N - 1 sigmas after sigma_max (sigma_max and the final 0 stay), 19 numbers at NFE 5. The loss is the ODE
-error itself: the mean per-image RMS distance between the solver's final sample and an accurate solution of the
-same guided ODE from the same noise, backpropagated through all N network evaluations (the network frozen).
+and the N - 1 sigmas after sigma_max (sigma_max and the final 0 stay), 19 numbers at NFE 5; with
+--learn_sigma_max sigma_0 as well (the first evaluation moves off sigma_max, where D is a class mean). The loss
+is the ODE error itself: the mean per-image RMS distance between the solver's final sample and an accurate
+solution of the same guided ODE from the same noise, backpropagated through all N network evaluations (the
+network frozen).
 
   1. pool: --num_trajectories noises and class labels (seeded) and their solutions by Heun with --ref_steps steps
      on the model's grid (what `genkit bench samplers` measures against), built in chunks and cached in
      output_dir/teacher-pool.pt, so an interrupted build resumes;
   2. start: w of Euler (identity) or DPM-Solver++(2M) (--init) on the model's grid with its last nonzero sigma
-     lifted off sigma_min (see Grid); the sigmas as softmax fractions of [log sigma_max, log sigma_min] (any
-     logits give a decreasing grid);
+     lifted off sigma_min (see Grid); the sigmas as softmax fractions of [log sigma_0, log sigma_min] (any
+     logits give a decreasing grid); or another run's w and grid (--init_from, a warm start);
   3. epochs over the pool in a seeded order, one Adam step per batch (--learning_rate for w, --grid_lr for the
-     grid's logits);
+     grid's logits; --lr_schedule cosine decays both to 0);
   4. held-out seeds (10^9 + --seed): the error before and after, into metrics.json. The folder (config.json with
      the learned sigmas + safetensors + metrics.json) is rewritten atomically at every checkpoint; by default it
      goes to <model>/amed/bns-nfe<N>-g<guidance>/, where the pipeline, `genkit sample --solver bns` and
@@ -58,6 +60,10 @@ def parse_args(argv=None):
     a("--batch_size", type=int, default=16)
     a("--learning_rate", type=float, default=1e-2, help="Adam lr of the weights w")
     a("--grid_lr", type=float, default=3e-2, help="Adam lr of the grid's logits")
+    a("--lr_schedule", default="constant", help="constant, or cosine: both lrs decay to 0 over the run's steps")
+    a("--learn_sigma_max", action="store_true", help="learn sigma_0 too (below the model's sigma_max; see Grid)")
+    a("--init_from", default=None, help="start w and the grid from another run's output_dir (its state.pt); "
+      "the optimizer starts fresh")
     a("--eval_num", type=int, default=32, help="held-out seeds for the error before / after")
     a("--dtype", default="float32", help="the frozen network's dtype: float32 or bfloat16 (autocast)")
     a("--seed", type=int, default=0)
@@ -70,6 +76,9 @@ def parse_args(argv=None):
     check_int("--nfe", args.nfe, 2, 50)
     check_choice("--init", args.init, ("euler", "dpmpp_2m"))
     check_choice("--dtype", args.dtype, ("float32", "bfloat16"))
+    check_choice("--lr_schedule", args.lr_schedule, ("constant", "cosine"))
+    if args.init_from is not None and not (Path(args.init_from) / "state.pt").is_file():
+        raise ValueError(f"--init_from={args.init_from!r} is not allowed: no state.pt there (a train_bns output_dir)")
     for name in ("ref_steps", "num_trajectories", "epochs", "batch_size", "eval_num", "checkpointing_steps"):
         check_int(f"--{name}", getattr(args, name), 1)
     check_float("--learning_rate", args.learning_rate, 1e-8, 1.0)
@@ -85,12 +94,17 @@ def parse_args(argv=None):
 
 
 class Grid(torch.nn.Module):
-    """sigma_0 = sigma_max > sigma_1 > ... > sigma_{N-1} > sigma_min, then 0: the N - 1 learned log-sigmas are
-    cumulative softmax fractions of [log sigma_max, log sigma_min] (N logits: the last fraction is the gap left
-    to sigma_min). sigma_{N-1} is learned too: an evaluation at sigma_min itself would be wasted (D is nearly the
-    identity there), so the last step jumps to 0 from wherever it pays most."""
+    """sigma_0 > sigma_1 > ... > sigma_{N-1} > sigma_min, then 0: the N - 1 learned log-sigmas are cumulative
+    softmax fractions of [log sigma_0, log sigma_min] (N logits: the last fraction is the gap left to sigma_min).
+    sigma_{N-1} is learned too: an evaluation at sigma_min itself would be wasted (D is nearly the identity there),
+    so the last step jumps to 0 from wherever it pays most.
 
-    def __init__(self, sigmas, sigma_min: float):
+    sigma_0 stays at the start grid's sigma_max unless learn_max: then it is sigma_min + a sigmoid fraction of
+    the log range up to sigma_max (starting at 0.995 of it). At sigma_max = 80 a guided D does not depend on its
+    input (the class mean: measured, the sample moves by 2e-6), so the first evaluation is better spent lower;
+    the solver then starts from the same unit noise scaled by sigma_0."""
+
+    def __init__(self, sigmas, sigma_min: float, learn_max: bool = False):
         super().__init__()
         s = [float(v) for v in sigmas] + [float(sigma_min)]         # N values (no final 0), then the floor
         if s[-2] <= s[-1]:
@@ -98,11 +112,14 @@ class Grid(torch.nn.Module):
         self.hi, self.lo = math.log(s[0]), math.log(s[-1])
         frac = torch.tensor([(math.log(a) - math.log(b)) / (self.hi - self.lo) for a, b in zip(s, s[1:])])
         self.logits = torch.nn.Parameter(frac.log())
+        self.top = torch.nn.Parameter(torch.tensor(math.log(0.995 / 0.005))) if learn_max else None
 
     def forward(self) -> torch.Tensor:
         """(N + 1,) sigmas ending at 0."""
-        log_s = self.hi - (self.hi - self.lo) * torch.cumsum(torch.softmax(self.logits, 0), 0)
-        return torch.cat([self.logits.new_tensor([math.exp(self.hi)]), log_s[:-1].exp(), self.logits.new_zeros(1)])
+        hi = self.logits.new_tensor(self.hi) if self.top is None else \
+            self.lo + (self.hi - self.lo) * torch.sigmoid(self.top)
+        log_s = hi - (hi - self.lo) * torch.cumsum(torch.softmax(self.logits, 0), 0)
+        return torch.cat([hi.exp().view(1), log_s[:-1].exp(), self.logits.new_zeros(1)])
 
 
 def start_grid(sigmas) -> torch.Tensor:
@@ -172,7 +189,15 @@ def main(args):
     model_grid, start = start, start_grid(start)
     start_w = torch.eye(n, dtype=torch.float64) if args.init == "euler" else dpmpp_2m_weights(start)
     w = torch.nn.Parameter(start_w.float().to(device))
-    grid = Grid(start[:-1], float(model_grid[-2])).to(device)
+    grid = Grid(start[:-1], float(model_grid[-2]), learn_max=args.learn_sigma_max).to(device)
+    if args.init_from is not None:  # a warm start: another run's w and grid (its sigma_0 too, if it learned one)
+        init = torch.load(Path(args.init_from) / "state.pt")
+        if init["w"].shape != w.shape:
+            raise ValueError(f"--init_from={args.init_from!r} is not allowed: its w is {tuple(init['w'].shape)}, "
+                             f"this run's ({n}, {n}) (another --nfe)")
+        w.data.copy_(init["w"])
+        grid.load_state_dict(init["grid"], strict=False)          # an old grid has no "top": sigma_0 starts high
+        start_w, start = w.detach().clone().cpu().double(), grid().detach().cpu()
     opt = torch.optim.Adam([{"params": [w], "lr": args.learning_rate},
                             {"params": grid.parameters(), "lr": args.grid_lr}])
     mask = torch.tril(torch.ones(n, n, device=device))
@@ -188,6 +213,12 @@ def main(args):
         err_euler = pool_error(held, denoiser_for, model_grid.to(device), torch.eye(n, device=device), device)
     per_epoch = len(train["noise"])
     total = args.epochs * per_epoch
+    base_lrs = (args.learning_rate, args.grid_lr)
+
+    def set_lr(k: int):  # a function of the step alone: a resume continues the same schedule
+        f = 0.5 * (1 + math.cos(math.pi * k / total)) if args.lr_schedule == "cosine" else 1.0
+        for group, lr in zip(opt.param_groups, base_lrs):
+            group["lr"] = lr * f
 
     def checkpoint(final: bool):
         sig = grid().detach()
@@ -217,12 +248,14 @@ def main(args):
         order = torch.randperm(per_epoch, generator=torch.Generator().manual_seed(args.seed * 10 ** 4 + epoch))
         i = int(order[k])
         z, lab, ref = chunk(train, i, device)
-        x = bns_sample(denoiser_for(lab), z * start[0].item(), grid(), w * mask)
+        sig = grid()
+        x = bns_sample(denoiser_for(lab), z * sig[0], sig, w * mask)
         loss = (x.float() - ref).pow(2).flatten(1).mean(1).add(1e-12).sqrt().mean()  # the ODE error
         if not math.isfinite(loss.item()):
             raise RuntimeError(f"loss is {loss.item()} at step {step}: lower --learning_rate")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        set_lr(step)
         opt.step()
         step += 1
         bar.update()

@@ -199,7 +199,11 @@ def run_samplers(args) -> dict:
         atomic_write_json(out, result)
 
     # 2. Every arm at every NFE budget, same seeds and noise (the one-step generators first: they are cheap)
-    have = {(p["solver"], p["nfe"], p["guidance_scale"], p["grid"]) for p in list_predictors(args.model)}
+    # The trained weights each learned arm uses (safetensors and config with its grid): a row measured with other
+    # weights at the same path is measured again (rows from before this was recorded are kept)
+    have = {(p["solver"], p["nfe"], p["guidance_scale"], p["grid"]): weights_fingerprint(p["path"], "*.safetensors")
+            + "-" + weights_fingerprint(p["path"], "config.json") for p in list_predictors(args.model)}
+    trained = lambda arm, n: have.get((arm.get("solver"), n, guidance, arm.get("grid")))  # noqa: E731
 
     def runnable(arm, n):  # AMED: a predictor for this NFE, guidance and grid; a learned grid: AMED only
         if "solver" not in arm:
@@ -213,7 +217,11 @@ def run_samplers(args) -> dict:
     if teacher_nfe:  # 3. the teacher's own samples, last: the most expensive arm
         todo.append(({"arm": f"teacher:{teacher_solver}", "solver": teacher_solver, "grid": "polynomial"},
                      teacher_nfe))
-    bar = tqdm([(a, n) for a, n in todo if row_key(a["arm"], n) not in result["rows"]], desc="bench samplers")
+    def done(arm, n):
+        row = result["rows"].get(row_key(arm["arm"], n))
+        return row is not None and row.get("trained", trained(arm, n)) == trained(arm, n)
+
+    bar = tqdm([(a, n) for a, n in todo if not done(a, n)], desc="bench samplers")
     for arm, n in bar:
         key = row_key(arm["arm"], n)
         bar.set_postfix(arm=key)
@@ -230,6 +238,9 @@ def run_samplers(args) -> dict:
             nfe_seen = count_nfe(arm["solver"], steps)  # per guided call
             run_arm(key, arm, n, nfe_seen, nfe_seen * cfg_factor, steps, solver=arm["solver"], grid=arm["grid"],
                     num_inference_steps=steps, skip_tuning=arm.get("skip_tuning"), guidance_scale=guidance)
+            if trained(arm, n) is not None:
+                result["rows"][key]["trained"] = trained(arm, n)
+                atomic_write_json(out, result)
     # 4. Every row's FD to the teacher's samples (paired: row k of both from seed k)
     teacher = features.load(row_key(f"teacher:{teacher_solver}", teacher_nfe)) if teacher_nfe else None
     for key, row in result["rows"].items():
