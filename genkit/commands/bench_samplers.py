@@ -22,7 +22,8 @@ For each arm and NFE budget, on seeds K..K+N-1 (class 'cycle' and the model's de
 Per-arm features are cached beside FILE (.FILE.features-<config hash>/), so intervals and ratios can be recomputed.
 NFE counts denoiser calls per image; with CFG each is two network evaluations (network_evals).
 Results are written after every arm (atomically), so a killed run resumes where it stopped; FILE.md gets
-a markdown table.
+a markdown table. A learned arm's row (AMED, bns) records a fingerprint of the weights it used ("trained"): when
+they are retrained at the same path, the row is measured again.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ evaluation per step (NFE = N):
 
 The linear part is integrated exactly, as in DPM-Solver++; w (N, N, lower triangular) is free. w = I is Euler
 (DDIM); w_ii = 1 + 1/(2 r_i), w_i,i-1 = -1/(2 r_i) is DPM-Solver++(2M) (dpmpp_2m_weights); the last step,
-to sigma = 0, returns sum_j w_N-1,j D_j. training/train_bns.py learns w and the interior sigmas by
+to sigma = 0, returns sum_j w_N-1,j D_j. training/train_bns.py learns w and the sigmas after sigma_0 (and
+sigma_0 itself with --learn_sigma_max: the sampler then starts from the unit noise times sigma_0) by
 backpropagating the final sample's distance to an accurate solution of the same ODE (the ODE error itself).
 """
 
