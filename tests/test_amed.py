@@ -203,9 +203,9 @@ def test_bench_samplers_runs_amed_and_skip_arms_and_bench_skip_stores_the_best_r
     _train(folder)                                                     # amed, NFE 3, guidance 2
     common = ["--model", folder, "--num", 4, "--ode-num", 4, "--ode-ref-steps", 4, "--batch-size", 4,
               "--ref", tmp_path / "ref.npz", "--features-model", feats, "--device", "cpu"]
-    rc, _, err = run_cli(capsys, "bench", "samplers", *common, "--nfe", "3,5", "--solvers", "euler,amed",
-                         "--grids", "polynomial", "--schedulers", "", "--skip-rhos", "0.8",
-                         "--out", tmp_path / "b.json")
+    samplers = ["bench", "samplers", *common, "--nfe", "3,5", "--solvers", "euler,amed", "--grids", "polynomial",
+                "--schedulers", "", "--skip-rhos", "0.8", "--out", tmp_path / "b.json"]
+    rc, _, err = run_cli(capsys, *samplers)
     assert rc == 0, err
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert set(rows) == {"euler/polynomial@3", "euler/polynomial+skip0.8@3", "amed/polynomial@3",
@@ -220,9 +220,7 @@ def test_bench_samplers_runs_amed_and_skip_arms_and_bench_skip_stores_the_best_r
         for prm in pred.parameters():
             prm.add_(0.01)
     pred.save_pretrained(pred_dir)
-    rc, _, err = run_cli(capsys, "bench", "samplers", *common, "--nfe", "3,5", "--solvers", "euler,amed",
-                         "--grids", "polynomial", "--schedulers", "", "--skip-rhos", "0.8",
-                         "--out", tmp_path / "b.json")
+    rc, _, err = run_cli(capsys, *samplers)
     assert rc == 0, err
     again = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert again["euler/polynomial@3"] == rows["euler/polynomial@3"] and "trained" not in rows["euler/polynomial@3"]
