@@ -397,7 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
 _SOLVER_HELP = ("euler, heun, dpm2, dpmpp_2m, dpmpp_3m, ipndm; amed, amed-euler, amed-dpm2, amed-dpmpp_2m, "
                 "amed-ipndm (AMED: need a predictor trained for these steps and guidance, found in the model "
                 "folder's amed/ or given with --amed-predictor; steps 3, 4, 5, 6 = NFE 3, 5, 7, 9); bns (a learned "
-                "multistep solver: weights and grid from training/train_bns.py, found the same way; steps = NFE). "
+                "multistep solver: weights and grid from training/train_bns.py, found the same way; steps = NFE, or "
+                "NFE + 1 for weights with AFS, whose first step reads a per-class table). "
                 "Default: the model's (dpmpp_2m)")
 
 

@@ -330,7 +330,8 @@ class PixelDiffusionPipeline(DiffusionPipeline):
                 pred.check(solver=solver, sigmas=[float(v) for v in sigmas[:-1]],
                            guidance_scale=float(guidance_scale), teacher=unet_fingerprint(self.unet))
                 with BottleneckTap(self.unet) as tap:  # an AMED predictor reads the UNet's mid_block output
-                    x = entry.fn(tuned, noise * sigmas[0], sigmas, callback=callback, **pred.solver_kwargs(tap))
+                    kw = pred.solver_kwargs(tap, labels=labels, noise=noise)
+                    x = entry.fn(tuned, noise * sigmas[0], sigmas, callback=callback, **kw)
                 total_nfe = entry.nfe(num_steps, pred.config.afs) * cfg_factor
             low_res = getattr(denoise, "low_res_calls", 0) * cfg_factor
         return x, total_nfe, low_res

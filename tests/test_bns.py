@@ -56,6 +56,38 @@ def test_one_evaluation_per_step_and_never_at_zero():
         get_solver("bns")(counting, x_start(4), grid_polynomial(n, SIGMA_MIN, SIGMA_MAX).double(),
                           weights=torch.eye(n, dtype=torch.float64))
         assert len(calls) == n == nfe("bns", n)
+        calls.clear()  # AFS: D at sigma_max given, one call fewer
+        get_solver("bns")(counting, x_start(4), grid_polynomial(n, SIGMA_MIN, SIGMA_MAX).double(),
+                          weights=torch.eye(n, dtype=torch.float64), first=torch.zeros(4))
+        assert len(calls) == n - 1 == nfe("bns", n, afs=True)
+
+
+def test_afs_with_the_exact_first_output_is_the_same_solver_and_the_table_serves_each_label(tmp_path):
+    """bns_sample with `first` = what the network returns at sigma_0 is bit-identical to evaluating it; at
+    sigma_max = 80 the mixture's D barely depends on x, so its mean there (the table's entry) is nearly exact,
+    10x closer than AMED's analytical first step (D_0 = 0);
+    a folder with a table round-trips, gives each label its row, and refuses another image size."""
+    sig = grid_polynomial(4, SIGMA_MIN, SIGMA_MAX).double()
+    w = dpmpp_2m_weights(sig)
+    x = x_start(200)
+    exact = bns_sample(mixture_denoiser, x, sig, w)
+    assert torch.equal(bns_sample(mixture_denoiser, x, sig, w, first=mixture_denoiser(x, SIGMA_MAX)), exact)
+    err = lambda d0: float((bns_sample(mixture_denoiser, x, sig, w, first=d0) - exact).abs().max())  # noqa: E731
+    mean_d0 = mixture_denoiser(x, SIGMA_MAX).mean().expand_as(x)
+    assert err(mean_d0) < 0.01 and err(mean_d0) < 0.1 * err(torch.zeros_like(x))  # AMED's D_0 = 0: 0.059
+
+    model = BNSWeights(num_steps=4, sigmas=[80.0, 5.0, 0.5, 0.01], afs=True, table_shape=[3, 1, 2, 2])
+    model.first_table.copy_(torch.arange(3.0).view(3, 1, 1, 1).expand(3, 1, 2, 2))
+    model.save_pretrained(tmp_path / "w")
+    back = load_predictor(tmp_path / "w")
+    noise = torch.zeros(4, 1, 2, 2)
+    kw = back.solver_kwargs(labels=torch.tensor([2, 0, 1, 2]), noise=noise)
+    assert kw["first"][:, 0, 0, 0].tolist() == [2.0, 0.0, 1.0, 2.0]
+    assert back.solver_kwargs(noise=noise)["first"].abs().sum() == 0                  # unconditional: row 0
+    with pytest.raises(ValueError, match=r"height=4 is not allowed.*for 2x2 images"):
+        back.solver_kwargs(labels=torch.tensor([0]), noise=torch.zeros(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="table_shape=None"):
+        BNSWeights(num_steps=4, afs=True)
 
 
 def test_training_weights_and_grid_on_the_toy_halves_the_error():
@@ -157,3 +189,24 @@ def test_train_then_sample_with_the_pipeline_and_the_cli(tmp_path, capsys):
     assert second[0] < first[0] and '"error_heldout_trained"' in (warm / "metrics.json").read_text()
     res = subprocess.run(cmd + ["--init_from", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "--init_from=" in res.stderr and "no state.pt there" in res.stderr
+
+    # AFS: NFE 2 on 3 grid steps, D at sigma_max from a table of the 3 classes + the null class
+    res = subprocess.run(cmd[:5] + ["2", "--afs"] + cmd[6:], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    afs_dir = Path(folder) / "amed" / "bns-nfe2-afs-g2"
+    back = load_predictor(afs_dir)
+    assert back.config.afs and back.config.num_steps == 3 and tuple(back.first_table.shape) == (4, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"2 sets of weights fit num_inference_steps=3.*\(NFE 2\).*\(NFE 3\)"):
+        pipe(num_inference_steps=3, solver="bns", guidance_scale=2.0, class_labels="a")  # with and without AFS
+    kw = dict(num_inference_steps=3, solver="bns", guidance_scale=2.0, amed_predictor=str(afs_dir))
+    out = pipe(batch_size=2, class_labels=["a", "b"], generator=torch.Generator().manual_seed(0), output_type="pt",
+               **kw)
+    assert out.nfe == 2 * 2 and torch.isfinite(out.images).all()
+    with pytest.raises(ValueError, match="height=16 is not allowed.*8x8 images"):
+        pipe(class_labels="a", height=16, width=16, **kw)
+    rc, _, err = run_cli(capsys, "sample", "--model", folder, "--solver", "bns", "--steps", "3", "--num", "2",
+                         "--amed-predictor", afs_dir, "--out", tmp_path / "s3", "--device", "cpu")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "s3" / "manifest.json").read_text())["nfe_per_image"] == 2 * 2
+    res = subprocess.run(cmd + ["--afs", "--learn_sigma_max"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "--afs with --learn_sigma_max is not allowed" in res.stderr

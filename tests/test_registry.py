@@ -33,7 +33,8 @@ def test_nfe_is_counted_exactly_for_every_entry(name):
         for n in range(entry.min_steps, 9):
             calls.clear()
             kw = dict(predictor=fixed, afs=afs) if entry.has_afs else {}
-            kw = {"weights": torch.eye(n, dtype=torch.float64)} if name == "bns" else kw
+            if name == "bns":  # AFS: D at sigma_max given (the weights' per-class table)
+                kw = {"weights": torch.eye(n, dtype=torch.float64), "first": torch.zeros(3, 2) if afs else None}
             entry.fn(counting, torch.ones(3, 2, dtype=torch.float64), grid_polynomial(n, SIGMA_MIN, SIGMA_MAX), **kw)
             assert len(calls) == nfe(name, n, afs), (n, afs)
 
@@ -47,6 +48,7 @@ def test_steps_for_nfe_is_the_largest_that_fits():
     assert [steps_for_nfe("amed", b) for b in (3, 5, 7, 9)] == [3, 4, 5, 6]  # the paper's AFS budgets
     assert [nfe("amed-ipndm", k) for k in (3, 4, 5, 6)] == [3, 5, 7, 9]
     assert [nfe("amed", k, afs=False) for k in (3, 4, 5, 6)] == [4, 6, 8, 10]
+    assert [nfe("bns", k) for k in (3, 5)] == [3, 5] and nfe("bns", 6, afs=True) == 5  # AFS off unless asked
 
 
 def test_registry_entries_and_bad_names():

@@ -5,7 +5,9 @@
 
 What is learned: the weights w (N, N) with which each of the N = NFE steps mixes every denoiser output so far,
 and the N - 1 sigmas after sigma_max (sigma_max and the final 0 stay), 19 numbers at NFE 5; with
---learn_sigma_max sigma_0 as well (the first evaluation moves off sigma_max, where D is a class mean). The loss
+--learn_sigma_max sigma_0 as well (the first evaluation moves off sigma_max, where D is nearly a class mean); or, with
+--afs, that first evaluation is not made: D at sigma_max is read from a per-class table, so NFE 5 has 6 grid
+steps and 5 evaluations below sigma_max. The loss
 is the ODE error itself: the mean per-image RMS distance between the solver's final sample and an accurate
 solution of the same guided ODE from the same noise, backpropagated through all N network evaluations (the
 network frozen).
@@ -13,14 +15,16 @@ network frozen).
   1. pool: --num_trajectories noises and class labels (seeded) and their solutions by Heun with --ref_steps steps
      on the model's grid (what `genkit bench samplers` measures against), built in chunks and cached in
      output_dir/teacher-pool.pt, so an interrupted build resumes;
-  2. start: w of Euler (identity) or DPM-Solver++(2M) (--init) on the model's grid with its last nonzero sigma
+  2. with --afs, the table: the teacher's guided D at sigma_max for every class label (and the null class),
+     averaged over 4 seeded noises, stored in the weights (bns.BNSWeights.first_table, about 1.2 MB at 32 px);
+  3. start: w of Euler (identity) or DPM-Solver++(2M) (--init) on the model's grid with its last nonzero sigma
      lifted off sigma_min (see Grid); the sigmas as softmax fractions of [log sigma_0, log sigma_min] (any
      logits give a decreasing grid); or another run's w and grid (--init_from, a warm start);
-  3. epochs over the pool in a seeded order, one Adam step per batch (--learning_rate for w, --grid_lr for the
+  4. epochs over the pool in a seeded order, one Adam step per batch (--learning_rate for w, --grid_lr for the
      grid's logits; --lr_schedule cosine decays both to 0);
-  4. held-out seeds (10^9 + --seed): the error before and after, into metrics.json. The folder (config.json with
+  5. held-out seeds (10^9 + --seed): the error before and after, into metrics.json. The folder (config.json with
      the learned sigmas + safetensors + metrics.json) is rewritten atomically at every checkpoint; by default it
-     goes to <model>/amed/bns-nfe<N>-g<guidance>/, where the pipeline, `genkit sample --solver bns` and
+     goes to <model>/amed/bns-nfe<N>[-afs]-g<guidance>/, where the pipeline, `genkit sample --solver bns` and
      `genkit bench samplers` find it. One process (the pool is small and the parameters few).
 """
 
@@ -62,6 +66,8 @@ def parse_args(argv=None):
     a("--grid_lr", type=float, default=3e-2, help="Adam lr of the grid's logits")
     a("--lr_schedule", default="constant", help="constant, or cosine: both lrs decay to 0 over the run's steps")
     a("--learn_sigma_max", action="store_true", help="learn sigma_0 too (below the model's sigma_max; see Grid)")
+    a("--afs", action="store_true", help="read D at sigma_max from a per-class table instead of evaluating it: "
+      "--nfe evaluations on --nfe + 1 grid steps (not with --learn_sigma_max)")
     a("--init_from", default=None, help="start w and the grid from another run's output_dir (its state.pt); "
       "the optimizer starts fresh")
     a("--eval_num", type=int, default=32, help="held-out seeds for the error before / after")
@@ -89,7 +95,10 @@ def parse_args(argv=None):
         check_float("--max_minutes", args.max_minutes, 0.0)
     if args.resume_from_checkpoint is not None:
         check_choice("--resume_from_checkpoint", args.resume_from_checkpoint, ("latest",))
-    args.solver, args.afs = "bns", False                           # what train_amed.setup reads
+    if args.afs and args.learn_sigma_max:
+        raise ValueError("--afs with --learn_sigma_max is not allowed: the table holds D at the model's sigma_max, "
+                         "so sigma_0 must stay there (use one of them)")
+    args.solver = "bns"                                             # what train_amed.setup reads (with args.afs)
     return args
 
 
@@ -100,9 +109,10 @@ class Grid(torch.nn.Module):
     so the last step jumps to 0 from wherever it pays most.
 
     sigma_0 stays at the start grid's sigma_max unless learn_max: then it is sigma_min + a sigmoid fraction of
-    the log range up to sigma_max (starting at 0.995 of it). At sigma_max = 80 a guided D does not depend on its
-    input (the class mean: measured, the sample moves by 2e-6), so the first evaluation is better spent lower;
-    the solver then starts from the same unit noise scaled by sigma_0."""
+    the log range up to sigma_max (starting at 0.995 of it). At sigma_max = 80 the final sample hardly depends on
+    what the guided D returns beyond its class (see bns.py, AFS), so the first evaluation may be better spent
+    lower; the solver then starts from the same unit noise scaled by sigma_0. (--afs keeps sigma_0 and reads that
+    evaluation from a table instead.)"""
 
     def __init__(self, sigmas, sigma_min: float, learn_max: bool = False):
         super().__init__()
@@ -159,12 +169,33 @@ def chunk(pool, i: int, device):
     return pool["noise"][i].to(device), None if lab is None else lab.to(device), pool["ref"][i].to(device)
 
 
-def pool_error(pool, denoiser_for, sigmas, weights, device) -> float:
-    """Mean per-image ODE error of the solver (sigmas, weights) over a pool."""
+def first_table(denoiser_for, sigma_max: float, num_classes: int, shape, device, seed: int, draws: int = 4):
+    """(K, C, H, W): the teacher's D at sigma_max for each label it takes (the classes, then the null class;
+    K = 1 for an unconditional model), averaged over `draws` seeded noises: AFS's stand-in for D_0."""
+    labels = torch.arange(num_classes + 1, device=device) if num_classes else None
+    k = num_classes + 1 if num_classes else 1
+    gen, total = torch.Generator().manual_seed(seed), 0.0
+    sigma = torch.tensor(sigma_max, device=device)
+    with torch.no_grad():
+        for _ in range(draws):
+            z = torch.randn(k, *shape, generator=gen).to(device)
+            total = total + denoiser_for(labels)(z * sigma, sigma).float()
+    return total / draws
+
+
+def table_rows(table, lab, batch: int):
+    """D_0 (B, C, H, W) from the table for a chunk's labels (None: row 0); None without a table."""
+    if table is None:
+        return None
+    return table[0].expand(batch, *table.shape[1:]) if lab is None else table[lab]
+
+
+def pool_error(pool, denoiser_for, sigmas, weights, device, table=None) -> float:
+    """Mean per-image ODE error of the solver (sigmas, weights; AFS with `table`) over a pool."""
     errs = []
     with torch.no_grad():
         for z, lab, ref in (chunk(pool, i, device) for i in range(len(pool["noise"]))):
-            x = bns_sample(denoiser_for(lab), z * sigmas[0], sigmas, weights)
+            x = bns_sample(denoiser_for(lab), z * sigmas[0], sigmas, weights, first=table_rows(table, lab, len(z)))
             errs.append(ode_error(x.float().cpu(), ref.cpu()))
     return float(torch.cat(errs).mean())
 
@@ -174,8 +205,9 @@ def main(args):
     device = accelerator.device
     pipe, denoiser_for, start, grid_name, _, guidance, num_classes = setup(args, device)
     args.guidance_used = float(guidance)
-    n = len(start) - 1
-    out_dir = Path(args.output_dir or Path(args.model) / "amed" / f"bns-nfe{n}-g{guidance:g}")
+    n = len(start) - 1                                              # grid steps: --nfe, + 1 with --afs
+    name = f"bns-nfe{args.nfe}{'-afs' if args.afs else ''}-g{guidance:g}"
+    out_dir = Path(args.output_dir or Path(args.model) / "amed" / name)
     out_dir.mkdir(parents=True, exist_ok=True)
     fine = torch.as_tensor(pipe.scheduler.sigma_grid(args.ref_steps, grid_name), dtype=torch.float32).to(device)
 
@@ -185,7 +217,13 @@ def main(args):
     held = build_pool(out_dir / "teacher-eval.pt", args, pipe, denoiser_for, fine, num_classes, device,
                       args.eval_num, 10 ** 9 + args.seed, "accurate solutions (held-out)")
 
-    # 2. parameters: w and the grid's logits; resume from state.pt
+    # 2. AFS: the table of D at sigma_max (the same every run: seeded)
+    table = None
+    if args.afs:
+        shape = train["noise"][0].shape[1:]
+        table = first_table(denoiser_for, float(start[0]), num_classes, shape, device, 10 ** 7 + args.seed)
+
+    # 3. parameters: w and the grid's logits; resume from state.pt
     model_grid, start = start, start_grid(start)
     start_w = torch.eye(n, dtype=torch.float64) if args.init == "euler" else dpmpp_2m_weights(start)
     w = torch.nn.Parameter(start_w.float().to(device))
@@ -208,9 +246,10 @@ def main(args):
         grid.load_state_dict(state["grid"])
         opt.load_state_dict(state["opt"])
         step, spent, (err_start, err_euler) = state["step"], state["minutes"], state["errors"]
-    else:  # the held-out error at the start and of Euler on the model's grid (kept in state.pt: measured once)
-        err_start = pool_error(held, denoiser_for, start.to(device), start_w.float().to(device), device)
-        err_euler = pool_error(held, denoiser_for, model_grid.to(device), torch.eye(n, device=device), device)
+    else:  # the held-out error at the start and of Euler on the model's grid, with the table under --afs (kept in
+        # state.pt: measured once)
+        err_start = pool_error(held, denoiser_for, start.to(device), start_w.float().to(device), device, table)
+        err_euler = pool_error(held, denoiser_for, model_grid.to(device), torch.eye(n, device=device), device, table)
     per_epoch = len(train["noise"])
     total = args.epochs * per_epoch
     base_lrs = (args.learning_rate, args.grid_lr)
@@ -227,10 +266,13 @@ def main(args):
                "eval_num": args.eval_num, "error_heldout_euler": err_euler,  # the model's grid
                "error_heldout_start": err_start}
         if final:
-            row["error_heldout_trained"] = pool_error(held, denoiser_for, sig, (w * mask).detach(), device)
+            row["error_heldout_trained"] = pool_error(held, denoiser_for, sig, (w * mask).detach(), device, table)
         model = BNSWeights(num_steps=n, grid=LEARNED, sigmas=[float(s) for s in sig[:-1]],
-                           guidance_scale=float(guidance), teacher=unet_fingerprint(pipe.unet), init=args.init)
+                           guidance_scale=float(guidance), teacher=unet_fingerprint(pipe.unet), init=args.init,
+                           afs=args.afs, table_shape=None if table is None else list(table.shape))
         model.weights.data.copy_((w * mask).detach().cpu())
+        if table is not None:
+            model.first_table.copy_(table.cpu())
         save_model_folder(model, out_dir, {**row, "args": {k: str(v) for k, v in vars(args).items()}})
         _save(state_path, {"w": w.detach().cpu(), "grid": grid.state_dict(), "opt": opt.state_dict(), "step": step,
                            "minutes": minutes(), "errors": (err_start, err_euler)})
@@ -241,7 +283,7 @@ def main(args):
     def minutes():
         return spent + (time.time() - t0) / 60
 
-    # 3. epochs over the pool, one Adam step per batch, in a seeded order per epoch
+    # 4. epochs over the pool, one Adam step per batch, in a seeded order per epoch
     bar = tqdm(total=total, initial=step, desc=f"train bns nfe {n}")
     while step < total:
         epoch, k = divmod(step, per_epoch)
@@ -249,7 +291,7 @@ def main(args):
         i = int(order[k])
         z, lab, ref = chunk(train, i, device)
         sig = grid()
-        x = bns_sample(denoiser_for(lab), z * sig[0], sig, w * mask)
+        x = bns_sample(denoiser_for(lab), z * sig[0], sig, w * mask, first=table_rows(table, lab, len(z)))
         loss = (x.float() - ref).pow(2).flatten(1).mean(1).add(1e-12).sqrt().mean()  # the ODE error
         if not math.isfinite(loss.item()):
             raise RuntimeError(f"loss is {loss.item()} at step {step}: lower --learning_rate")

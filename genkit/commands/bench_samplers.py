@@ -90,7 +90,7 @@ def run_samplers(args) -> dict:
 
     from genkit.metrics import REFERENCE_SOLVER, ode_error
     from genkit.metrics.bootstrap import fd_between, fd_to, fd_with_interval
-    from genkit.checks import check_float
+    from genkit.checks import bad, check_float
     from genkit.sampling import GRIDS, solver_entry, solver_names, steps_for_nfe
     from genkit.sampling.amed import list_predictors
     from genkit.sampling.grids import LEARNED
@@ -202,8 +202,16 @@ def run_samplers(args) -> dict:
     # 2. Every arm at every NFE budget, same seeds and noise (the one-step generators first: they are cheap)
     # The trained weights each learned arm uses (safetensors and config with its grid): a row measured with other
     # weights at the same path is measured again (rows from before this was recorded are kept)
-    have = {(p["solver"], p["nfe"], p["guidance_scale"], p["grid"]): weights_fingerprint(p["path"], "*.safetensors")
-            + "-" + weights_fingerprint(p["path"], "config.json") for p in list_predictors(args.model)}
+    # (one per solver, NFE, guidance and grid: its grid steps give that NFE, with AFS where it uses it)
+    learned = {}
+    for p in list_predictors(args.model):
+        k = (p["solver"], p["nfe"], p["guidance_scale"], p["grid"])
+        if k in learned:
+            bad("--model", args.model, f"one set of trained weights per solver, NFE, guidance and grid: "
+                f"{learned[k]['path']} and {p['path']} are both {p['solver']} at NFE {p['nfe']} (keep one)")
+        learned[k] = p
+    have = {k: weights_fingerprint(p["path"], "*.safetensors") + "-" + weights_fingerprint(p["path"], "config.json")
+            for k, p in learned.items()}
     trained = lambda arm, n: have.get((arm.get("solver"), n, guidance, arm.get("grid")))  # noqa: E731
 
     def runnable(arm, n):  # AMED: a predictor for this NFE, guidance and grid; a learned grid: AMED only
@@ -235,8 +243,9 @@ def run_samplers(args) -> dict:
             run_arm(key, arm, n, n, n * cfg_factor, n, solver=None, num_inference_steps=n, guidance_scale=guidance)
         else:
             pipe.scheduler = genkit_scheduler
-            steps = steps_for_nfe(arm["solver"], n)
-            nfe_seen = count_nfe(arm["solver"], steps)  # per guided call
+            p = learned.get((arm["solver"], n, guidance, arm["grid"]))
+            steps = p["num_steps"] if p else steps_for_nfe(arm["solver"], n)
+            nfe_seen = count_nfe(arm["solver"], steps, p["afs"] if p else None)  # per guided call
             run_arm(key, arm, n, nfe_seen, nfe_seen * cfg_factor, steps, solver=arm["solver"], grid=arm["grid"],
                     num_inference_steps=steps, skip_tuning=arm.get("skip_tuning"), guidance_scale=guidance)
             if trained(arm, n) is not None:

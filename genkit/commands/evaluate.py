@@ -164,7 +164,7 @@ def _fd_of_model(args, state) -> dict | None:
     pipe = load_pipeline(args.model, device)
     args.steps = default_steps(pipe, args.steps)
     cls, guidance = resolve_conditioning(pipe, args.class_label, args.guidance)
-    solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, guidance)
+    solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, guidance, args)
     args.grid = resolve_grid(pipe, args, solver, guidance)
     size_kw = size_ug_kwargs(pipe, args)
     res = size_kw.get("height", pipe.trained_size)

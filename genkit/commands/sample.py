@@ -29,9 +29,13 @@ PNG_NAME = re.compile(r"^\d{6,}\.png$")
 TMP_NAME = re.compile(r"^\..+\.tmp(\.\w+)?$")   # genkit.io.atomic_path's temp files, left by a killed run
 
 
-def check_solver_grid(pipe, solver: str | None, grid: str | None, steps: int, guidance: float) -> tuple[str, int]:
-    """--solver / --grid with the CLI's flag names: (solver, NFE per image, CFG counted)."""
-    from genkit.sampling import nfe
+def check_solver_grid(pipe, solver: str | None, grid: str | None, steps: int, guidance: float,
+                      args=None) -> tuple[str, int]:
+    """--solver / --grid with the CLI's flag names: (solver, NFE per image, CFG counted). A learned solver's NFE
+    is its predictor's (AFS saves one evaluation where the predictor uses it): found as the pipeline finds it,
+    from args (--model, --amed-predictor) when given."""
+    from genkit.sampling import nfe, solver_entry
+    from genkit.sampling.amed import find_predictor, load_predictor
 
     if is_one_step(pipe):
         if solver not in (None, "one_step") or grid is not None:
@@ -41,7 +45,11 @@ def check_solver_grid(pipe, solver: str | None, grid: str | None, steps: int, gu
         return "one_step", 1
     check_early(solver, grid)
     solver = solver or pipe.scheduler.config.get("solver", "dpmpp_2m")
-    return solver, nfe(solver, steps) * (2 if guidance != 1.0 else 1)
+    afs = None
+    if args is not None and solver_entry(solver).needs_predictor:
+        path = getattr(args, "amed_predictor", None) or find_predictor(args.model, solver, steps, guidance, grid)
+        afs = load_predictor(path, "--amed-predictor").config.afs
+    return solver, nfe(solver, steps, afs) * (2 if guidance != 1.0 else 1)
 
 
 def resolve_grid(pipe, args, solver: str, guidance: float) -> str | None:
@@ -197,7 +205,7 @@ def _sample(args, state) -> None:
     pipe = load_pipeline(args.model, device)
     args.steps = default_steps(pipe, args.steps)
     cls, args.guidance = resolve_conditioning(pipe, args.class_label, args.guidance)
-    solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, args.guidance)
+    solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, args.guidance, args)
     args.grid = resolve_grid(pipe, args, solver, args.guidance)
     invariant = args.batch_invariant
     # what decides an image besides its seed: a resume must match these (a rerun may change --num, --seed,

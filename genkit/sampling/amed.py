@@ -241,8 +241,9 @@ class AMEDPredictor(TrainedFor, ModelMixin, ConfigMixin):
         a = 1 - cfg.scale_time + 2 * cfg.scale_time * torch.sigmoid(self.head_a(h)).squeeze(1)
         return r, c, a
 
-    def solver_kwargs(self, tap: BottleneckTap) -> dict:
-        """Keyword arguments of the registry's AMED functions: the step predictor (reading `tap`) and AFS."""
+    def solver_kwargs(self, tap: BottleneckTap, labels=None, noise=None) -> dict:
+        """Keyword arguments of the registry's AMED functions: the step predictor (reading `tap`) and AFS (its
+        first evaluation needs neither the labels nor the noise: the same signature as BNSWeights')."""
         return {"predictor": self.step_predictor(tap), "afs": self.config.afs}
 
     def step_predictor(self, tap: BottleneckTap):
@@ -326,8 +327,14 @@ def find_predictor(model_dir, solver: str, num_steps: int, guidance_scale: float
     fits = [p for p in found if p["solver"] == solver and p["num_steps"] == num_steps
             and math.isclose(p["guidance_scale"], guidance_scale, rel_tol=1e-6) and grid in (None, p["grid"])
             and (sigmas is None or _same_sigmas(p["sigmas"], list(sigmas)[:-1]))]
+    fits = sorted(fits, key=lambda p: p["grid"] != LEARNED)
+    tie = [p for p in fits if p["grid"] == fits[0]["grid"]] if fits else []
+    if len(tie) > 1:  # e.g. BNS weights with and without AFS on the same number of grid steps (other NFE)
+        bad("solver", solver, f"{len(tie)} sets of weights fit num_inference_steps={num_steps}, guidance_scale="
+            f"{guidance_scale:g}: " + ", ".join(f"{p['path']} (NFE {p['nfe']})" for p in tie)
+            + "; pass one as amed_predictor= (--amed-predictor)")
     if fits:
-        return sorted(fits, key=lambda p: p["grid"] != LEARNED)[0]["path"]
+        return fits[0]["path"]
     have = ", ".join(f"{p['solver']} steps={p['num_steps']} (NFE {p['nfe']}) guidance={p['guidance_scale']:g} "
                      f"grid={p['grid']}" for p in found) or "none"
     asked = "" if grid is None else f", grid={grid}"

@@ -25,11 +25,14 @@ class SolverEntry:
     last_step_evals: int = 1         # ... of the last step, to sigma = 0 (Euler there: x = D)
     needs_predictor: bool = False    # AMED / BNS: sampling needs parameters trained for this grid
     min_steps: int = 1
-    has_afs: bool = False            # AMED's analytical first step can replace the first evaluation
+    has_afs: bool = False            # the first evaluation can be replaced (AFS: AMED's analytical first step,
+                                     # BNS's per-class table of D at sigma_max)
+    afs_default: bool = False        # ... and is, unless a predictor's config says otherwise
 
-    def nfe(self, num_steps: int, afs: bool = True) -> int:
-        """Exact denoiser calls on a grid of num_steps steps ending at sigma = 0 (AFS: AMED's analytic first
-        step saves one call)."""
+    def nfe(self, num_steps: int, afs: bool | None = None) -> int:
+        """Exact denoiser calls on a grid of num_steps steps ending at sigma = 0 (AFS saves one call; None: the
+        solver's default, as the shipped predictors use it: on for AMED, off for BNS)."""
+        afs = self.afs_default if afs is None else afs
         saved = 1 if self.has_afs and afs else 0
         return self.evals_per_step * (num_steps - 1) + self.last_step_evals - saved
 
@@ -38,7 +41,8 @@ def _entries():
     one = dict(evals_per_step=1, last_step_evals=1)
     two = dict(evals_per_step=2, last_step_evals=1)
     # AMED (as the paper): 2 evaluations per interval, and the sample stops at sigma_min (no call at the step to 0)
-    amed_kw = dict(evals_per_step=2, last_step_evals=0, needs_predictor=True, min_steps=2, has_afs=True)
+    amed_kw = dict(evals_per_step=2, last_step_evals=0, needs_predictor=True, min_steps=2, has_afs=True,
+                   afs_default=True)
     table = [
         SolverEntry("euler", solvers.euler, "Euler (DDIM)", **one),
         SolverEntry("heun", solvers.heun, "Heun (EDM)", **two),
@@ -51,9 +55,10 @@ def _entries():
     table += [SolverEntry(f"amed-{b}", amed.sampler(b), f"AMED-Plugin ({d})", **amed_kw)
               for b, d in (("euler", "Euler"), ("dpm2", "DPM-Solver-2"), ("dpmpp_2m", "DPM-Solver++(2M)"),
                            ("ipndm", "iPNDM"))]
-    # learned multistep (bns.py): one evaluation per step, the last one to sigma = 0 included
+    # learned multistep (bns.py): one evaluation per step, the last one to sigma = 0 included; with AFS the first
+    # (at sigma_max, where the guided D is the class mean) is read from the weights' per-class table
     table.append(SolverEntry("bns", bns.sample, "Learned multistep (BNS-style)", **one, needs_predictor=True,
-                             min_steps=2))
+                             min_steps=2, has_afs=True))
     return {e.name: e for e in table}
 
 
@@ -76,12 +81,12 @@ def get_solver(name: str):
     return solver_entry(name).fn
 
 
-def nfe(name: str, num_steps: int, afs: bool = True) -> int:
+def nfe(name: str, num_steps: int, afs: bool | None = None) -> int:
     """Exact denoiser calls of `name` on a grid of num_steps steps ending at sigma = 0 (CFG not counted)."""
     return solver_entry(name).nfe(num_steps, afs)
 
 
-def steps_for_nfe(name: str, budget: int, afs: bool = True) -> int:
+def steps_for_nfe(name: str, budget: int, afs: bool | None = None) -> int:
     """The most grid steps whose NFE fits the budget (at least the solver's minimum)."""
     e = solver_entry(name)
     steps = e.min_steps
