@@ -36,7 +36,7 @@ RUN = {
     "genkit bench overhead --model weights/openmoji-32 --steps 5 --solvers euler,amed-euler --guidance 2 --out amed.json":
         "--batch-size 2 --repeats 1",
     "genkit sample --model weights/openmoji-32 --solver amed-euler --steps 4 --out amed/": "--num 2",
-    "genkit sample --model weights/openmoji-32 --solver bns --steps 5 --out bns/": "--num 2",
+    "genkit sample --model weights/openmoji-32 --solver bns --steps 6 --out bns/": "--num 2",
     "genkit sample --model weights/openmoji-32 --solver euler --steps 5 --skip-tuning 0.8 --out skip/": "--num 2",
     "genkit sample --model weights/openmoji-32 --size 64 --ug 1.0 --out big/": "--num 2 --steps 2",
     "genkit sample --model weights/openmoji-32-sid --out one_step/": "--num 2",

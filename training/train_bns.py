@@ -73,7 +73,7 @@ def parse_args(argv=None):
     a("--eval_num", type=int, default=32, help="held-out seeds for the error before / after")
     a("--dtype", default="float32", help="the frozen network's dtype: float32 or bfloat16 (autocast)")
     a("--seed", type=int, default=0)
-    a("--output_dir", default=None, help="default <model>/amed/bns-nfe<N>-g<guidance>")
+    a("--output_dir", default=None, help="default <model>/amed/bns-nfe<N>[-afs]-g<guidance>")
     a("--checkpointing_steps", type=int, default=8, help="batches between checkpoints")
     a("--resume_from_checkpoint", default=None, help="'latest': continue from output_dir/state.pt")
     a("--max_minutes", type=float, default=None, help="stop after a checkpoint once this much time passed")

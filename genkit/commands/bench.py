@@ -34,6 +34,7 @@ def _sync(device):
 def run_overhead(args) -> dict:
     from genkit.checks import LIMITS, bad, check_float
     from genkit.sampling import solver_entry, steps_for_nfe
+    from genkit.sampling.amed import list_predictors
 
     from .bench_samplers import generator_arm, load_generator, parse_list
 
@@ -43,12 +44,16 @@ def run_overhead(args) -> dict:
     guidance = check_float("--guidance", args.guidance, 0, LIMITS["guidance"])
     s = args.steps
     steps = {}
+    trained = list_predictors(args.model)
     for name in solvers:
         entry = solver_entry(name, "--solvers")
-        steps[name] = steps_for_nfe(name, s)
-        if entry.nfe(steps[name]) != s:  # equal NFE or the ratio says nothing
+        # a learned solver: the grid steps of its weights for this NFE (AFS saves an evaluation where they use it)
+        fit = [p for p in trained if p["solver"] == name and p["nfe"] == s and p["guidance_scale"] == guidance]
+        afs = fit[0]["afs"] if fit else None
+        steps[name] = fit[0]["num_steps"] if fit else steps_for_nfe(name, s, afs)
+        if entry.nfe(steps[name], afs) != s:  # equal NFE or the ratio says nothing
             bad("--steps", s, f"an NFE that every one of --solvers reaches exactly ({name} reaches "
-                f"{entry.nfe(steps[name])} and {entry.nfe(steps[name] + 1)}, not {s})")
+                f"{entry.nfe(steps[name], afs)} and {entry.nfe(steps[name] + 1, afs)}, not {s})")
     device = pick_device(args.device)
     pipe = load_pipeline(args.model, device)
     if guidance != 1.0 and not pipe.num_classes:
