@@ -29,8 +29,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .amed import TrainedFor
 from ..checks import bad
+from .amed import TrainedFor
 from .solvers import _loop, _report
 
 

@@ -56,7 +56,7 @@ def _entries():
               for b, d in (("euler", "Euler"), ("dpm2", "DPM-Solver-2"), ("dpmpp_2m", "DPM-Solver++(2M)"),
                            ("ipndm", "iPNDM"))]
     # learned multistep (bns.py): one evaluation per step, the last one to sigma = 0 included; with AFS the first
-    # (at sigma_max, where the guided D is the class mean) is read from the weights' per-class table
+    # (at sigma_max, where the final sample hardly depends on D beyond its class) is read from a per-class table
     table.append(SolverEntry("bns", bns.sample, "Learned multistep (BNS-style)", **one, needs_predictor=True,
                              min_steps=2, has_afs=True))
     return {e.name: e for e in table}
