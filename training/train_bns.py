@@ -44,7 +44,7 @@ from genkit.checks import OneLineParser, check_choice, check_float, check_int
 from genkit.metrics.ode_error import ode_error
 from genkit.sampling import get_solver
 from genkit.sampling.amed import unet_fingerprint
-from genkit.sampling.bns import BNSWeights, bns_sample, dpmpp_2m_weights
+from genkit.sampling.bns import BNSWeights, bns_sample, dpmpp_2m_weights, table_rows
 from genkit.sampling.grids import LEARNED
 from training.train_amed import _load_made_by, _save, draw, setup
 from training.utils import run_script, save_model_folder
@@ -173,7 +173,7 @@ def first_table(denoiser_for, sigma_max: float, num_classes: int, shape, device,
     """(K, C, H, W): the teacher's D at sigma_max for each label it takes (the classes, then the null class;
     K = 1 for an unconditional model), averaged over `draws` seeded noises: AFS's stand-in for D_0."""
     labels = torch.arange(num_classes + 1, device=device) if num_classes else None
-    k = num_classes + 1 if num_classes else 1
+    k = 1 if labels is None else len(labels)
     gen, total = torch.Generator().manual_seed(seed), 0.0
     sigma = torch.tensor(sigma_max, device=device)
     with torch.no_grad():
@@ -181,13 +181,6 @@ def first_table(denoiser_for, sigma_max: float, num_classes: int, shape, device,
             z = torch.randn(k, *shape, generator=gen).to(device)
             total = total + denoiser_for(labels)(z * sigma, sigma).float()
     return total / draws
-
-
-def table_rows(table, lab, batch: int):
-    """D_0 (B, C, H, W) from the table for a chunk's labels (None: row 0); None without a table."""
-    if table is None:
-        return None
-    return table[0].expand(batch, *table.shape[1:]) if lab is None else table[lab]
 
 
 def pool_error(pool, denoiser_for, sigmas, weights, device, table=None) -> float:

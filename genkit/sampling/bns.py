@@ -63,6 +63,14 @@ def bns_sample(denoise, x, sigmas, weights, callback=None, disable=True, first=N
     return x
 
 
+def table_rows(table, labels, batch: int):
+    """AFS's D_0 (B, C, H, W) from a per-class table (K, C, H, W) for labels (B,) (None: an unconditional model,
+    row 0 for every image); None without a table."""
+    if table is None:
+        return None
+    return table[0].expand(batch, *table.shape[1:]) if labels is None else table[labels.to(table.device)]
+
+
 @torch.no_grad()
 def sample(denoise, x, sigmas, callback=None, disable=True, weights=None, first=None):
     """The registry's solver function: bns_sample without gradients."""
@@ -101,9 +109,7 @@ class BNSWeights(TrainedFor, ModelMixin, ConfigMixin):
                 _, h, w = table.shape[1:]
                 bad("height", noise.shape[-2], f"{h} (and width {w}): these BNS weights' table of D at sigma_max "
                     f"is for {h}x{w} images, not {noise.shape[-2]}x{noise.shape[-1]}")
-            rows = torch.zeros(len(noise), dtype=torch.long, device=table.device) if labels is None \
-                else labels.to(table.device)
-            if int(rows.max()) >= len(table):
-                bad("class_labels", rows.tolist(), f"ids below {len(table)} (the rows of the BNS weights' table)")
-            kw["first"] = table[rows]
+            if labels is not None and int(labels.max()) >= len(table):
+                bad("class_labels", labels.tolist(), f"ids below {len(table)} (the rows of the BNS weights' table)")
+            kw["first"] = table_rows(table, labels, len(noise))
         return kw
