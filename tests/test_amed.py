@@ -341,12 +341,13 @@ def test_a_learned_grid_predictor_brings_its_grid_to_the_pipeline(tmp_path):
         pipe(num_inference_steps=3, solver="euler", grid="learned", guidance_scale=2.0, class_labels="a")
     from argparse import Namespace
 
-    from genkit.commands.sample import check_early, resolve_grid        # the CLI records what it samples on
-    args = lambda pred=None: Namespace(grid=None, model=folder, steps=3, amed_predictor=pred)  # noqa: E731
-    assert resolve_grid(pipe, args(), "amed-euler", 2.0) == "learned"
+    from genkit.commands.sample import check_early, resolve_solver      # the CLI records what it samples on
+    args = lambda solver="amed-euler", pred=None: Namespace(  # noqa: E731
+        solver=solver, grid=None, model=folder, steps=3, amed_predictor=pred)
+    assert resolve_solver(pipe, args(), 2.0) == ("amed-euler", "learned", 6)
     model_grid = pipe.scheduler.config.get("grid")
-    assert resolve_grid(pipe, args(f"{folder}/amed/amed-euler-nfe3-g2"), "amed-euler", 2.0) == model_grid
-    assert resolve_grid(pipe, args(), "euler", 2.0) == model_grid
+    assert resolve_solver(pipe, args(pred=f"{folder}/amed/amed-euler-nfe3-g2"), 2.0)[1] == model_grid
+    assert resolve_solver(pipe, args("euler"), 2.0) == ("euler", model_grid, 6)
     check_early("amed-euler", "learned")
     with pytest.raises(ValueError, match="--grid='learned' is not allowed: one of polynomial, .* --solver=euler"):
         check_early("euler", "learned")

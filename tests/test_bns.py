@@ -210,3 +210,10 @@ def test_train_then_sample_with_the_pipeline_and_the_cli(tmp_path, capsys):
     assert json.loads((tmp_path / "s3" / "manifest.json").read_text())["nfe_per_image"] == 2 * 2
     res = subprocess.run(cmd + ["--afs", "--learn_sigma_max"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "--afs with --learn_sigma_max is not allowed" in res.stderr
+
+    # the benchmarks' lookup by NFE: one set of weights per solver, NFE, guidance and grid, a second one refused
+    from genkit.sampling.amed import predictors_by_nfe
+    assert {k[:2] for k in predictors_by_nfe(folder)} == {("bns", 3), ("bns", 2)}
+    shutil.copytree(afs_dir, afs_dir.with_name("bns-nfe2-afs-g2-copy"))
+    with pytest.raises(ValueError, match=r"--model=.*bns-nfe2-afs-g2 and .*-copy are both bns at NFE 2 \(keep one\)"):
+        predictors_by_nfe(folder)

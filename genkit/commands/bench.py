@@ -34,7 +34,8 @@ def _sync(device):
 def run_overhead(args) -> dict:
     from genkit.checks import LIMITS, bad, check_float
     from genkit.sampling import solver_entry, steps_for_nfe
-    from genkit.sampling.amed import list_predictors
+    from genkit.sampling.amed import predictors_by_nfe
+    from genkit.sampling.grids import LEARNED
 
     from .bench_samplers import generator_arm, load_generator, parse_list
 
@@ -44,11 +45,13 @@ def run_overhead(args) -> dict:
     guidance = check_float("--guidance", args.guidance, 0, LIMITS["guidance"])
     s = args.steps
     steps = {}
-    trained = list_predictors(args.model)
+    trained = predictors_by_nfe(args.model)
     for name in solvers:
         entry = solver_entry(name, "--solvers")
-        # a learned solver: the grid steps of its weights for this NFE (AFS saves an evaluation where they use it)
-        fit = [p for p in trained if p["solver"] == name and p["nfe"] == s and p["guidance_scale"] == guidance]
+        # a learned solver: the grid steps of its weights for this NFE (AFS saves an evaluation where they use it),
+        # a learned grid's first, as the pipeline picks them
+        fit = sorted((p for (solver, n, g, _), p in trained.items() if (solver, n, g) == (name, s, guidance)),
+                     key=lambda p: p["grid"] != LEARNED)
         afs = fit[0]["afs"] if fit else None
         steps[name] = fit[0]["num_steps"] if fit else steps_for_nfe(name, s, afs)
         if entry.nfe(steps[name], afs) != s:  # equal NFE or the ratio says nothing

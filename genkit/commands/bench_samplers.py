@@ -90,9 +90,9 @@ def run_samplers(args) -> dict:
 
     from genkit.metrics import REFERENCE_SOLVER, ode_error
     from genkit.metrics.bootstrap import fd_between, fd_to, fd_with_interval
-    from genkit.checks import bad, check_float
+    from genkit.checks import check_float
     from genkit.sampling import GRIDS, solver_entry, solver_names, steps_for_nfe
-    from genkit.sampling.amed import list_predictors
+    from genkit.sampling.amed import predictors_by_nfe
     from genkit.sampling.grids import LEARNED
     from genkit.skip_tuning import RHO_RANGE
     from genkit.sampling import nfe as count_nfe
@@ -203,13 +203,7 @@ def run_samplers(args) -> dict:
     # The trained weights each learned arm uses (safetensors and config with its grid): a row measured with other
     # weights at the same path is measured again (rows from before this was recorded are kept)
     # (one per solver, NFE, guidance and grid: its grid steps give that NFE, with AFS where it uses it)
-    learned = {}
-    for p in list_predictors(args.model):
-        k = (p["solver"], p["nfe"], p["guidance_scale"], p["grid"])
-        if k in learned:
-            bad("--model", args.model, f"one set of trained weights per solver, NFE, guidance and grid: "
-                f"{learned[k]['path']} and {p['path']} are both {p['solver']} at NFE {p['nfe']} (keep one)")
-        learned[k] = p
+    learned = predictors_by_nfe(args.model)
     have = {k: weights_fingerprint(p["path"], "*.safetensors") + "-" + weights_fingerprint(p["path"], "config.json")
             for k, p in learned.items()}
     trained = lambda arm, n: have.get((arm.get("solver"), n, guidance, arm.get("grid")))  # noqa: E731

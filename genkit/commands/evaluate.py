@@ -157,15 +157,14 @@ def _fd_of_model(args, state) -> dict | None:
 
     from genkit.metrics import FrechetDistance
     from .resolution import resolution_fields, size_ug_kwargs
-    from .sample import check_batch_size, check_solver_grid, method_kwargs, resolve_grid
+    from .sample import check_batch_size, method_kwargs, resolve_solver
 
     check_batch_size(args.batch_size)
     device = pick_device(args.device) if state.num_processes == 1 else state.device
     pipe = load_pipeline(args.model, device)
     args.steps = default_steps(pipe, args.steps)
     cls, guidance = resolve_conditioning(pipe, args.class_label, args.guidance)
-    solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, guidance, args)
-    args.grid = resolve_grid(pipe, args, solver, guidance)
+    solver, args.grid, nfe = resolve_solver(pipe, args, guidance)
     size_kw = size_ug_kwargs(pipe, args)
     res = size_kw.get("height", pipe.trained_size)
     info = {"nfe_low_res": 0}

@@ -29,43 +29,31 @@ PNG_NAME = re.compile(r"^\d{6,}\.png$")
 TMP_NAME = re.compile(r"^\..+\.tmp(\.\w+)?$")   # genkit.io.atomic_path's temp files, left by a killed run
 
 
-def check_solver_grid(pipe, solver: str | None, grid: str | None, steps: int, guidance: float,
-                      args=None) -> tuple[str, int]:
-    """--solver / --grid with the CLI's flag names: (solver, NFE per image, CFG counted). A learned solver's NFE
-    is its predictor's (AFS saves one evaluation where the predictor uses it): found as the pipeline finds it,
-    from args (--model, --amed-predictor) when given."""
+def resolve_solver(pipe, args, guidance: float) -> tuple[str, str | None, int]:
+    """--solver / --grid with the CLI's flag names -> (solver, grid, NFE per image with CFG counted): what a run
+    really samples with, as manifests and PNG parameters record it and the pipeline is called. A learned solver's
+    weights (--amed-predictor, else found in --model as the pipeline finds them) are loaded once: their AFS decides
+    the NFE (one evaluation saved where they use it) and, with no --grid, their learned grid is the grid (else the
+    model's). A one-step generator: ("one_step", None, 1)."""
     from genkit.sampling import nfe, solver_entry
-    from genkit.sampling.amed import find_predictor, load_predictor
+    from genkit.sampling.amed import find_predictor, load_predictor, run_grid
 
+    solver, grid = args.solver, args.grid
     if is_one_step(pipe):
         if solver not in (None, "one_step") or grid is not None:
             flag, value = ("--solver", solver) if solver not in (None, "one_step") else ("--grid", grid)
             raise ValueError(f"{flag}={value!r} is not allowed: a one-step generator has no solver or grid "
                              "(leave it out)")
-        return "one_step", 1
+        return "one_step", None, 1
     check_early(solver, grid)
     solver = solver or pipe.scheduler.config.get("solver", "dpmpp_2m")
-    afs = None
-    if args is not None and solver_entry(solver).needs_predictor:
-        path = getattr(args, "amed_predictor", None) or find_predictor(args.model, solver, steps, guidance, grid)
-        afs = load_predictor(path, "--amed-predictor").config.afs
-    return solver, nfe(solver, steps, afs) * (2 if guidance != 1.0 else 1)
-
-
-def resolve_grid(pipe, args, solver: str, guidance: float) -> str | None:
-    """The grid a run really samples on, recorded in manifests and PNG parameters and passed to the pipeline:
-    --grid; else, for an AMED solver, its predictor's (a learned one is preferred, as the pipeline does); else
-    the model's. None for a one-step generator."""
-    from genkit.sampling import solver_entry
-    from genkit.sampling.amed import find_predictor, load_predictor, run_grid
-
-    if solver == "one_step":
-        return None
     pred = None
-    if solver_entry(solver).needs_predictor and not args.grid:
-        path = getattr(args, "amed_predictor", None) or find_predictor(args.model, solver, args.steps, guidance)
+    if solver_entry(solver).needs_predictor:
+        path = getattr(args, "amed_predictor", None) or find_predictor(args.model, solver, args.steps, guidance, grid)
         pred = load_predictor(path, "--amed-predictor")
-    return run_grid(pred, args.grid, pipe.scheduler.config.get("grid"))
+    cfg_factor = 2 if guidance != 1.0 else 1
+    return (solver, run_grid(pred, grid, pipe.scheduler.config.get("grid")),
+            nfe(solver, args.steps, pred.config.afs if pred is not None else None) * cfg_factor)
 
 
 def method_kwargs(args) -> dict:
@@ -205,8 +193,7 @@ def _sample(args, state) -> None:
     pipe = load_pipeline(args.model, device)
     args.steps = default_steps(pipe, args.steps)
     cls, args.guidance = resolve_conditioning(pipe, args.class_label, args.guidance)
-    solver, nfe = check_solver_grid(pipe, args.solver, args.grid, args.steps, args.guidance, args)
-    args.grid = resolve_grid(pipe, args, solver, args.guidance)
+    solver, args.grid, nfe = resolve_solver(pipe, args, args.guidance)
     invariant = args.batch_invariant
     # what decides an image besides its seed: a resume must match these (a rerun may change --num, --seed,
     # --device, and --batch-size when batch-invariant)

@@ -311,6 +311,20 @@ def list_predictors(model_dir) -> list[dict]:
     return out
 
 
+def predictors_by_nfe(model_dir, flag: str = "--model") -> dict:
+    """{(solver, NFE, guidance_scale, grid): list_predictors' entry}: the weights a benchmark arm at an NFE budget
+    runs with (their grid steps give that NFE, with AFS where they use it). Two sets at one key are refused, both
+    named: which one a row measured would be a guess."""
+    table = {}
+    for p in list_predictors(model_dir):
+        k = (p["solver"], p["nfe"], p["guidance_scale"], p["grid"])
+        if k in table:
+            bad(flag, str(model_dir), f"one set of trained weights per solver, NFE, guidance and grid: "
+                f"{table[k]['path']} and {p['path']} are both {p['solver']} at NFE {p['nfe']} (keep one)")
+        table[k] = p
+    return table
+
+
 def _same_sigmas(have, want) -> bool:
     return have is not None and len(have) == len(want) and \
         all(math.isclose(a, float(b), rel_tol=1e-5) for a, b in zip(have, want))
