@@ -196,6 +196,7 @@ def test_train_then_sample_with_the_pipeline_and_the_cli(tmp_path, capsys):
     afs_dir = Path(folder) / "amed" / "bns-nfe2-afs-g2"
     back = load_predictor(afs_dir)
     assert back.config.afs and back.config.num_steps == 3 and tuple(back.first_table.shape) == (4, 3, 8, 8)
+    assert back.first_table.dtype == torch.float16                       # stored at half the size
     with pytest.raises(ValueError, match=r"2 sets of weights fit num_inference_steps=3.*\(NFE 2\).*\(NFE 3\)"):
         pipe(num_inference_steps=3, solver="bns", guidance_scale=2.0, class_labels="a")  # with and without AFS
     kw = dict(num_inference_steps=3, solver="bns", guidance_scale=2.0, amed_predictor=str(afs_dir))

@@ -59,3 +59,29 @@ def test_overhead_figure_states_its_spread():
     lo, hi = min(r["all_s"]["pipeline"]) / max(r["all_s"]["bare"]), max(r["all_s"]["pipeline"]) / min(r["all_s"]["bare"])
     assert lo < r["ratio_pipeline_over_bare"] < hi                # so README must call it "inside the spread"
     assert "inside the run-to-run spread" in docs.measured(ROOT)
+
+
+def test_the_few_step_verdicts_follow_the_numbers(tmp_path):
+    """README's NFE-5 summary decides each target from the JSON: moving one number across its threshold flips it."""
+    src, dst = ROOT / "weights/openmoji-32", tmp_path / "weights/openmoji-32"
+    dst.mkdir(parents=True)
+    names = ("bench_ode128.json", "bench_ode128_amed.json", "bench_fewstep_n1000.json", "bench_overhead_bns.json")
+    data = {n: json.loads((src / n).read_text()) for n in names}
+
+    def verdict(kind: str) -> str:
+        for n, d in data.items():
+            (dst / n).write_text(json.dumps(d))
+        line = next(x for x in docs.fewstep_summary(tmp_path).splitlines() if x.startswith(f"- {kind}"))
+        return " ".join(x.strip("*:.") for x in line.split() if x.strip("*:.") in ("met", "missed"))
+
+    assert verdict("learned multistep (BNS)") == "met met"
+    assert verdict("AMED") == "missed missed"               # 0.61x; its FD interval is below, its accuracy 0.3 lower
+    fd = data["bench_fewstep_n1000.json"]["rows"]["bns/learned@5"]
+    fd["class_accuracy"] = 0.90                              # below UniPC's 91.2%
+    assert verdict("learned multistep (BNS)") == "met missed"
+    fd["class_accuracy"], fd["fd_teacher_ci95"] = 0.95, [0.9, 3.3]   # now overlapping UniPC's [3.24, 4.60]
+    assert verdict("learned multistep (BNS)") == "met missed"
+    fd["fd_teacher_ci95"] = [0.9, 3.2]
+    assert verdict("learned multistep (BNS)") == "met met"
+    data["bench_ode128_amed.json"]["rows"]["bns/learned@5"]["ode_error"] = 0.121   # 0.504x Euler's 0.240
+    assert verdict("learned multistep (BNS)") == "missed met"

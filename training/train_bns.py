@@ -16,7 +16,7 @@ network frozen).
      on the model's grid (what `genkit bench samplers` measures against), built in chunks and cached in
      output_dir/teacher-pool.pt, so an interrupted build resumes;
   2. with --afs, the table: the teacher's guided D at sigma_max for every class label (and the null class),
-     averaged over 4 seeded noises, stored in the weights (bns.BNSWeights.first_table, about 1.2 MB at 32 px);
+     averaged over 4 seeded noises, stored in the weights (bns.BNSWeights.first_table, float16, 0.6 MB at 32 px);
   3. start: w of Euler (identity) or DPM-Solver++(2M) (--init) on the model's grid with its last nonzero sigma
      lifted off sigma_min (see Grid); the sigmas as softmax fractions of [log sigma_0, log sigma_min] (any
      logits give a decreasing grid); or another run's w and grid (--init_from, a warm start);
@@ -44,7 +44,7 @@ from genkit.checks import OneLineParser, check_choice, check_float, check_int
 from genkit.metrics.ode_error import ode_error
 from genkit.sampling import get_solver
 from genkit.sampling.amed import unet_fingerprint
-from genkit.sampling.bns import BNSWeights, bns_sample, dpmpp_2m_weights, table_rows
+from genkit.sampling.bns import TABLE_DTYPE, BNSWeights, bns_sample, dpmpp_2m_weights, table_rows
 from genkit.sampling.grids import LEARNED
 from training.train_amed import _load_made_by, _save, draw, setup
 from training.utils import run_script, save_model_folder
@@ -54,7 +54,8 @@ def parse_args(argv=None):
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--model", required=True, help="teacher: a pipeline folder (genkit, or a plain diffusers DDPM folder)")
-    a("--nfe", type=int, default=5, help="network evaluations per sample = steps (CFG not counted)")
+    a("--nfe", type=int, default=5,
+      help="network evaluations per sample, CFG not counted: NFE grid steps, or NFE + 1 with --afs")
     a("--grid", default=None, help="the grid the learned one starts from (default: the model's)")
     a("--guidance", type=float, default=None, help="CFG scale (default 2 for a class-conditional model, else 1)")
     a("--init", default="euler", help="starting weights: euler (identity) or dpmpp_2m")
@@ -171,7 +172,8 @@ def chunk(pool, i: int, device):
 
 def first_table(denoiser_for, sigma_max: float, num_classes: int, shape, device, seed: int, draws: int = 4):
     """(K, C, H, W): the teacher's D at sigma_max for each label it takes (the classes, then the null class;
-    K = 1 for an unconditional model), averaged over `draws` seeded noises: AFS's stand-in for D_0."""
+    K = 1 for an unconditional model), averaged over `draws` seeded noises: AFS's stand-in for D_0. Rounded to the
+    dtype BNSWeights stores it in, so that training and evaluation here use the values that ship."""
     labels = torch.arange(num_classes + 1, device=device) if num_classes else None
     k = 1 if labels is None else len(labels)
     gen, total = torch.Generator().manual_seed(seed), 0.0
@@ -180,7 +182,7 @@ def first_table(denoiser_for, sigma_max: float, num_classes: int, shape, device,
         for _ in range(draws):
             z = torch.randn(k, *shape, generator=gen).to(device)
             total = total + denoiser_for(labels)(z * sigma, sigma).float()
-    return total / draws
+    return (total / draws).to(TABLE_DTYPE).float()
 
 
 def pool_error(pool, denoiser_for, sigmas, weights, device, table=None) -> float:
@@ -277,7 +279,7 @@ def main(args):
         return spent + (time.time() - t0) / 60
 
     # 4. epochs over the pool, one Adam step per batch, in a seeded order per epoch
-    bar = tqdm(total=total, initial=step, desc=f"train bns nfe {n}")
+    bar = tqdm(total=total, initial=step, desc=f"train bns (NFE {args.nfe}, {n} grid steps)")
     while step < total:
         epoch, k = divmod(step, per_epoch)
         order = torch.randperm(per_epoch, generator=torch.Generator().manual_seed(args.seed * 10 ** 4 + epoch))

@@ -425,27 +425,45 @@ def amed_ode(root: Path) -> str:
     return "\n".join(out)
 
 
-def fewstep_ode(root: Path) -> str:
-    """weights/openmoji-32: ODE error on >= 128 seeds per arm and NFE (bench_ode128.json, and the AMED arms of
-    bench_ode128_amed.json: a second run of the same configuration, same seeds and cached reference), each as a
-    ratio to the best training-free arm at that NFE; then the issue-16 comparisons, from the same rows."""
-    from .bench_samplers import row_key
+FAMILIES = {"AMED": lambda v: v.get("solver", "").startswith("amed"),        # the learned arms, by kind
+            "learned multistep (BNS)": lambda v: v.get("solver") == "bns"}
 
+
+def _learned(v: dict) -> bool:
+    return any(f(v) for f in FAMILIES.values())
+
+
+def _ode_rows(root: Path) -> tuple[dict, dict]:
+    """(bench_ode128.json, its rows with the learned arms of bench_ode128_amed.json: a second run of the same
+    configuration, same seeds and cached reference)."""
     d = _json(root, "weights/openmoji-32/bench_ode128.json")
-    c, rows = d["config"], dict(d["rows"])
+    rows = dict(d["rows"])
     amed = root / "weights/openmoji-32/bench_ode128_amed.json"
     if amed.is_file():
         more = json.loads(amed.read_text())
-        if more["config"] != c:
+        if more["config"] != d["config"]:
             raise ValueError(f"{amed} was run with another configuration than bench_ode128.json: its rows do not "
                              "compare")
         rows.update(more["rows"])
+    return d, rows
+
+
+def _best_training_free(rows, n: int, key: str):
+    """The training-free, untuned arm with the smallest `key` at NFE budget n (None if there is none)."""
+    return min((v for v in rows if v["nfe_budget"] == n and not _learned(v) and v.get("skip_tuning") is None
+                and not v["arm"].startswith(("teacher:", "generator:")) and v.get(key) is not None),
+               key=lambda v: v[key], default=None)
+
+
+def fewstep_ode(root: Path) -> str:
+    """weights/openmoji-32: ODE error on >= 128 seeds per arm and NFE (_ode_rows), each as a ratio to the best
+    training-free arm at that NFE; then the issue-16 comparisons, from the same rows."""
+    from .bench_samplers import row_key
+
+    d, rows = _ode_rows(root)
+    c = d["config"]
     budgets = sorted({v["nfe_budget"] for v in rows.values()})
-    families = {"AMED": lambda v: v.get("solver", "").startswith("amed"),        # the learned arms, by kind
-                "learned multistep (BNS)": lambda v: v.get("solver") == "bns"}
-    learned = lambda v: any(f(v) for f in families.values())  # noqa: E731
-    best = {n: min((v for v in rows.values() if v["nfe_budget"] == n and not learned(v)
-                    and v.get("skip_tuning") is None), key=lambda v: v["ode_error"], default=None) for n in budgets}
+    best = {n: _best_training_free(rows.values(), n, "ode_error") for n in budgets}
     out = [f"ODE error: mean per-image RMS distance (pixels in [-1, 1]) to {c['ode_reference']} (float32) from "
            f"the same noise, {c['ode_num']} seeds, guidance {c['guidance']}, class = seed mod K; in brackets the "
            "ratio to the best training-free arm at that NFE (**bold**); wall seconds for the "
@@ -462,7 +480,7 @@ def fewstep_ode(root: Path) -> str:
             cells.append(f"{err} ({v['ode_error'] / best[n]['ode_error']:.2f}), {v['seconds']:.0f} s")
         out.append(f"| {arm} | " + " | ".join(cells) + " |")
     notes = []
-    for (kind, family), n in itertools.product(families.items(), budgets):
+    for (kind, family), n in itertools.product(FAMILIES.items(), budgets):
         # per kind and NFE: its best arm against the best training-free one, and the NFE it saves
         am = min((v for v in rows.values() if family(v) and v["nfe_budget"] == n and v["ode_error"] is not None),
                  key=lambda v: v["ode_error"], default=None)
@@ -480,9 +498,9 @@ def fewstep_ode(root: Path) -> str:
     return "\n".join(out)
 
 
-def _ci(v: dict, key: str) -> str:
+def _ci(v: dict, key: str, p: int = 1) -> str:
     lo_hi = v.get(f"{key}_ci95")
-    return f"{v[key]:.1f}" + (" [{:.1f}, {:.1f}]".format(*lo_hi) if lo_hi else "")
+    return f"{v[key]:.{p}f}" + (" [{:.{p}f}, {:.{p}f}]".format(*lo_hi, p=p) if lo_hi else "")
 
 
 def fewstep_fd(root: Path, rel: str = "weights/openmoji-32/bench_fewstep_n1000.json") -> str:
@@ -497,7 +515,8 @@ def fewstep_fd(root: Path, rel: str = "weights/openmoji-32/bench_fewstep_n1000.j
            f"{c['guidance']}, bootstrap 95% intervals over {c.get('bootstrap_draws', 0)} resamples of the seeds; "
            f"teacher samples: {c.get('teacher', '-')}; {d['device']}. Resampling seeds with replacement repeats "
            "images, which raises FD: a small FD (to the teacher's samples) can lie below its own interval; the paired "
-           "ratios below are the comparison to read",
+           "ratios below are the comparison to read. Wall seconds are whole arms on a shared CPU, rows from several "
+           "runs: a rough cost, not a timing (`genkit bench overhead` times arms side by side)",
            "", "| arm | NFE | network evals / image | FD to data [95%] | FD to teacher samples [95%] | "
            "class accuracy | wall s (x Euler) |", "|---|---|---|---|---|---|---|"]
     for v in rows:
@@ -627,16 +646,74 @@ def upsample(root: Path) -> str:
     return "\n".join(out)
 
 
+# The AMED paper's NFE-5 results (CIFAR-10 FID, its Tables 2-3), quoted beside ours: (learned, best training-free)
+PAPER_AMED = {"AMED-Solver vs DPM-Solver++(3M)": (7.59, 24.97), "AMED-Plugin on iPNDM vs iPNDM": (6.61, 13.59)}
+
+
+def fewstep_summary(root: Path, n: int = 5) -> str:
+    """README: issue 16's NFE-5 verdict. Per arm: ODE error on 128 seeds (x the best training-free arm; _ode_rows),
+    FD to the teacher's own 50-NFE samples and to data at n = 1,000 with bootstrap intervals, class accuracy
+    (bench_fewstep_n1000.json); the two targets checked from those numbers; the AMED paper's ratios beside."""
+    _, ode = _ode_rows(root)
+    d = _json(root, "weights/openmoji-32/bench_fewstep_n1000.json")
+    c, fd = d["config"], d["rows"]
+    at_n = [v for v in fd.values() if v["nfe_budget"] == n and v.get("skip_tuning") is None
+            and not v["arm"].startswith("generator:")]
+    teacher = next(v for v in fd.values() if v["arm"].startswith("teacher:"))
+    best_ode = _best_training_free(ode.values(), n, "ode_error")
+    best_fd = _best_training_free(at_n, n, "fd_teacher")
+    ten = _best_training_free(ode.values(), 2 * n, "ode_error")
+    out = [f"NFE {n} (guidance {c['guidance']:g}: {2 * n} network evaluations per image). ODE error: "
+           f"{_json(root, 'weights/openmoji-32/bench_ode128.json')['config']['ode_num']} seeds against a float32 "
+           f"Heun solution, x the best training-free arm (**bold**). FD: n = {c['num']} seeds, bootstrap 95% "
+           f"intervals, to the teacher's own samples ({c['teacher']}) and to the train set.", "",
+           "| arm | ODE error (x best) | FD to the teacher's samples [95%] | FD to data [95%] | class accuracy |",
+           "|---|---|---|---|---|"]
+    for v in sorted(at_n, key=lambda v: (_learned(v), -(ode.get(f"{v['arm']}@{n}") or {}).get("ode_error", 0))):
+        e = (ode.get(f"{v['arm']}@{n}") or {}).get("ode_error")
+        err = "-" if e is None else (f"**{e:.3f}**" if e == best_ode["ode_error"] else f"{e:.3f}") + \
+            f" ({e / best_ode['ode_error']:.2f})"
+        out.append(f"| {v['arm']} | {err} | {_ci(v, 'fd_teacher', 2) if 'fd_teacher' in v else '-'} | "
+                   f"{_ci(v, 'fd')} | {_pct(v['class_accuracy'])} |")
+    out.append(f"| {teacher['arm']} at NFE {teacher['nfe']} | - | 0 | {_ci(teacher, 'fd')} | "
+               f"{_pct(teacher['class_accuracy'])} |")
+    out += ["", f"Targets at NFE {n} (from the rows above):"]
+    for kind, family in FAMILIES.items():
+        arms = [v for v in at_n if family(v) and f"{v['arm']}@{n}" in ode]
+        if not arms:
+            continue
+        a = min(arms, key=lambda v: ode[f"{v['arm']}@{n}"]["ode_error"])
+        e = ode[f"{a['arm']}@{n}"]["ode_error"]
+        x = e / best_ode["ode_error"]
+        ok1 = x <= 0.5 and ten is not None and e <= ten["ode_error"]
+        lo_hi, best_ci = a.get("fd_teacher_ci95"), best_fd.get("fd_teacher_ci95")
+        below = bool(lo_hi and best_ci and lo_hi[1] < best_ci[0])
+        acc = a["class_accuracy"] >= best_fd["class_accuracy"]
+        yes = lambda ok: "yes" if ok else "no"  # noqa: E731
+        out.append(f"- {kind}, {a['arm']}: ODE error {x:.2f}x the best training-free arm's at NFE {n} (target at most "
+                   f"0.5x) and {e:.3f} against the best training-free arm at NFE {2 * n} ({ten['arm']}, "
+                   f"{ten['ode_error']:.3f}): **{'met' if ok1 else 'missed'}**. FD to the teacher's samples "
+                   f"{_ci(a, 'fd_teacher', 2)} against the closest training-free arm's ({best_fd['arm']}) "
+                   f"{_ci(best_fd, 'fd_teacher', 2)}: interval below theirs {yes(below)}; class accuracy "
+                   f"{_pct(a['class_accuracy'])} vs {_pct(best_fd['class_accuracy'])}, no lower {yes(acc)}: "
+                   f"**{'met' if below and acc else 'missed'}**.")
+    w = _json(root, "weights/openmoji-32/bench_overhead_bns.json")
+    out.append(f"- Wall time at NFE {w['nfe']} x {w['solvers'][0]} (`{w['command']}`, median of {w['repeats']}, "
+               f"{w['device']}): " + ", ".join(f"{k} {r:.3f}" for k, r in w["ratio_over_first_solver"].items()) + ".")
+    paper = "; ".join(f"{k} {a:g} vs {b:g} FID ({a / b:.2f}x)" for k, (a, b) in PAPER_AMED.items())
+    return "\n".join(out + [f"- The AMED paper at NFE 5 on CIFAR-10: {paper}."])
+
+
 def fewstep_fd_learned(root: Path) -> str:
     """weights/openmoji-32 card: the NFE-5 arms with the learned-grid AMED predictor, n = 1,000."""
     return fewstep_fd(root, "weights/openmoji-32/bench_fewstep_n1000_learned.json")
 
 
-TABLES = {"fewstep-fd": fewstep_fd, "fewstep-fd-learned": fewstep_fd_learned, "skip-picks": skip_picks,
-          "sid-vs-teacher": sid_vs_teacher, "sid-alpha": sid_alpha, "samplers": samplers, "amed-ode": amed_ode, "fewstep-ode": fewstep_ode,
-          "sid-curve": sid_curve, "vq": vq, "mm-ablations": mm_ablations, "mm-history": mm_history,
-          "measured": measured, "mm-disc": mm_disc, "mm-disc-why": mm_disc_why, "app-bench": app_bench,
-          "app-bench-defaults": app_bench_defaults,
+TABLES = {"fewstep-summary": fewstep_summary, "fewstep-fd": fewstep_fd, "fewstep-fd-learned": fewstep_fd_learned,
+          "fewstep-ode": fewstep_ode, "amed-ode": amed_ode, "skip-picks": skip_picks, "samplers": samplers,
+          "sid-vs-teacher": sid_vs_teacher, "sid-alpha": sid_alpha, "sid-curve": sid_curve, "vq": vq,
+          "mm-ablations": mm_ablations, "mm-history": mm_history, "measured": measured, "mm-disc": mm_disc,
+          "mm-disc-why": mm_disc_why, "app-bench": app_bench, "app-bench-defaults": app_bench_defaults,
           "upsample": upsample}
 
 

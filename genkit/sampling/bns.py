@@ -80,10 +80,14 @@ def sample(denoise, x, sigmas, callback=None, disable=True, weights=None, first=
     return bns_sample(denoise, x, sigmas, weights.to(x.dtype), callback, disable, first)
 
 
+TABLE_DTYPE = torch.float16  # AFS's per-class table as stored (its values are within 1e-3 of float32's)
+
+
 class BNSWeights(TrainedFor, ModelMixin, ConfigMixin):
     """The learned w (N, N) of bns_sample; the config records the grid (sigmas without the final 0), the guidance
     scale and the teacher's fingerprint it was trained on, and `check` refuses any other use (as AMED's). With
-    afs, the buffer first_table (K, C, H, W) holds D at sigmas[0] per class label (K = 1: unconditional)."""
+    afs, the buffer first_table (K, C, H, W) holds D at sigmas[0] per class label (K = 1: unconditional), in
+    float16: 0.6 MB instead of 1.2 for 99 classes at 32 px, and train_bns rounds it so before training with it."""
 
     @register_to_config
     def __init__(self, solver: str = "bns", num_steps: int = 5, grid: str = "learned", sigmas: list | None = None,
@@ -95,7 +99,7 @@ class BNSWeights(TrainedFor, ModelMixin, ConfigMixin):
             if table_shape is None or len(table_shape) != 4:
                 raise ValueError(f"table_shape={table_shape!r} is not allowed: with afs, [K, C, H, W] of the "
                                  "per-class table of D at sigma_max")
-            self.register_buffer("first_table", torch.zeros(table_shape))
+            self.register_buffer("first_table", torch.zeros(table_shape, dtype=TABLE_DTYPE))
 
     def solver_kwargs(self, tap=None, labels=None, noise=None) -> dict:
         """Keyword arguments of the registry's `bns` function (the UNet's bottleneck tap is not read); with AFS
