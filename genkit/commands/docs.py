@@ -654,7 +654,10 @@ def fewstep_summary(root: Path, n: int = 5) -> str:
     """README: issue 16's NFE-5 verdict. Per arm: ODE error on 128 seeds (x the best training-free arm; _ode_rows),
     FD to the teacher's own 50-NFE samples and to data at n = 1,000 with bootstrap intervals, class accuracy
     (bench_fewstep_n1000.json); the two targets checked from those numbers; the AMED paper's ratios beside."""
-    _, ode = _ode_rows(root)
+    from .bench_samplers import row_key
+
+    ode_json, ode = _ode_rows(root)
+    ode_of = lambda v: (ode.get(row_key(v["arm"], n)) or {}).get("ode_error")  # noqa: E731  (None: not measured)
     d = _json(root, "weights/openmoji-32/bench_fewstep_n1000.json")
     c, fd = d["config"], d["rows"]
     at_n = [v for v in fd.values() if v["nfe_budget"] == n and v.get("skip_tuning") is None
@@ -664,13 +667,13 @@ def fewstep_summary(root: Path, n: int = 5) -> str:
     best_fd = _best_training_free(at_n, n, "fd_teacher")
     ten = _best_training_free(ode.values(), 2 * n, "ode_error")
     out = [f"NFE {n} (guidance {c['guidance']:g}: {2 * n} network evaluations per image). ODE error: "
-           f"{_json(root, 'weights/openmoji-32/bench_ode128.json')['config']['ode_num']} seeds against a float32 "
+           f"{ode_json['config']['ode_num']} seeds against a float32 "
            f"Heun solution, x the best training-free arm (**bold**). FD: n = {c['num']} seeds, bootstrap 95% "
            f"intervals, to the teacher's own samples ({c['teacher']}) and to the train set.", "",
            "| arm | ODE error (x best) | FD to the teacher's samples [95%] | FD to data [95%] | class accuracy |",
            "|---|---|---|---|---|"]
-    for v in sorted(at_n, key=lambda v: (_learned(v), -(ode.get(f"{v['arm']}@{n}") or {}).get("ode_error", 0))):
-        e = (ode.get(f"{v['arm']}@{n}") or {}).get("ode_error")
+    for v in sorted(at_n, key=lambda v: (_learned(v), -(ode_of(v) or 0))):
+        e = ode_of(v)
         err = "-" if e is None else (f"**{e:.3f}**" if e == best_ode["ode_error"] else f"{e:.3f}") + \
             f" ({e / best_ode['ode_error']:.2f})"
         out.append(f"| {v['arm']} | {err} | {_ci(v, 'fd_teacher', 2) if 'fd_teacher' in v else '-'} | "
@@ -679,11 +682,11 @@ def fewstep_summary(root: Path, n: int = 5) -> str:
                f"{_pct(teacher['class_accuracy'])} |")
     out += ["", f"Targets at NFE {n} (from the rows above):"]
     for kind, family in FAMILIES.items():
-        arms = [v for v in at_n if family(v) and f"{v['arm']}@{n}" in ode]
+        arms = [v for v in at_n if family(v) and ode_of(v) is not None]
         if not arms:
             continue
-        a = min(arms, key=lambda v: ode[f"{v['arm']}@{n}"]["ode_error"])
-        e = ode[f"{a['arm']}@{n}"]["ode_error"]
+        a = min(arms, key=ode_of)
+        e = ode_of(a)
         x = e / best_ode["ode_error"]
         ok1 = x <= 0.5 and ten is not None and e <= ten["ode_error"]
         lo_hi, best_ci = a.get("fd_teacher_ci95"), best_fd.get("fd_teacher_ci95")
