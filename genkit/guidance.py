@@ -13,12 +13,12 @@ import math
 import torch
 
 
-def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale) -> torch.Tensor:
     """D_w = D_u + w (D_c - D_u); w = 1 is plain conditional sampling, w = 0 unconditional."""
     return uncond + scale * (cond - uncond)
 
 
-def guided_pair(denoise_both, scale: float):
+def guided_pair(denoise_both, scale):
     """denoise_both(x2, sigma) evaluates [cond; uncond] on a batch of 2N -> the guided D(x, sigma) on N.
 
     sigma may be a float, a 0-d tensor or (N,): it is doubled to (2N,) to match the batch."""
@@ -30,10 +30,11 @@ def guided_pair(denoise_both, scale: float):
     return guided
 
 
-def classifier_free_guidance(denoise, class_labels: torch.Tensor, null_label: int, scale: float):
+def classifier_free_guidance(denoise, class_labels: torch.Tensor, null_label: int, scale):
     """Guided D(x, sigma) through a null class: [class_labels; null] in one batch of 2N (cond first: the AMED
-    predictor reads the conditional half of the bottleneck)."""
-    if scale == 1.0:
+    predictor reads the conditional half of the bottleneck). scale: a float, or a tensor that broadcasts over
+    (N, C, H, W), e.g. (N, 1, 1, 1) for a scale per sample."""
+    if not torch.is_tensor(scale) and scale == 1.0:
         return lambda x, sigma: denoise(x, sigma, class_labels=class_labels)
     labels = torch.cat([class_labels, torch.full_like(class_labels, null_label)])
     return guided_pair(lambda x2, s2: denoise(x2, s2, class_labels=labels), scale)

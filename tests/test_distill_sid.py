@@ -65,11 +65,15 @@ def ddpm_teacher(tmp_path_factory):
 
 
 def test_plain_ddpm_folder_distils_and_the_generator_starts_as_the_teacher(ddpm_teacher, tmp_path):
-    """eps prediction, 1000 discrete steps, unconditional. With lr ~0 the saved EMA generator is still the teacher's
-    denoiser at sigma_init: the whole chain (copy, EMA, export, OneStepPipeline over a DDPM scheduler) is exact."""
+    """eps prediction, 1000 discrete steps, unconditional. With the generator's lr ~0 the saved EMA generator is
+    still the teacher's denoiser at sigma_init: the whole chain (copy, EMA, export, OneStepPipeline over a DDPM
+    scheduler) is exact. The fake score has its own lr: it moves."""
     out = tmp_path / "sid"
-    log = run(cmd(ddpm_teacher, out, 4, "--learning_rate", "1e-12"))
+    log = run(cmd(ddpm_teacher, out, 4, "--learning_rate", "1e-12", "--fake_score_learning_rate", "1e-3"))
     assert "classes None, guidance 1.0" in log and checkpoints(out) == ["checkpoint-2"]
+    teacher_w = load_file(str(Path(ddpm_teacher) / "unet" / "diffusion_pytorch_model.safetensors"))
+    fake_w = load_file(str(out / "checkpoint-2" / "model_1.safetensors"))   # prepare order: generator, fake score
+    assert max((teacher_w[k] - fake_w[k]).abs().max().item() for k in teacher_w) > 1e-4
     pipe = OneStepPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
     assert isinstance(pipe.scheduler, DDPMScheduler) and pipe.scheduler.config.prediction_type == "epsilon"
@@ -90,7 +94,7 @@ def test_plain_ddpm_folder_distils_and_the_generator_starts_as_the_teacher(ddpm_
 
 def test_genkit_teacher_moves_the_generator_and_class_labels_work(genkit_teacher, tmp_path):
     out = tmp_path / "sid"
-    log = run(cmd(genkit_teacher, out, 8, "--teacher_guidance", "1.5"))
+    log = run(cmd(genkit_teacher, out, 8, "--teacher_guidance", "1.5", "--teacher_guidance_sigma_max", "1.0"))
     assert "classes 3, guidance 1.5" in log
     pipe = OneStepPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
@@ -159,7 +163,8 @@ def test_two_gloo_ranks_with_accumulation_match_one_process(genkit_teacher, tmp_
 @pytest.mark.parametrize("flag, value", [
     ("--alpha", "11"), ("--alpha", "-1"), ("--learning_rate", "2"), ("--teacher_guidance", "-1"),
     ("--train_batch_size", "0"), ("--tmax", "0"), ("--teacher", "/nonexistent"), ("--max_grad_norm", "-1"),
-    ("--fd_teacher_features", "/nonexistent.npy"),
+    ("--fd_teacher_features", "/nonexistent.npy"), ("--fake_score_learning_rate", "0"),
+    ("--teacher_guidance_sigma_max", "-1"),
 ])  # NaN / inf stop at the parser (one line, exit 2): tests/test_training_flags.py
 def test_bad_flags_name_the_flag(tmp_path, flag, value):
     from training.distill_sid import parse_args
@@ -242,3 +247,36 @@ def test_fd_to_the_teacher_from_the_running_sums_equals_fd_of_the_two_feature_se
         np.save(tmp_path / "short.npy", own[:10])
         FixedSeedFD(argparse.Namespace(features_model=str(ROOT / "weights/openmoji-features"), fd_num=40,
                                        fd_teacher_features=str(tmp_path / "short.npy")), 32, 98, "cpu")
+
+
+def test_gradient_noise_scale_recovers_a_known_mean_and_covariance():
+    """training/sid_grad_noise.noise_scale on K synthetic batch gradients mu + N(0, s^2/B I) in P dims: |mu|^2,
+    tr(Sigma_B) = P s^2 / B and B_noise = P s^2 / |mu|^2 come back within sampling error."""
+    from training.sid_grad_noise import noise_scale
+
+    gen = torch.Generator().manual_seed(0)
+    K, P, B, s = 4000, 50, 8, 2.0
+    mu = torch.full((P,), 0.5)
+    grads = mu + torch.randn(K, P, generator=gen, dtype=torch.float64) * s / B ** 0.5
+    got = noise_scale(grads, B)
+    assert got["mu_sq"] == pytest.approx(P * 0.25, rel=0.05)
+    assert got["trace_sigma_batch"] == pytest.approx(P * s * s / B, rel=0.05)
+    assert got["b_noise"] == pytest.approx(P * s * s / (P * 0.25), rel=0.1)
+    assert noise_scale(mu.repeat(3, 1), B)["trace_sigma_batch"] == pytest.approx(0, abs=1e-9)   # no noise
+
+
+def test_gradient_noise_script_reads_a_checkpoint(genkit_teacher, tmp_path):
+    """sid_grad_noise.py on a real distill_sid.py checkpoint: bf16 autocast gives nearly the float32 gradient on
+    the same batch; the JSON is written; a folder without the fake score is refused by name."""
+    from training.sid_grad_noise import main, parse_args
+
+    out = tmp_path / "sid"
+    run(cmd(genkit_teacher, out, 4))
+    res = tmp_path / "noise.json"
+    main(parse_args([str(out / "checkpoint-2"), "--teacher", str(genkit_teacher), "--batch", "2", "--batches", "3",
+                     "--out", str(res)]))
+    got = __import__("json").loads(res.read_text())
+    assert all(p["cosine"] > 0.95 for p in got["bf16_vs_float32_same_batch"])
+    assert -1 <= got["cosine_between_two_batches"] <= 1 and got["batches"] == 3
+    with pytest.raises(ValueError, match="^checkpoint=.*model.safetensors"):
+        parse_args([str(tmp_path)])

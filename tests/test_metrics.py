@@ -291,3 +291,21 @@ def test_bench_overhead_times_a_one_step_generator_beside_its_teacher(tiny, caps
     assert "generator:gen (1 network evaluation)" in out and "--generators" in r["command"]
     rc, _, err = cli(capsys, *common, "--generators", tiny["model"])
     assert rc == 2 and "--generators=" in err and "not a one-step generator" in err
+
+
+def test_within_class_spread_is_the_within_class_variance_and_zero_for_one_image_per_class():
+    """Classes at far-apart means with isotropic noise s in d dims: spread = d s^2 whatever the means (the
+    between-class part is not counted); unequal counts per class (2 to 50) stay unbiased; one image per class
+    repeated (a generator that ignores its noise) gives 0; no class with 2 images is refused."""
+    from genkit.metrics import within_class_spread
+
+    rng = np.random.default_rng(0)
+    d, s = 16, 0.7
+    counts = [2, 3, 5, 50] * 100
+    labels = np.repeat(np.arange(len(counts)), counts)
+    means = rng.normal(0, 100, (len(counts), d))
+    feats = means[labels] + rng.normal(0, s, (len(labels), d))
+    assert within_class_spread(feats, labels) == pytest.approx(d * s * s, rel=0.03)
+    assert within_class_spread(means[labels], labels) == pytest.approx(0, abs=1e-9)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        within_class_spread(feats[:3], np.arange(3))

@@ -194,6 +194,10 @@ def test_guided_teacher_is_classifier_free_guidance():
     assert torch.allclose(out, x + w * (labels.float().view(-1, 1, 1, 1) * x))
     assert torch.allclose(guided_teacher(den, 1.0, null)(x, 1.0, labels), den(x, 1.0, labels))
     assert torch.allclose(guided_teacher(den, w, null)(x, 1.0, None), x)
+    # a guidance interval: guided at sigma <= sigma_max, plain conditional above, per sample
+    sigma = torch.tensor([0.5, 4.0])
+    out = guided_teacher(den, w, null, sigma_max=1.0)(x, sigma, labels)
+    assert torch.allclose(out[0], (x + w * labels[0] * x)[0]) and torch.allclose(out[1], den(x, 4.0, labels)[1])
 
 
 @pytest.mark.parametrize("kwargs, name", [
@@ -228,3 +232,34 @@ def test_shipped_one_step_generator_loads_and_draws_in_one_evaluation():
     assert np.abs(alone.images[0] - out.images[1]).max() < 1e-5
     assert len(pipe(batch_size=2, generator=gens([0, 1])).images) == 2                      # PIL, null class
     assert pipe(batch_size=1, generator=gens([0]), output_type="pt").images.shape == (1, 3, 32, 32)
+
+
+def test_guided_teacher_at_high_noise_asks_for_a_negative_class_variance():
+    """The reason for guided_teacher's sigma_max, on exact denoisers: two 1-D classes N(+-tau, s^2) and their
+    mixture (the null class). The variance a Gaussian would need to have the guided denoiser's slope at a class
+    mean, v = 1 / precision - sigma^2 with precision = (1 - dD/dx) / sigma^2, is s^2 - (w - 1) tau^2 at high noise:
+    negative for w = 2 when tau > s (collapse), s^2 at w = 1, and s^2 again above sigma_max with the interval."""
+    s, tau, null = 0.3, 1.0, 2
+    mu = torch.tensor([-tau, tau], dtype=torch.float64)
+
+    def den(x, sigma, class_labels=None):              # x (B, 1, 1, 1), exact E[x0 | x_t (, y)]
+        sigma = torch.as_tensor(sigma, dtype=torch.float64).expand(len(x)).view(-1, 1, 1, 1)
+        var = s * s + sigma ** 2
+        cond = mu.view(1, 2, 1, 1) + s * s / var * (x - mu.view(1, 2, 1, 1))          # (B, 2, 1, 1)
+        logp = -(x - mu.view(1, 2, 1, 1)) ** 2 / (2 * var)
+        mixture = (torch.softmax(logp, dim=1) * cond).sum(1, keepdim=True)
+        y = class_labels.view(-1, 1, 1, 1)
+        return torch.where(y == null, mixture, cond.gather(1, y.clamp(max=1)))
+
+    def implied_variance(w, sigma, sigma_max=None):
+        x = torch.full((1, 1, 1, 1), tau, dtype=torch.float64, requires_grad=True)
+        out = guided_teacher(den, w, null, sigma_max)(x, torch.tensor([sigma], dtype=torch.float64),
+                                                      torch.tensor([1]))
+        slope = torch.autograd.grad(out.sum(), x)[0].item()
+        return sigma ** 2 / (1 - slope) - sigma ** 2
+
+    assert implied_variance(2.0, 40.0) == pytest.approx(s * s - tau * tau, abs=0.02)          # -0.91: collapse
+    assert implied_variance(3.0, 40.0) == pytest.approx(s * s - 2 * tau * tau, abs=0.03)
+    assert implied_variance(1.0, 40.0) == pytest.approx(s * s, abs=0.01)
+    assert implied_variance(2.0, 40.0, sigma_max=1.0) == pytest.approx(s * s, abs=0.01)      # the interval
+    assert implied_variance(2.0, 0.05) > 0                                                    # low noise: fine

@@ -24,7 +24,9 @@ Per step (global batch B = train_batch_size x processes x gradient_accumulation_
   3. EMA of the generator (half-life --ema_halflife_images generator images)
 Every --fd_every_images: FD-OpenMoji of the EMA generator on the fixed seeds 0..fd_num-1 (class = seed mod K),
 into metrics.jsonl; with --fd_teacher_features also the FD to the teacher's own samples on those seeds
-(fd_teacher: how faithfully it distils, which moves when FD to data is flat). output_dir is itself a
+(fd_teacher: how faithfully it distils, which moves when FD to data is flat), and the within-class spread of the
+same images' features (spread: near 0 when the generator draws one image per class whatever its noise; the
+teacher's samples have about 65 at 32 px). output_dir is itself a
 OneStepPipeline folder (the EMA generator), rewritten atomically at every checkpoint; checkpoint-N/ folders hold
 generator, fake score, EMA, optimizers and trainer_state.json.
 """
@@ -77,10 +79,19 @@ def parse_args(argv=None):
     a("--teacher_guidance", type=float, default=None,
       help="classifier-free guidance of the teacher the generator matches (default 2 for a class-conditional "
            "genkit teacher, 1 otherwise)")
+    a("--teacher_guidance_sigma_max", type=float, default=None, metavar="SIGMA",
+      help="guide the teacher only at noise levels sigma <= SIGMA in the generator loss, plain conditional above "
+           "(a guidance interval; default: guided at every sigma, as users sample it). Guided at high noise, the "
+           "teacher's score asks for less than no spread within a class, and the generator can collapse to one "
+           "image per class (genkit/distill/sid.py, guided_teacher; the card of weights/openmoji-32-sid "
+           "measures it)")
     # optimisation
     a("--train_batch_size", type=int, default=16, help="generator images per process per micro-step")
     a("--gradient_accumulation_steps", type=int, default=1)
     a("--learning_rate", type=float, default=1e-5, help="Adam lr of generator and fake score (paper: 1e-5)")
+    a("--fake_score_learning_rate", type=float, default=None, help="Adam lr of the fake score alone (default: "
+      "--learning_rate, as the paper); a larger one lets it follow the moving generator more closely (DMD2's "
+      "two time-scale update)")
     a("--adam_eps", type=float, default=None, help="default 1e-8, 1e-6 under fp16 (as the reference)")
     a("--max_grad_norm", type=float, default=0.0, help="clip gradients to this norm (0: off, as the reference)")
     a("--ema_halflife_images", type=float, default=500_000, help="EMA half-life in generator images (paper 0.5M)")
@@ -112,7 +123,11 @@ def check_args(args):
     check_float("--sigma_init", args.sigma_init, 1e-3, 1e3)
     if args.teacher_guidance is not None:
         check_float("--teacher_guidance", args.teacher_guidance, 0.0, 20.0)
+    if args.teacher_guidance_sigma_max is not None:
+        check_float("--teacher_guidance_sigma_max", args.teacher_guidance_sigma_max, 0.0, 1e4)
     check_float("--learning_rate", args.learning_rate, 1e-12, 1.0)
+    if args.fake_score_learning_rate is not None:
+        check_float("--fake_score_learning_rate", args.fake_score_learning_rate, 1e-12, 1.0)
     if args.adam_eps is not None:
         check_float("--adam_eps", args.adam_eps, 1e-12, 1.0)
     check_float("--max_grad_norm", args.max_grad_norm, 0.0)
@@ -184,7 +199,8 @@ class FixedSeedFD:
         from genkit.metrics import FrechetDistance, ReferenceStats, load_openmoji_features
 
         net, fid = load_openmoji_features(args.features_model)
-        self.fd = FrechetDistance(net.to(device), fid, resolution=resolution)
+        self.net = net.to(device)
+        self.fd = FrechetDistance(self.net, fid, resolution=resolution)
         self.fd.set_reference(ReferenceStats.load(Path(args.features_model) / "refs" /
                                                   f"openmoji-train-{resolution}.npz"))
         self.n, self.num_classes, self.device = args.fd_num, num_classes, device
@@ -207,15 +223,27 @@ class FixedSeedFD:
 
     @torch.no_grad()
     def __call__(self, pipe) -> float:
+        """FD to data; also sets self.spread, the within-class spread of the same images' features (class
+        cycle; None for an unconditional teacher): a generator that ignores its noise has FD near the teacher's
+        but a spread near 0."""
+        from genkit.commands.evaluate import batched_features
+        from genkit.metrics import within_class_spread
         from pipelines.pixel_diffusion import to_uint8
 
         self.fd.reset()
+        feats = []
         for i in range(0, self.n, 100):
             seeds = list(range(i, min(i + 100, self.n)))
             labels = [s % self.num_classes for s in seeds] if self.num_classes else None
             x = pipe(batch_size=len(seeds), class_labels=labels, output_type="latent",
                      generator=[torch.Generator(self.device).manual_seed(s) for s in seeds]).images
-            self.fd.update(to_uint8(x))
+            images = to_uint8(x)
+            self.fd.update(images)
+            feats.append(batched_features(self.net, images).numpy())
+        self.spread = None
+        if self.num_classes and self.n >= 2 * self.num_classes:
+            import numpy as np
+            self.spread = within_class_spread(np.concatenate(feats), np.arange(self.n) % self.num_classes)
         return self.fd.compute()
 
 
@@ -261,13 +289,14 @@ def main(args):
                    model_cls=UNet2DModel, model_config=g_unet.config)
     eps = args.adam_eps or (1e-6 if args.mixed_precision == "fp16" else 1e-8)
     opt_g = torch.optim.Adam(g_unet.parameters(), lr=args.learning_rate, betas=(0.0, 0.999), eps=eps)
-    opt_f = torch.optim.Adam(f_unet.parameters(), lr=args.learning_rate, betas=(0.0, 0.999), eps=eps)
+    lr_f = args.fake_score_learning_rate or args.learning_rate
+    opt_f = torch.optim.Adam(f_unet.parameters(), lr=lr_f, betas=(0.0, 0.999), eps=eps)
     g_ddp, f_ddp, opt_g, opt_f = accelerator.prepare(g_unet, f_unet, opt_g, opt_f)
     g_raw, f_raw = accelerator.unwrap_model(g_ddp), accelerator.unwrap_model(f_ddp)
     ema.to(device)
     emas = {"generator": ema}
     den = lambda net: Denoiser.from_scheduler(net, scheduler)  # noqa: E731
-    teacher = guided_teacher(den(teacher_unet), guidance, null)
+    teacher = guided_teacher(den(teacher_unet), guidance, null, args.teacher_guidance_sigma_max)
     G_train, G_frozen, F_train, F_frozen = den(g_ddp), den(g_raw), den(f_ddp), den(f_raw)
     logger.info(f"teacher {args.teacher}: {sum(p.numel() for p in teacher_unet.parameters()) / 1e6:.2f}M "
                 f"parameters, classes {num_classes}, guidance {guidance}; {world} process(es), {B} images/step")
@@ -277,7 +306,10 @@ def main(args):
     path, ckpt_step = resolve_checkpoint(out_dir, args.resume_from_checkpoint)
     if path is not None:
         resumed = load_checkpoint(accelerator, path, emas)
-        ema.decay = 0.5 ** (B / args.ema_halflife_images)   # the flag wins: a resumed run may change it
+        ema.decay = 0.5 ** (B / args.ema_halflife_images)   # the flags win: a resumed run may change them
+        for opt, lr in ((opt_g, args.learning_rate), (opt_f, lr_f)):
+            for group in opt.param_groups:
+                group["lr"] = lr
         step = ckpt_step
         logger.info(f"resumed from {path} at step {step}")
     elif args.resume_from_checkpoint:
@@ -313,6 +345,8 @@ def main(args):
                    "fd_n": args.fd_num}
             if (to_teacher := fd.to_teacher()) is not None:
                 row["fd_teacher"] = round(to_teacher, 4)
+            if fd.spread is not None:
+                row["spread"] = round(fd.spread, 3)                   # within-class spread of the features
             metrics_log.write(row)
             tqdm.write(json.dumps(row))
         accelerator.wait_for_everyone()

@@ -17,6 +17,8 @@ For each arm and NFE budget, on seeds K..K+N-1 (class 'cycle' and the model's de
   (--teacher-solver) from the same seeds and classes. A solver's job is to reproduce the teacher's distribution;
   FD to data can fall as a few-step solver smooths images, so this is the fairer distribution check. The
   teacher's own arm is a row (`teacher:SOLVER@M`);
+- spread: the within-class spread of the features (genkit.metrics.diversity; the teacher's row is the yardstick):
+  near 0 when the images of one class are all alike, as from a generator that ignores its noise;
 - --generators DIR,...: one-step generators distilled from the model (weights/openmoji-32-sid) as arms at NFE 1,
   same seeds and classes (their guidance is built in).
 Per-arm features are cached beside FILE (.FILE.features-<config hash>/), so intervals and ratios can be recomputed.
@@ -88,7 +90,7 @@ def arm_list(solvers, grids, schedulers, skip_rhos=()) -> list[dict]:
 def run_samplers(args) -> dict:
     import diffusers
 
-    from genkit.metrics import REFERENCE_SOLVER, ode_error
+    from genkit.metrics import REFERENCE_SOLVER, ode_error, within_class_spread
     from genkit.metrics.bootstrap import fd_between, fd_to, fd_with_interval
     from genkit.checks import check_float
     from genkit.sampling import GRIDS, solver_entry, solver_names, steps_for_nfe
@@ -254,6 +256,13 @@ def run_samplers(args) -> dict:
             row["fd_teacher"] = between["fd"]
             if draws:
                 row["fd_teacher_ci95"] = between["fd_ci95"]
+    # 5. Every row's within-class spread (a class's features against each other; ~0: one image per class, which
+    # FD with a class cycle barely sees), from the cached features; class of seed s as when drawn
+    labels = class_ids_for(pipe, cls, seeds) or [0] * len(seeds)
+    for key, row in result["rows"].items():
+        f = features.load(key) if "spread" not in row else None
+        if f is not None and len(f) == len(seeds):
+            row["spread"] = round(within_class_spread(f, labels), 3)
     if draws:
         # a ratio whose features are not on this machine (an earlier run's cache) is kept as it was measured
         result["ratios"] = {**result.get("ratios", {}),

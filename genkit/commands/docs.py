@@ -403,6 +403,42 @@ def sid_curve(root: Path) -> str:
     return "\n".join(out)
 
 
+def sid_collapse(root: Path) -> str:
+    """weights/openmoji-32-sid, session 32: short runs from the teacher, identical but for the flags their
+    training_state.json records (session32/ARM.training_state.json): FD and within-class spread of the EMA
+    generator on seeds 0..391 at each row of ARM.metrics.jsonl, beside the teacher's samples on the same seeds
+    (session32/teacher_n392_gW.json, `genkit bench samplers --guidance W`)."""
+    folder = root / "weights/openmoji-32-sid/session32"
+    runs = {}
+    for path in sorted(folder.glob("*.metrics.jsonl")):
+        arm = path.name.split(".")[0]
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        runs[arm] = (json.loads((folder / f"{arm}.training_state.json").read_text())["args"], rows)
+    images = sorted({r["images"] for _, rows in runs.values() for r in rows})
+    out = ["| run | teacher guidance in the generator loss | lr generator / fake score | "
+           + " | ".join(f"{n:,} images: FD / spread" for n in images) + " |", "|---" * (len(images) + 3) + "|"]
+    for arm, (a, rows) in runs.items():
+        at = {r["images"]: r for r in rows}
+        w = "2 (default)" if a["teacher_guidance"] == "None" else a["teacher_guidance"]
+        if a.get("teacher_guidance_sigma_max", "None") != "None":
+            w += f" at sigma <= {a['teacher_guidance_sigma_max']}, 1 above"
+        lr_f = a.get("fake_score_learning_rate", "None")
+        cells = [f"{at[n]['fd']:.1f} / {at[n]['spread']:.1f}" if n in at else "-" for n in images]
+        out.append(f"| {arm} | {w} | {a['learning_rate']} / {a['learning_rate'] if lr_f == 'None' else lr_f} | "
+                   + " | ".join(cells) + " |")
+    teacher = []
+    for path in sorted(folder.glob("teacher_n392_g*.json")):
+        d = _json(root, str(path.relative_to(root)))
+        (v,) = d["rows"].values()
+        teacher.append(f"guidance {d['config']['guidance']:g} ({v['arm']}, {v['nfe_budget']} NFE): FD {v['fd']:.1f}, "
+                       f"spread {v['spread']:.1f}, class accuracy {_pct(v['class_accuracy'])}")
+    fd_n = next(iter(runs.values()))[1][0]["fd_n"]
+    return "\n".join(out + ["", f"n = {fd_n} seeds (0..{fd_n - 1}, class = seed mod 98) per cell; FD at this n is "
+                            "biased upwards against the n = 1,000 tables; spread: genkit.metrics.within_class_spread "
+                            "of the FD features (0: one image per class)."]
+                     + ([f"The teacher's samples on the same seeds: {'; '.join(teacher)}."] if teacher else []))
+
+
 def amed_ode(root: Path) -> str:
     """weights/openmoji-32: ODE error at each NFE budget of bench_amed.json, each arm's ratio to Euler's."""
     from .bench_samplers import arm_name, row_key
@@ -567,13 +603,14 @@ def sid_vs_teacher(root: Path) -> str:
     rows = [v for v in d["rows"].values() if v.get("skip_tuning") is None and "fd_teacher" in v]
     gens = sorted((v for v in rows if "generator" in v), key=lambda v: v["arm"])
     teacher = sorted((v for v in rows if "generator" not in v), key=lambda v: (v["network_evals"], v["fd_teacher"]))
+    spread = lambda v: f"{v['spread']:.1f}" if "spread" in v else "-"  # noqa: E731 (rows from before it)
     out = [f"n = {d['config']['num']} seeds, guidance {d['config']['guidance']} for the teacher's arms, teacher "
            f"samples: {d['config']['teacher']}; bootstrap 95% intervals", "",
-           "| arm | NFE | network evals / image | FD to data [95%] | FD to teacher samples [95%] | class accuracy |",
-           "|---|---|---|---|---|---|"]
+           "| arm | NFE | network evals / image | FD to data [95%] | FD to teacher samples [95%] | class accuracy | "
+           "within-class spread |", "|---|---|---|---|---|---|---|"]
     out += [f"| {v['arm']} | {v['nfe_budget']} | {v['network_evals']} | {_ci(v, 'fd')} | "
             f"{'(itself)' if v['arm'].startswith('teacher:') else _ci(v, 'fd_teacher')} | "
-            f"{_pct(v['class_accuracy'])} |" for v in gens + teacher]
+            f"{_pct(v['class_accuracy'])} | {spread(v)} |" for v in gens + teacher]
     shipped = next((g for g in gens if g["arm"] == generator_arm("weights/openmoji-32-sid")), None)
     if shipped is None:
         return "\n".join(out)
@@ -714,7 +751,8 @@ def fewstep_fd_learned(root: Path) -> str:
 
 TABLES = {"fewstep-summary": fewstep_summary, "fewstep-fd": fewstep_fd, "fewstep-fd-learned": fewstep_fd_learned,
           "fewstep-ode": fewstep_ode, "amed-ode": amed_ode, "skip-picks": skip_picks, "samplers": samplers,
-          "sid-vs-teacher": sid_vs_teacher, "sid-alpha": sid_alpha, "sid-curve": sid_curve, "vq": vq,
+          "sid-vs-teacher": sid_vs_teacher, "sid-alpha": sid_alpha, "sid-curve": sid_curve,
+          "sid-collapse": sid_collapse, "vq": vq,
           "mm-ablations": mm_ablations, "mm-history": mm_history, "measured": measured, "mm-disc": mm_disc,
           "mm-disc-why": mm_disc_why, "app-bench": app_bench, "app-bench-defaults": app_bench_defaults,
           "upsample": upsample}

@@ -2,7 +2,8 @@
 
 Three denoisers D(x, sigma, labels) -> x0 in EDM form (genkit.denoiser.Denoiser, so v / eps prediction,
 continuous or discrete time all work), all three starting from the teacher's weights:
-  teacher  f_phi   frozen; optionally classifier-free guided (the distribution users sample)
+  teacher  f_phi   frozen; optionally classifier-free guided (the distribution users sample), at every sigma
+                   or only below a sigma_max (guided_teacher: why)
   fake     f_psi   learns the score of the generator's own images
   G        G_theta one step: x_g = G(sigma_init z, sigma_init), z ~ N(0, I)
 
@@ -51,13 +52,25 @@ def fake_score_sigmas(n: int, generator=None, device="cpu") -> torch.Tensor:
 
 # -- the three networks --------------------------------------------------------------------------------------
 
-def guided_teacher(denoise, guidance_scale: float = 1.0, null_label: int | None = None):
+def guided_teacher(denoise, guidance_scale: float = 1.0, null_label: int | None = None,
+                   sigma_max: float | None = None):
     """The teacher as users sample it: D_w(x | y) = D(x | null) + w (D(x | y) - D(x | null)); plain D when
-    the model is unconditional (labels None) or w = 1. Returns f(x, sigma, labels) -> x0."""
+    the model is unconditional (labels None) or w = 1. With sigma_max, guided only at sigma <= sigma_max and
+    plain above (a guidance interval, Kynkaanniemi et al. 2024). Returns f(x, sigma, labels) -> x0.
+
+    Why an interval: at high noise the guided score asks for less than no spread within a class. Classes
+    N(mu_y, s^2) whose means spread with variance tau^2: for sigma >> tau the guided score's precision
+    w/(s^2+sigma^2) - (w-1)/(s^2+tau^2+sigma^2) is, to first order in 1/sigma^2, that of a class variance
+    s^2 - (w-1) tau^2, negative once the classes lie further apart than their own spread; a generator fitted
+    to it at every sigma collapses to one image per class."""
     def teacher(x, sigma, labels=None):
         if labels is None or guidance_scale == 1.0:
             return denoise(x, sigma, class_labels=labels)
-        return classifier_free_guidance(denoise, labels, null_label, guidance_scale)(x, sigma)
+        if sigma_max is None:
+            return classifier_free_guidance(denoise, labels, null_label, guidance_scale)(x, sigma)
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).expand(len(x))
+        w = torch.where(sigma <= sigma_max, guidance_scale, 1.0).view(-1, 1, 1, 1)    # (B, 1, 1, 1)
+        return classifier_free_guidance(denoise, labels, null_label, w)(x, sigma)
 
     return teacher
 
