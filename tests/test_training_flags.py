@@ -23,7 +23,10 @@ SCRIPTS = {
     "train_amed": ("--nfe", "--learning_rate"),
     "train_bns": ("--nfe", "--learning_rate"),
     "distill_sid": ("--train_batch_size", "--alpha"),
+    "sid_grad_noise": ("--batch", "--alpha"),
 }
+# the arguments each script needs besides the bad flag (default: --output_dir)
+REQUIRED = {"sid_grad_noise": ["runs/unused/checkpoint-1"]}
 # (flag, typed, as the message shows it, what is allowed): text that is no number is quoted, a float is not
 CASES = [(script, flag, typed, shown, allowed)
          for script, (int_flag, float_flag) in SCRIPTS.items()
@@ -43,7 +46,7 @@ def test_every_training_script_is_covered():
 def test_bad_number_flag_is_one_line_exit_2(script, flag, typed, shown, allowed, capsys):
     parse_args = importlib.import_module(f"training.{script}").parse_args
     with pytest.raises(SystemExit) as exc:
-        parse_args(["--output_dir", "unused", f"{flag}={typed}"])
+        parse_args([*REQUIRED.get(script, ["--output_dir", "unused"]), f"{flag}={typed}"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err

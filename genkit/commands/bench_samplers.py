@@ -259,8 +259,8 @@ def run_samplers(args) -> dict:
     # 5. Every row's within-class spread (a class's features against each other; ~0: one image per class, which
     # FD with a class cycle barely sees), from the cached features; class of seed s as when drawn
     labels = class_ids_for(pipe, cls, seeds) or [0] * len(seeds)
-    for key, row in result["rows"].items():
-        f = features.load(key) if "spread" not in row else None
+    for key, row in result["rows"].items():   # none while no class has 2 images (--num below 2 x classes)
+        f = features.load(key) if "spread" not in row and len(set(labels)) < len(labels) else None
         if f is not None and len(f) == len(seeds):
             row["spread"] = round(within_class_spread(f, labels), 3)
     if draws:
