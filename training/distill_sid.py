@@ -176,6 +176,11 @@ def load_teacher(path: str):
     return unet, scheduler, names, null, genkit_model
 
 
+def teacher_guidance(flag: float | None, null: int | None) -> float:
+    """--teacher_guidance, or its default: 2 for a class-conditional genkit teacher (it has a null class), else 1."""
+    return flag if flag is not None else (2.0 if null is not None else 1.0)
+
+
 def save_generator(unet, scheduler, class_names, args, guidance, out_dir: Path, extra: dict) -> None:
     """The EMA generator as a OneStepPipeline folder (model_index.json, unet/, scheduler/), replaced atomically."""
     if not isinstance(scheduler, GenkitScheduler):      # keep prediction type + time table; a plain DDPM config
@@ -271,7 +276,7 @@ def main(args):
     # 1. Teacher (frozen), fake score and generator (copies of it), EMA
     teacher_unet, scheduler, class_names, null, genkit_model = load_teacher(args.teacher)
     num_classes = len(class_names) if class_names else None
-    guidance = args.teacher_guidance if args.teacher_guidance is not None else (2.0 if null is not None else 1.0)
+    guidance = teacher_guidance(args.teacher_guidance, null)
     if guidance != 1.0 and null is None:
         bad_flag("teacher_guidance", guidance, "1 for this teacher (guidance needs a genkit class-conditional "
                  "model with a null class)")

@@ -26,7 +26,7 @@ from genkit.checks import OneLineParser, check_float, check_int
 from genkit.denoiser import Denoiser
 from genkit.distill import generate, generator_loss, generator_sigmas, guided_teacher
 from genkit.io import atomic_write_bytes
-from training.distill_sid import load_teacher
+from training.distill_sid import load_teacher, teacher_guidance
 from training.utils import run_script
 
 
@@ -79,7 +79,7 @@ def main(args):
     f.load_state_dict(load_file(str(Path(args.checkpoint) / "model_1.safetensors")))
     g.requires_grad_(True).train()
     f.eval()
-    guidance = args.teacher_guidance if args.teacher_guidance is not None else (2.0 if null is not None else 1.0)
+    guidance = teacher_guidance(args.teacher_guidance, null)
     den = lambda net: Denoiser.from_scheduler(net, scheduler)  # noqa: E731
     teacher, G, F = guided_teacher(den(teacher_unet), guidance, null), den(g), den(f)
     res, ch = teacher_unet.config.sample_size, teacher_unet.config.in_channels
