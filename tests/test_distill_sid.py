@@ -143,11 +143,13 @@ def test_two_gloo_ranks_with_accumulation_match_one_process(genkit_teacher, tmp_
     """2 ranks x 2 accumulation steps x batch 2 == 1 process x 4 accumulation steps x batch 2: the same 8 images per
     step (draws are keyed by the micro-batch's place in the global batch). DDP must all-reduce the accumulated
     generator and fake-score gradients once per step (forward and backward inside no_sync until the last
-    micro-batch); identical weights on both ranks and equal to the single process up to float round-off."""
+    micro-batch, for each of the --fake_score_steps fake-score steps); identical weights on both ranks and equal to
+    the single process up to float round-off."""
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     # Adam with beta1 = 0 and eps 1e-8 is nearly sign(g): round-off in a tiny gradient flips a whole lr-sized
     # update. A large eps makes the update smooth in g, so the comparison sees real differences only.
-    common = ["--max_train_images", "16", "--dump_rank_params", "--adam_eps", "1e-3", "--learning_rate", "1e-3"]
+    common = ["--max_train_images", "16", "--dump_rank_params", "--adam_eps", "1e-3", "--learning_rate", "1e-3",
+              "--fake_score_steps", "2"]                              # each fake step synced once, too
     run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", SCRIPT,
          "--teacher", genkit_teacher, "--output_dir", str(ddp), *TINY, "--gradient_accumulation_steps", "2", *common])
     run(cmd(genkit_teacher, single, 16, "--gradient_accumulation_steps", "4", *common[2:]))  # cmd sets the 16
@@ -164,7 +166,7 @@ def test_two_gloo_ranks_with_accumulation_match_one_process(genkit_teacher, tmp_
     ("--alpha", "11"), ("--alpha", "-1"), ("--learning_rate", "2"), ("--teacher_guidance", "-1"),
     ("--train_batch_size", "0"), ("--tmax", "0"), ("--teacher", "/nonexistent"), ("--max_grad_norm", "-1"),
     ("--fd_teacher_features", "/nonexistent.npy"), ("--fake_score_learning_rate", "0"),
-    ("--teacher_guidance_sigma_max", "-1"),
+    ("--teacher_guidance_sigma_max", "-1"), ("--fake_score_steps", "0"),
 ])  # NaN / inf stop at the parser (one line, exit 2): tests/test_training_flags.py
 def test_bad_flags_name_the_flag(tmp_path, flag, value):
     from training.distill_sid import parse_args
@@ -216,11 +218,13 @@ def test_the_curve_of_a_continued_run_counts_on_from_the_first():
     assert curve(with_teacher)["slope_log_fd_teacher_per_log_images"] == pytest.approx(-0.5)
 
 
-def test_fd_to_the_teacher_from_the_running_sums_equals_fd_of_the_two_feature_sets(tmp_path):
-    """fd_teacher reuses the metric's sums of the generator's features: it must equal the plain formula on both
-    feature sets, and be 0 when the teacher's features are the generator's own."""
+def test_fixed_seed_scores_equal_the_plain_formulas_on_one_feature_pass(tmp_path):
+    """metrics.jsonl's scores from one feature pass: FD to data and to the teacher's samples equal the plain
+    formula on the feature sets (0 when the teacher's features are the generator's own), spread is the
+    within-class spread over the class cycle, class accuracy counts seed k's class k mod K."""
     import argparse
-    from genkit.metrics import FrechetDistance, frechet_distance
+    import types
+    from genkit.metrics import frechet_distance, within_class_spread
     from training.distill_sid import FixedSeedFD
 
     class Feats(torch.nn.Module):                                  # uint8 (N, 3, 4, 4) -> (N, 5), fixed weights
@@ -228,8 +232,12 @@ def test_fd_to_the_teacher_from_the_running_sums_equals_fd_of_the_two_feature_se
             super().__init__()
             self.w = torch.nn.Parameter(torch.randn(48, 5, generator=torch.Generator().manual_seed(0)))
 
-        def forward(self, x):                                      # pooled: torchmetrics probes with 299 px
-            return torch.nn.functional.adaptive_avg_pool2d(x.float(), 4).flatten(1) @ self.w / 255
+        def forward(self, x):
+            return x.float().flatten(1) @ self.w / 255
+
+    class Classifier:                                              # says class 0 for every image
+        def predict(self, images):
+            return torch.zeros(len(images), dtype=torch.long)
 
     net = Feats()
     images = torch.randint(0, 256, (40, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
@@ -238,15 +246,21 @@ def test_fd_to_the_teacher_from_the_running_sums_equals_fd_of_the_two_feature_se
     stats = lambda f: (f.mean(0), np.cov(f, rowvar=False))          # noqa: E731
     far = frechet_distance(*stats(own), *stats(other))
     assert far > 1.0                                                # the second set really is far away
+    ref = types.SimpleNamespace(**dict(zip(("mu", "sigma"), stats(other))))
     for teacher, want in ((own, 0.0), (other, far)):
         fd = FixedSeedFD.__new__(FixedSeedFD)                       # no feature-network folder needed
-        fd.n, fd.fd, fd.teacher = 40, FrechetDistance(net, "toy"), stats(teacher)
-        fd.fd.update(images)
-        assert abs(fd.to_teacher() - want) < 1e-6 * max(1.0, want), (fd.to_teacher(), want)
+        fd.net, fd.ref, fd.teacher, fd.num_classes, fd.classifier = net, ref, stats(teacher), 4, Classifier()
+        got = fd.scores(images)
+        assert abs(got["fd_teacher"] - want) < 1e-6 * max(1.0, want), (got["fd_teacher"], want)
+        assert got["fd"] == pytest.approx(far, rel=1e-9)
+        assert got["spread"] == pytest.approx(within_class_spread(own, np.arange(40) % 4), rel=1e-9)
+        assert got["class_accuracy"] == pytest.approx(0.25)               # seeds 0, 4, 8, ... ask for class 0
+    fd.teacher, fd.classifier, fd.num_classes = None, None, None        # unconditional, no teacher features
+    assert fd.scores(images)["fd_teacher"] is None and fd.scores(images)["spread"] is None
     with pytest.raises(ValueError, match="fd_teacher_features"):    # a wrong-sized file is refused by name
         np.save(tmp_path / "short.npy", own[:10])
         FixedSeedFD(argparse.Namespace(features_model=str(ROOT / "weights/openmoji-features"), fd_num=40,
-                                       fd_teacher_features=str(tmp_path / "short.npy")), 32, 98, "cpu")
+                                       fd_teacher_features=str(tmp_path / "short.npy")), 32, None, "cpu")
 
 
 def test_gradient_noise_scale_recovers_a_known_mean_and_covariance():

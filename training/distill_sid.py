@@ -17,16 +17,18 @@ generator learns to match the teacher *as users sample it*: classifier-free guid
 (default 2, the scale genkit samples and evaluates the teacher at), so its samples carry that guidance built in.
 
 Per step (global batch B = train_batch_size x processes x gradient_accumulation_steps generator images):
-  1. fake score: Adam step on the EDM denoising loss of fresh generator images (G frozen, no grad)
+  1. fake score: Adam step on the EDM denoising loss of fresh generator images (G frozen, no grad);
+     --fake_score_steps K of them, each on its own images
   2. generator:  Adam step on (L2 - alpha L1)/omega through the frozen teacher and fake score
      (gradient accumulation: every micro-batch's forward and backward run inside no_sync except the last,
      so DDP all-reduces the summed gradient once; non-finite gradients are zeroed, as the reference code)
   3. EMA of the generator (half-life --ema_halflife_images generator images)
 Every --fd_every_images: FD-OpenMoji of the EMA generator on the fixed seeds 0..fd_num-1 (class = seed mod K),
 into metrics.jsonl; with --fd_teacher_features also the FD to the teacher's own samples on those seeds
-(fd_teacher: how faithfully it distils, which moves when FD to data is flat), and the within-class spread of the
+(fd_teacher: how faithfully it distils, which moves when FD to data is flat), the within-class spread of the
 same images' features (spread: near 0 when the generator draws one image per class whatever its noise; the
-teacher's samples have about 65 at 32 px). output_dir is itself a
+teacher's samples have about 65 at 32 px) and the shipped classifier's accuracy on the asked classes
+(class_accuracy; the teacher at guidance 2 scores about 0.93). output_dir is itself a
 OneStepPipeline folder (the EMA generator), rewritten atomically at every checkpoint; checkpoint-N/ folders hold
 generator, fake score, EMA, optimizers and trainer_state.json.
 """
@@ -42,6 +44,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
@@ -92,6 +95,8 @@ def parse_args(argv=None):
     a("--fake_score_learning_rate", type=float, default=None, help="Adam lr of the fake score alone (default: "
       "--learning_rate, as the paper); a larger one lets it follow the moving generator more closely (DMD2's "
       "two time-scale update)")
+    a("--fake_score_steps", type=int, default=1, help="fake-score Adam steps per generator step, each on fresh "
+      "generator images (DMD2's two time-scale update: 5); costs about 0.4 generator steps each")
     a("--adam_eps", type=float, default=None, help="default 1e-8, 1e-6 under fp16 (as the reference)")
     a("--max_grad_norm", type=float, default=0.0, help="clip gradients to this norm (0: off, as the reference)")
     a("--ema_halflife_images", type=float, default=500_000, help="EMA half-life in generator images (paper 0.5M)")
@@ -136,6 +141,7 @@ def check_args(args):
                  "checkpoints_total_limit", "log_every", "fd_num"):
         check_int(f"--{name}", getattr(args, name), 1)
     check_int("--fd_every_images", args.fd_every_images, 0)
+    check_int("--fake_score_steps", args.fake_score_steps, 1, 16)
     check_int("--gradient_accumulation_steps", args.gradient_accumulation_steps, 1, 1024)
     check_int("--seed", args.seed, 0, 2**63 - 1)
     if args.max_minutes is not None:
@@ -198,58 +204,58 @@ def save_generator(unet, scheduler, class_names, args, guidance, out_dir: Path, 
 # -- FD of the EMA generator ---------------------------------------------------------------------------------
 
 class FixedSeedFD:
-    """FD-OpenMoji of a generator on seeds 0..n-1 (class = seed mod K): the same images whatever the step."""
+    """Scores of a generator on seeds 0..n-1 (class = seed mod K): the same images whatever the step. One pass
+    of the feature network gives FD to data, FD to the teacher's samples and the within-class spread; its
+    classifier head gives class accuracy."""
 
-    def __init__(self, args, resolution: int, num_classes: int | None, device):
-        from genkit.metrics import FrechetDistance, ReferenceStats, load_openmoji_features
+    def __init__(self, args, resolution: int, class_names: list[str] | None, device):
+        from genkit.commands.evaluate import load_classifier
+        from genkit.metrics import ReferenceStats, load_openmoji_features
 
         net, fid = load_openmoji_features(args.features_model)
-        self.net = net.to(device)
-        self.fd = FrechetDistance(self.net, fid, resolution=resolution)
-        self.fd.set_reference(ReferenceStats.load(Path(args.features_model) / "refs" /
-                                                  f"openmoji-train-{resolution}.npz"))
-        self.n, self.num_classes, self.device = args.fd_num, num_classes, device
+        self.net = net.to(device).eval()
+        self.ref = ReferenceStats.load(Path(args.features_model) / "refs" / f"openmoji-train-{resolution}.npz")
+        self.ref.check(fid, resolution)
+        self.classifier = load_classifier(class_names, args.features_model, device)   # None: other classes
+        self.n, self.num_classes, self.device = args.fd_num, len(class_names or []) or None, device
         self.teacher = None                                   # (mu, sigma) of the teacher's samples' features
         if args.fd_teacher_features is not None:
-            import numpy as np
             f = np.load(args.fd_teacher_features).astype(np.float64)
             if f.ndim != 2 or len(f) != self.n:
                 raise ValueError(f"--fd_teacher_features={args.fd_teacher_features!r} holds an array of shape "
                                  f"{f.shape}: features of --fd_num={self.n} teacher samples, (n, d), are needed")
             self.teacher = f.mean(0), np.cov(f, rowvar=False)
 
-    def to_teacher(self) -> float | None:
-        """FD from the last call's images to the teacher's samples, from the metric's running sums (no new pass)."""
-        if self.teacher is None:
-            return None
-        from genkit.metrics import frechet_distance
+    @torch.no_grad()
+    def scores(self, images: torch.Tensor) -> dict:
+        """uint8 (n, 3, H, W), image k from seed k -> fd (to data), fd_teacher (to the teacher's samples),
+        spread (near 0 when the generator ignores its noise), class_accuracy; None where not measurable."""
+        from genkit.commands.evaluate import batched_features
+        from genkit.metrics import frechet_distance, within_class_spread
+        from genkit.metrics.bootstrap import fd_to
 
-        return frechet_distance(*self.fd.generated_stats(), *self.teacher)
+        f = batched_features(self.net, images).numpy()                       # (n, d) float64
+        k = self.num_classes
+        labels = np.arange(len(f)) % k if k else None
+        return {"fd": fd_to(f, self.ref),
+                "fd_teacher": frechet_distance(f.mean(0), np.cov(f, rowvar=False), *self.teacher)
+                if self.teacher is not None else None,
+                "spread": within_class_spread(f, labels) if k and len(f) >= 2 * k else None,
+                "class_accuracy": float((self.classifier.predict(images).cpu().numpy() == labels).mean())
+                if self.classifier is not None and k else None}
 
     @torch.no_grad()
-    def __call__(self, pipe) -> float:
-        """FD to data; also sets self.spread, the within-class spread of the same images' features (class
-        cycle; None for an unconditional teacher): a generator that ignores its noise has FD near the teacher's
-        but a spread near 0."""
-        from genkit.commands.evaluate import batched_features
-        from genkit.metrics import within_class_spread
+    def __call__(self, pipe) -> dict:
         from pipelines.pixel_diffusion import to_uint8
 
-        self.fd.reset()
-        feats = []
+        images = []
         for i in range(0, self.n, 100):
             seeds = list(range(i, min(i + 100, self.n)))
             labels = [s % self.num_classes for s in seeds] if self.num_classes else None
             x = pipe(batch_size=len(seeds), class_labels=labels, output_type="latent",
                      generator=[torch.Generator(self.device).manual_seed(s) for s in seeds]).images
-            images = to_uint8(x)
-            self.fd.update(images)
-            feats.append(batched_features(self.net, images).numpy())
-        self.spread = None
-        if self.num_classes and self.n >= 2 * self.num_classes:
-            import numpy as np
-            self.spread = within_class_spread(np.concatenate(feats), np.arange(self.n) % self.num_classes)
-        return self.fd.compute()
+            images.append(to_uint8(x))
+        return self.scores(torch.cat(images))
 
 
 # -- main ----------------------------------------------------------------------------------------------------
@@ -332,7 +338,7 @@ def main(args):
         return minutes_spent + (time.time() - t_start) / 60
 
     res = teacher_unet.config.sample_size
-    fd = FixedSeedFD(args, res, num_classes, device) if args.fd_every_images and main_proc else None
+    fd = FixedSeedFD(args, res, class_names, device) if args.fd_every_images and main_proc else None
 
     def ema_pipeline():
         export = copy.deepcopy(g_raw).float()
@@ -345,13 +351,9 @@ def main(args):
         if fd is not None:
             pipe = ema_pipeline()
             pipe.set_progress_bar_config(disable=True)
-            value = fd(pipe)                                          # minutes below include this FD
-            row = {"step": step, "images": images_seen, "minutes": round(minutes(), 3), "fd": round(value, 4),
-                   "fd_n": args.fd_num}
-            if (to_teacher := fd.to_teacher()) is not None:
-                row["fd_teacher"] = round(to_teacher, 4)
-            if fd.spread is not None:
-                row["spread"] = round(fd.spread, 3)                   # within-class spread of the features
+            scores = fd(pipe)                                         # minutes below include this pass
+            row = {"step": step, "images": images_seen, "minutes": round(minutes(), 3), "fd_n": args.fd_num}
+            row.update({k: round(v, 4) for k, v in scores.items() if v is not None})
             metrics_log.write(row)
             tqdm.write(json.dumps(row))
         accelerator.wait_for_everyone()
@@ -395,22 +397,24 @@ def main(args):
     fix = args.mixed_precision != "fp16"          # under fp16 the grad scaler skips non-finite steps itself
     while step < total_steps:
         stats = {"loss_fake": 0.0, "loss_gen": 0.0, "omega": 0.0, "dropped": 0}
-        # 3a. fake score on fresh generator images (G frozen)
+        # 3a. fake score on fresh generator images (G frozen), K Adam steps
         g_raw.eval()
-        for micro in range(A):
-            z, labels, sigma, noise = draw(micro, 0)
-            sync = contextlib.nullcontext() if micro == A - 1 else accelerator.no_sync(f_ddp)
-            with sync:
-                with accelerator.autocast():
-                    with torch.no_grad():
-                        x_g = generate(G_frozen, z, labels, args.sigma_init)
-                    loss, s = fake_score_loss(F_train, x_g, sigma, noise, labels)
-                accelerator.backward(loss / A)
-            stats["loss_fake"] += loss.item() / A
-            stats["dropped"] += s["dropped"]
-        clean_grads(f_ddp.parameters(), args.max_grad_norm, fix)
-        opt_f.step()
-        opt_f.zero_grad(set_to_none=True)
+        K = args.fake_score_steps
+        for k in range(K):
+            for micro in range(A):
+                z, labels, sigma, noise = draw(k * A + micro, 0)        # k = 0: the draws of a K = 1 run
+                sync = contextlib.nullcontext() if micro == A - 1 else accelerator.no_sync(f_ddp)
+                with sync:
+                    with accelerator.autocast():
+                        with torch.no_grad():
+                            x_g = generate(G_frozen, z, labels, args.sigma_init)
+                        loss, s = fake_score_loss(F_train, x_g, sigma, noise, labels)
+                    accelerator.backward(loss / A)
+                stats["loss_fake"] += loss.item() / (A * K)
+                stats["dropped"] += s["dropped"]
+            clean_grads(f_ddp.parameters(), args.max_grad_norm, fix)
+            opt_f.step()
+            opt_f.zero_grad(set_to_none=True)
         # 3b. generator through the frozen teacher and fake score
         g_raw.train()
         f_raw.requires_grad_(False)

@@ -48,6 +48,15 @@ class ReferenceStats:
             raise ValueError(f"{len(f)} images are too few for statistics: at least {MIN_IMAGES}")
         return cls(f.mean(0), np.cov(f, rowvar=False), len(f), features, resolution, source)
 
+    def check(self, feature_id: str, resolution: int | None = None) -> None:
+        """Raise unless these stats were built with this feature network (and, if given, at this resolution)."""
+        if self.features != feature_id:
+            raise ValueError(f"ref was built with features {self.features!r}, not {feature_id!r}: rebuild it "
+                             "with `genkit eval ref` and the same --features")
+        if resolution is not None and self.resolution and self.resolution != resolution:
+            raise ValueError(f"ref is at {self.resolution} px but the images are {resolution} px: "
+                             f"use a {resolution} px reference")
+
     def save(self, path: str | Path) -> None:
         """Atomic: a temp file in the same folder, then a rename."""
         with atomic_path(path, suffix=".npz") as tmp:
@@ -87,12 +96,7 @@ class FrechetDistance:
 
     def set_reference(self, ref: ReferenceStats) -> None:
         """Load mu, sigma, n into the metric's real-image sums (on process 0 only, see the module doc)."""
-        if ref.features != self.feature_id:
-            raise ValueError(f"ref was built with features {ref.features!r}, not {self.feature_id!r}: rebuild it "
-                             "with `genkit eval ref` and the same --features")
-        if self.resolution is not None and ref.resolution and ref.resolution != self.resolution:
-            raise ValueError(f"ref is at {ref.resolution} px but the images are {self.resolution} px: "
-                             f"use a {self.resolution} px reference")
+        ref.check(self.feature_id, self.resolution)
         self.reference = ref
         m, dev = self.metric, self.metric.real_features_sum.device
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
