@@ -439,31 +439,32 @@ def sid_collapse(root: Path) -> str:
                      + ([f"The teacher's samples on the same seeds: {'; '.join(teacher)}."] if teacher else []))
 
 
-def sid_fake_steps(root: Path) -> str:
-    """weights/openmoji-32-sid, session 33: two runs forked from one checkpoint, identical but for the flags their
-    training_state.json records (session33/ARM.training_state.json): FD to data, FD to the teacher's samples,
-    within-class spread and class accuracy of the EMA generator on seeds 0..391 at each row of ARM.metrics.jsonl
-    from the fork on."""
+def sid_interval_runs(root: Path) -> str:
+    """weights/openmoji-32-sid, session 33: runs with the guidance interval (sigma <= 1), identical but for the
+    flags their training_state.json records (session33/ARM.training_state.json): FD to data, FD to the teacher's
+    samples, within-class spread and class accuracy of the EMA generator on seeds 0..391 at each row of
+    session33/ARM.metrics.jsonl (rows before class accuracy was logged show FD and spread only)."""
     folder = root / "weights/openmoji-32-sid/session33"
     runs = {}
     for path in sorted(folder.glob("*.metrics.jsonl")):
         arm = path.name.split(".")[0]
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         runs[arm] = (json.loads((folder / f"{arm}.training_state.json").read_text())["args"], rows)
-    fork = max(min(r["images"] for r in rows if "class_accuracy" in r) for _, rows in runs.values())
-    images = sorted({r["images"] for _, rows in runs.values() for r in rows if r["images"] >= fork})
-    head = [f"{arm} ({a.get('fake_score_steps', '1')} fake-score step(s) per generator step)"
+    images = sorted({r["images"] for _, rows in runs.values() for r in rows if r["images"]})
+    head = [f"{arm}: alpha {a['alpha']}, {a.get('fake_score_steps', '1')} fake-score step(s)"
             for arm, (a, _) in runs.items()]
     out = ["| generator images | " + " | ".join(head) + " |", "|---" * (len(runs) + 1) + "|"]
     for n in images:
         cells = []
         for _, rows in runs.values():
             r = {r["images"]: r for r in rows}.get(n)
-            cells.append("-" if r is None else f"{r['fd']:.1f} / {r['fd_teacher']:.1f} / {r['spread']:.1f} / "
-                                              f"{_pct(r['class_accuracy'], 0)}")
+            cells.append("-" if r is None else " / ".join(
+                [f"{r['fd']:.1f}", _f(r.get("fd_teacher"), 1), f"{r['spread']:.1f}", _pct(r.get("class_accuracy"), 0)]))
         out.append(f"| {n:,} | " + " | ".join(cells) + " |")
-    return "\n".join(out + ["", "Each cell: FD to data / FD to the teacher's samples (guidance 2) / within-class "
-                            f"spread / class accuracy, n = {next(iter(runs.values()))[1][-1]['fd_n']} seeds."])
+    fd_n = next(iter(runs.values()))[1][-1]["fd_n"]
+    return "\n".join(out + ["", "Each cell: FD to data / FD to the teacher's samples (guidance 2, same seeds) / "
+                            f"within-class spread / class accuracy of the EMA generator, n = {fd_n} seeds "
+                            f"(0..{fd_n - 1}, class = seed mod 98)."])
 
 
 def amed_ode(root: Path) -> str:
@@ -779,7 +780,7 @@ def fewstep_fd_learned(root: Path) -> str:
 TABLES = {"fewstep-summary": fewstep_summary, "fewstep-fd": fewstep_fd, "fewstep-fd-learned": fewstep_fd_learned,
           "fewstep-ode": fewstep_ode, "amed-ode": amed_ode, "skip-picks": skip_picks, "samplers": samplers,
           "sid-vs-teacher": sid_vs_teacher, "sid-alpha": sid_alpha, "sid-curve": sid_curve,
-          "sid-collapse": sid_collapse, "sid-fake-steps": sid_fake_steps, "vq": vq,
+          "sid-collapse": sid_collapse, "sid-interval-runs": sid_interval_runs, "vq": vq,
           "mm-ablations": mm_ablations, "mm-history": mm_history, "measured": measured, "mm-disc": mm_disc,
           "mm-disc-why": mm_disc_why, "app-bench": app_bench, "app-bench-defaults": app_bench_defaults,
           "upsample": upsample}
