@@ -403,17 +403,23 @@ def sid_curve(root: Path) -> str:
     return "\n".join(out)
 
 
+def _sid_runs(folder: Path) -> dict:
+    """{ARM: (flags, metrics rows)} from folder/ARM.metrics.jsonl and folder/ARM.training_state.json."""
+    runs = {}
+    for path in sorted(folder.glob("*.metrics.jsonl")):
+        arm = path.name.split(".")[0]
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        runs[arm] = (json.loads((folder / f"{arm}.training_state.json").read_text())["args"], rows)
+    return runs
+
+
 def sid_collapse(root: Path) -> str:
     """weights/openmoji-32-sid, session 32: short runs from the teacher, identical but for the flags their
     training_state.json records (session32/ARM.training_state.json): FD and within-class spread of the EMA
     generator on seeds 0..391 at each row of ARM.metrics.jsonl, beside the teacher's samples on the same seeds
     (session32/teacher_n392_gW.json, `genkit bench samplers --guidance W`)."""
     folder = root / "weights/openmoji-32-sid/session32"
-    runs = {}
-    for path in sorted(folder.glob("*.metrics.jsonl")):
-        arm = path.name.split(".")[0]
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        runs[arm] = (json.loads((folder / f"{arm}.training_state.json").read_text())["args"], rows)
+    runs = _sid_runs(folder)
     images = sorted({r["images"] for _, rows in runs.values() for r in rows})
     out = ["| run | teacher guidance in the generator loss | lr generator / fake score | "
            + " | ".join(f"{n:,} images: FD / spread" for n in images) + " |", "|---" * (len(images) + 3) + "|"]
@@ -445,11 +451,7 @@ def sid_interval_runs(root: Path) -> str:
     samples, within-class spread and class accuracy of the EMA generator on seeds 0..391 at each row of
     session33/ARM.metrics.jsonl (rows before class accuracy was logged show FD and spread only)."""
     folder = root / "weights/openmoji-32-sid/session33"
-    runs = {}
-    for path in sorted(folder.glob("*.metrics.jsonl")):
-        arm = path.name.split(".")[0]
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        runs[arm] = (json.loads((folder / f"{arm}.training_state.json").read_text())["args"], rows)
+    runs = _sid_runs(folder)
     images = sorted({r["images"] for _, rows in runs.values() for r in rows if r["images"]})
     head = [f"{arm}: alpha {a['alpha']}, {a.get('fake_score_steps', '1')} fake-score step(s)"
             for arm, (a, _) in runs.items()]
