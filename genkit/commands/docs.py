@@ -456,13 +456,11 @@ def sid_interval_runs(root: Path) -> str:
     head = [f"{arm}: alpha {a['alpha']}, {a.get('fake_score_steps', '1')} fake-score step(s)"
             for arm, (a, _) in runs.items()]
     out = ["| generator images | " + " | ".join(head) + " |", "|---" * (len(runs) + 1) + "|"]
+    at = [{r["images"]: r for r in rows} for _, rows in runs.values()]              # per arm: images -> row
+    cell = lambda r: " / ".join([f"{r['fd']:.1f}", _f(r.get("fd_teacher"), 1), f"{r['spread']:.1f}",  # noqa: E731
+                                 _pct(r.get("class_accuracy"), 0)])
     for n in images:
-        cells = []
-        for _, rows in runs.values():
-            r = {r["images"]: r for r in rows}.get(n)
-            cells.append("-" if r is None else " / ".join(
-                [f"{r['fd']:.1f}", _f(r.get("fd_teacher"), 1), f"{r['spread']:.1f}", _pct(r.get("class_accuracy"), 0)]))
-        out.append(f"| {n:,} | " + " | ".join(cells) + " |")
+        out.append(f"| {n:,} | " + " | ".join(cell(a[n]) if n in a else "-" for a in at) + " |")
     fd_n = next(iter(runs.values()))[1][-1]["fd_n"]
     return "\n".join(out + ["", "Each cell: FD to data / FD to the teacher's samples (guidance 2, same seeds) / "
                             f"within-class spread / class accuracy of the EMA generator, n = {fd_n} seeds "

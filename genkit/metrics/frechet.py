@@ -114,15 +114,6 @@ class FrechetDistance:
         with torch.no_grad():
             self.metric.update(images.to(self.metric.real_features_sum.device), real=False)
 
-    def generated_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mu, sigma) of the generated images' features so far, from the metric's sums (this process's images)."""
-        m, n = self.metric, self.num_images
-        if n < MIN_IMAGES:
-            raise ValueError(f"{n} images are too few for statistics: at least {MIN_IMAGES}")
-        mu = (m.fake_features_sum / n).double()
-        sigma = (m.fake_features_cov_sum - n * torch.outer(mu, mu)) / (n - 1)   # sum f f^T -> unbiased cov
-        return mu.cpu().numpy(), sigma.cpu().numpy()
-
     @property
     def num_images(self) -> int:
         return int(self.metric.fake_features_num_samples)
