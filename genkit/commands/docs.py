@@ -1,6 +1,6 @@
 """`genkit docs tables`: the measurement tables of README.md and the model cards, made from the committed JSON.
 
-A generated table sits between two markers in a markdown file (README.md, weights/*/README.md, docs/*.md):
+A generated table sits between two markers in a markdown file (the DOCS globs below):
 
     <!-- table:NAME -->
     ...whatever TABLES[NAME](root) returns...
@@ -22,7 +22,8 @@ from pathlib import Path
 from genkit.io import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ("README.md", "weights/*/README.md", "docs/*.md")  # the files scanned for markers (globs, from the repo root)
+# the files scanned for markers (globs, from the repo root)
+DOCS = ("README.md", "weights/*/README.md", "weights/*/HISTORY.md", "docs/*.md")
 MARKER = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S)
 
 
@@ -445,12 +446,12 @@ def sid_collapse(root: Path) -> str:
                      + ([f"The teacher's samples on the same seeds: {'; '.join(teacher)}."] if teacher else []))
 
 
-def sid_interval_runs(root: Path) -> str:
-    """weights/openmoji-32-sid, session 33: runs with the guidance interval (sigma <= 1), identical but for the
-    flags their training_state.json records (session33/ARM.training_state.json): FD to data, FD to the teacher's
-    samples, within-class spread and class accuracy of the EMA generator on seeds 0..391 at each row of
-    session33/ARM.metrics.jsonl (rows before class accuracy was logged show FD and spread only)."""
-    folder = root / "weights/openmoji-32-sid/session33"
+def sid_interval_runs(root: Path, session: str = "session33") -> str:
+    """weights/openmoji-32-sid, sessions 33-34: runs with the guidance interval (sigma <= 1), identical but for the
+    flags their training_state.json records (SESSION/ARM.training_state.json): FD to data, FD to the teacher's
+    samples, within-class spread and class accuracy of the EMA generator on the fixed seeds at each row of
+    SESSION/ARM.metrics.jsonl (rows before class accuracy was logged show FD and spread only)."""
+    folder = root / "weights/openmoji-32-sid" / session
     runs = _sid_runs(folder)
     images = sorted({r["images"] for _, rows in runs.values() for r in rows if r["images"]})
     head = [f"{arm}: alpha {a['alpha']}, {a.get('fake_score_steps', '1')} fake-score step(s)"
@@ -780,7 +781,8 @@ def fewstep_fd_learned(root: Path) -> str:
 TABLES = {"fewstep-summary": fewstep_summary, "fewstep-fd": fewstep_fd, "fewstep-fd-learned": fewstep_fd_learned,
           "fewstep-ode": fewstep_ode, "amed-ode": amed_ode, "skip-picks": skip_picks, "samplers": samplers,
           "sid-vs-teacher": sid_vs_teacher, "sid-alpha": sid_alpha, "sid-curve": sid_curve,
-          "sid-collapse": sid_collapse, "sid-interval-runs": sid_interval_runs, "vq": vq,
+          "sid-collapse": sid_collapse, "sid-interval-runs": sid_interval_runs,
+          "sid-alpha-k4": lambda root: sid_interval_runs(root, "session34"), "vq": vq,
           "mm-ablations": mm_ablations, "mm-history": mm_history, "measured": measured, "mm-disc": mm_disc,
           "mm-disc-why": mm_disc_why, "app-bench": app_bench, "app-bench-defaults": app_bench_defaults,
           "upsample": upsample}
@@ -816,8 +818,8 @@ def stale_tables(root: Path = ROOT) -> dict[Path, str]:
 
 def add_parser(sub):
     p = sub.add_parser("docs", help="regenerate the measurement tables in README.md and the model cards",
-                       description="Regenerate every `<!-- table:NAME -->` block in README.md and weights/*/README.md "
-                                   "from the committed JSON (see genkit/commands/docs.py to add a table).")
+                       description="Regenerate every `<!-- table:NAME -->` block in README.md, docs/*.md and the model "
+                                   "cards (weights/*/README.md, HISTORY.md) from the committed JSON (see genkit/commands/docs.py to add a table).")
     p.add_argument("what", choices=["tables"], help="tables: every marked measurement table")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 and name the files whose tables "
                                                         "differ from what the JSON gives")
