@@ -23,9 +23,13 @@ from pipelines.pixel_diffusion import (MAX_BATCH_SIZE, OUTPUT_TYPES, PixelDiffus
 
 class OneStepPipeline(PixelDiffusionPipeline):
     def __init__(self, unet, scheduler, class_names: list[str] | None = None, sigma_init: float = 2.5,
-                 teacher_guidance: float = 1.0):
+                 teacher_guidance: float = 1.0, teacher_guidance_sigma_max: float | None = None):
         super().__init__(unet=unet, scheduler=scheduler, class_names=class_names)
-        self.register_to_config(sigma_init=float(sigma_init), teacher_guidance=float(teacher_guidance))
+        # what it was distilled to match: the teacher at guidance teacher_guidance (only at sigma <= sigma_max,
+        # unguided above, when that is set: distill_sid.py --teacher_guidance_sigma_max); a record, not a knob
+        self.register_to_config(sigma_init=float(sigma_init), teacher_guidance=float(teacher_guidance),
+                                teacher_guidance_sigma_max=None if teacher_guidance_sigma_max is None
+                                else float(teacher_guidance_sigma_max))
 
     def check_size(self, height, width) -> tuple[int, int]:
         """Only the size it was distilled at (None: that size)."""

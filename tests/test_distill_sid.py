@@ -98,7 +98,8 @@ def test_genkit_teacher_moves_the_generator_and_class_labels_work(genkit_teacher
     assert "classes 3, guidance 1.5" in log
     pipe = OneStepPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
-    assert pipe.config.teacher_guidance == 1.5 and pipe.config.class_names == ["a", "b", "c"]
+    assert pipe.config.teacher_guidance == 1.5 and pipe.config.teacher_guidance_sigma_max == 1.0
+    assert pipe.config.class_names == ["a", "b", "c"]
     res = pipe(batch_size=3, class_labels=["a", "c", 1], generator=[torch.Generator().manual_seed(s) for s in range(3)],
                output_type="np")
     assert res.nfe == 1 and np.isfinite(res.images).all()

@@ -9,6 +9,10 @@ Resume (generator, fake score, EMA, both optimizers, step, losses, minutes; exac
     ... --output_dir runs/sid --resume_from_checkpoint latest
 Continue a shipped generator in a new run folder (its own run folder gone; fake score and optimizers start afresh):
     ... --output_dir runs/sid-b --init_generator weights/openmoji-32-sid
+A guided class-conditional teacher (genkit's): the defaults are the paper's, and on weights/openmoji-32 they
+collapse the generator to about one image per class; the recipe of the shipped weights/openmoji-32-sid (its card
+has the measurements) guides only at low noise and lets the fake score keep up:
+    ... --teacher_guidance_sigma_max 1.0 --fake_score_steps 4 --alpha 1.0 --ema_halflife_images 5000
 
 The teacher is any pipeline folder genkit can load: a genkit PixelDiffusionPipeline (v prediction, log-SNR time)
 or a plain diffusers DDPM folder (unet/ + a DDPM-family scheduler: eps or v, 1000 discrete steps). Generator and
@@ -99,7 +103,10 @@ def parse_args(argv=None):
       "generator images (DMD2's two time-scale update: 5); costs about 0.4 generator steps each")
     a("--adam_eps", type=float, default=None, help="default 1e-8, 1e-6 under fp16 (as the reference)")
     a("--max_grad_norm", type=float, default=0.0, help="clip gradients to this norm (0: off, as the reference)")
-    a("--ema_halflife_images", type=float, default=500_000, help="EMA half-life in generator images (paper 0.5M)")
+    a("--ema_halflife_images", type=float, default=500_000, help="EMA half-life in generator images (paper 0.5M); "
+      "ramped up: diffusers' EMAModel caps the decay at (1 + s)/(10 + s) at step s, a half-life of about 8%% of the "
+      "steps so far (EDM's ema_rampup_ratio 0.05 is the same idea), so at batch 8 a half-life of 5,000 images "
+      "takes over only after about 8,000 steps")
     a("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
     a("--max_train_images", type=int, default=10_000_000, help="stop after this many generator images")
     # bookkeeping
@@ -192,7 +199,7 @@ def save_generator(unet, scheduler, class_names, args, guidance, out_dir: Path, 
     if not isinstance(scheduler, GenkitScheduler):      # keep prediction type + time table; a plain DDPM config
         scheduler = DDPMScheduler.from_config(scheduler.config)
     pipe = OneStepPipeline(unet=unet, scheduler=scheduler, class_names=class_names, sigma_init=args.sigma_init,
-                           teacher_guidance=guidance)
+                           teacher_guidance=guidance, teacher_guidance_sigma_max=args.teacher_guidance_sigma_max)
 
     def write(tmp):
         pipe.save_pretrained(tmp, safe_serialization=True)
@@ -344,7 +351,8 @@ def main(args):
         export = copy.deepcopy(g_raw).float()
         ema.copy_to(export.parameters())
         return OneStepPipeline(unet=export.eval(), scheduler=scheduler, class_names=class_names,
-                               sigma_init=args.sigma_init, teacher_guidance=guidance)
+                               sigma_init=args.sigma_init, teacher_guidance=guidance,
+                               teacher_guidance_sigma_max=args.teacher_guidance_sigma_max)
 
     def evaluate():
         """FD of the EMA generator into metrics.jsonl (main process; the others wait)."""
