@@ -89,6 +89,7 @@ SKIP = {
         "needs the study's checkpoints (runs/s64-*); tests/test_eval_curve_sources.py runs the command on tiny runs",
     "bash training/study_64.sh save": "needs the study's snapshots; tests/test_study_64.py runs it on stand-in runs",
     "accelerate launch training/distill_sid.py --teacher weights/openmoji-32 --output_dir runs/sid "
+    "--teacher_guidance_sigma_max 1.0 --fake_score_steps 4 --alpha 1.0 --ema_halflife_images 5000 "
     "--resume_from_checkpoint latest --max_minutes 60": TRAINING,
     "accelerate launch --multi_gpu --num_processes 8 --mixed_precision bf16 training/distill_sid.py --teacher "
     "weights/openmoji-32 --output_dir runs/sid --train_batch_size 32 --resume_from_checkpoint latest":

@@ -391,12 +391,18 @@ def mm_disc_why(root: Path) -> str:
     return "\n".join(out)
 
 
-def sid_curve(root: Path) -> str:
-    """weights/openmoji-32-sid: FD of the EMA generator against generator images seen (fd_curve.json)."""
-    curve = _json(root, "weights/openmoji-32-sid/fd_curve.json")
+def sid_curve(root: Path, rel: str = "weights/openmoji-32-sid/fd_curve.json") -> str:
+    """weights/openmoji-32-sid: FD of the EMA generator against generator images seen (fd_curve.json of
+    training/sid_curve.py; session26/fd_curve.json: the generator shipped before)."""
+    curve = _json(root, rel)
     rows = [r for r in curve["rows"] if r.get("fd") is not None]
-    out = ["| run: step | generator images | minutes | FD-OpenMoji (n = 1,000) |", "|---|---|---|---|"]
+    extra = [(k, head) for k, head in (("fd_teacher", "FD to teacher samples"), ("spread", "within-class spread"),
+                                      ("class_accuracy", "class accuracy")) if any(k in r for r in rows)]
+    cell = lambda r, k: _pct(r[k], 1) if k == "class_accuracy" else _f(r.get(k), 1)  # noqa: E731
+    out = ["| run: step | generator images | minutes | FD-OpenMoji (n = 1,000) |" + "".join(f" {h} |" for _, h in extra),
+           "|---" * (4 + len(extra)) + "|"]
     out += [f"| {r.get('run', 0) + 1}: {r['step']} | {r['images']:,} | {r['minutes']:.1f} | {r['fd']:.1f} |"
+            + "".join(f" {cell(r, k) if k in r else '-'} |" for k, _ in extra)
             for r in rows]  # run: sid_curve.chain's index of a continued run
     slope, n = curve["slope_log_fd_per_log_images"], sum(1 for r in rows if r["images"] > 0)  # as sid_curve.curve
     if slope is not None:
@@ -781,6 +787,7 @@ def fewstep_fd_learned(root: Path) -> str:
 TABLES = {"fewstep-summary": fewstep_summary, "fewstep-fd": fewstep_fd, "fewstep-fd-learned": fewstep_fd_learned,
           "fewstep-ode": fewstep_ode, "amed-ode": amed_ode, "skip-picks": skip_picks, "samplers": samplers,
           "sid-vs-teacher": sid_vs_teacher, "sid-alpha": sid_alpha, "sid-curve": sid_curve,
+          "sid-curve-40k": lambda root: sid_curve(root, "weights/openmoji-32-sid/session26/fd_curve.json"),
           "sid-collapse": sid_collapse, "sid-interval-runs": sid_interval_runs,
           "sid-alpha-k4": lambda root: sid_interval_runs(root, "session34"), "vq": vq,
           "mm-ablations": mm_ablations, "mm-history": mm_history, "measured": measured, "mm-disc": mm_disc,
