@@ -194,13 +194,9 @@ def teacher_guidance(flag: float | None, null: int | None) -> float:
     return flag if flag is not None else (2.0 if null is not None else 1.0)
 
 
-def save_generator(unet, scheduler, class_names, args, guidance, out_dir: Path, extra: dict) -> None:
-    """The EMA generator as a OneStepPipeline folder (model_index.json, unet/, scheduler/), replaced atomically."""
-    if not isinstance(scheduler, GenkitScheduler):      # keep prediction type + time table; a plain DDPM config
-        scheduler = DDPMScheduler.from_config(scheduler.config)
-    pipe = OneStepPipeline(unet=unet, scheduler=scheduler, class_names=class_names, sigma_init=args.sigma_init,
-                           teacher_guidance=guidance, teacher_guidance_sigma_max=args.teacher_guidance_sigma_max)
-
+def save_generator(pipe: OneStepPipeline, out_dir: Path, extra: dict) -> None:
+    """The EMA generator's OneStepPipeline as a folder (model_index.json, unet/, scheduler/: the teacher's
+    GenkitScheduler, or load_teacher's plain DDPM config), replaced atomically."""
     def write(tmp):
         pipe.save_pretrained(tmp, safe_serialization=True)
         (tmp / "training_state.json").write_text(json.dumps(extra, indent=2) + "\n")
@@ -369,8 +365,7 @@ def main(args):
     def save():
         state = {"minutes": minutes(), "avg": avg, "images_seen": images_seen}
         if main_proc:  # the generator folder first: a kill before the checkpoint redoes both (see train_diffusion)
-            pipe = ema_pipeline()
-            save_generator(pipe.unet.to("cpu"), scheduler, class_names, args, guidance, out_dir, {
+            save_generator(ema_pipeline().to("cpu"), out_dir, {
                 "step": step, "images_seen": images_seen, "minutes": round(minutes(), 3), "teacher": args.teacher,
                 "teacher_guidance": guidance, "args": {k: str(v) for k, v in vars(args).items()}})
         save_checkpoint(accelerator, out_dir, step, args.checkpoints_total_limit, emas, state)

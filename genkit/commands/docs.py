@@ -399,8 +399,8 @@ def sid_curve(root: Path, rel: str = "weights/openmoji-32-sid/fd_curve.json") ->
     extra = [(k, head) for k, head in (("fd_teacher", "FD to teacher samples"), ("spread", "within-class spread"),
                                       ("class_accuracy", "class accuracy")) if any(k in r for r in rows)]
     cell = lambda r, k: _pct(r[k], 1) if k == "class_accuracy" else _f(r.get(k), 1)  # noqa: E731
-    out = ["| run: step | generator images | minutes | FD-OpenMoji (n = 1,000) |" + "".join(f" {h} |" for _, h in extra),
-           "|---" * (4 + len(extra)) + "|"]
+    out = ["| run: step | generator images | minutes | FD-OpenMoji (n = 1,000) |"
+           + "".join(f" {h} |" for _, h in extra), "|---" * (4 + len(extra)) + "|"]
     out += [f"| {r.get('run', 0) + 1}: {r['step']} | {r['images']:,} | {r['minutes']:.1f} | {r['fd']:.1f} |"
             + "".join(f" {cell(r, k) if k in r else '-'} |" for k, _ in extra)
             for r in rows]  # run: sid_curve.chain's index of a continued run
@@ -826,7 +826,8 @@ def stale_tables(root: Path = ROOT) -> dict[Path, str]:
 def add_parser(sub):
     p = sub.add_parser("docs", help="regenerate the measurement tables in README.md and the model cards",
                        description="Regenerate every `<!-- table:NAME -->` block in README.md, docs/*.md and the model "
-                                   "cards (weights/*/README.md, HISTORY.md) from the committed JSON (see genkit/commands/docs.py to add a table).")
+                                   "cards (weights/*/README.md, HISTORY.md) from the committed JSON (see "
+                                   "genkit/commands/docs.py to add a table).")
     p.add_argument("what", choices=["tables"], help="tables: every marked measurement table")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 and name the files whose tables "
                                                         "differ from what the JSON gives")
