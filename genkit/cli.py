@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="steps of that Heun reference on the polynomial grid (default 256 = 511 NFE)")
     bs.add_argument("--solvers", default="euler,heun,dpm2,dpmpp_2m,dpmpp_3m,ipndm", metavar="LIST",
                     help="registry names; AMED arms (amed, amed-<base>) run at the NFE budgets for which the model "
-                         "folder's amed/ has a predictor at this guidance")
+                         "folder's amed/ has a predictor at this guidance ('' for none: only --teacher-nfe's arm "
+                         "and --generators)")
     bs.add_argument("--skip-rhos", default=None, metavar="LIST",
                     help="also run every genkit arm with skip-tuning at each rho_bottom (e.g. 0.7,0.8,0.9)")
     bs.add_argument("--grids", default="polynomial,logsnr,time", metavar="LIST",
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--schedulers", default="ddim,dpmsolver,unipc", metavar="LIST",
                     help="diffusers schedulers: ddim, dpmsolver, unipc ('' for none)")
     _add_class_guidance(bs)
+    _add_guidance_interval(bs)
     bs.add_argument("--seed", type=_nonneg_int("seed"), default=0, metavar="K")
     bs.add_argument("--batch-size", type=_positive_int("batch-size"), default=16, metavar="B")
     bs.add_argument("--dtype", default="float32", metavar="float32|bfloat16",
@@ -411,6 +413,14 @@ def _add_methods(p):
                         "rising to 1 (outermost); 'best': the rho `genkit bench skip` stored in the model folder")
     p.add_argument("--skip-sigma-range", default=None, metavar="LO,HI",
                    help="skip-tuning only at noise levels sigma in [LO, HI] (EDM sigma; default: all)")
+    _add_guidance_interval(p)
+
+
+def _add_guidance_interval(p):
+    p.add_argument("--guidance-sigma-range", default=None, metavar="LO,HI",
+                   help="guidance interval (Kynkaanniemi et al. 2024): apply --guidance only at EDM sigma in [LO, HI] "
+                        "(HI may be inf), the plain conditional model elsewhere at 1 NFE per step instead of 2; "
+                        "e.g. 0,1: guided only at low noise, where classes are told apart (default: every step)")
 
 
 def _add_class_guidance(p):

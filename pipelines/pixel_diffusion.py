@@ -23,6 +23,10 @@ size adds a low-resolution pass of the same network per step (m = height / sampl
 is on (the paper's eta = 0.6 is (0.4, 1.0)); `upsample_guidance_adjust` drops "power" or "time" for the
 paper's ablations. The output's `nfe` counts full-resolution evaluations,
 `nfe_low_res` the extra low-resolution ones (each ~1 / m^2 of a full one).
+
+Guidance interval (Kynkaanniemi et al. 2024): `guidance_sigma_range` = (lo, hi) applies `guidance_scale` only
+at EDM sigma in [lo, hi] and samples the plain conditional model elsewhere, where a step costs 1 evaluation
+instead of 2 (`nfe` counts what ran). Guidance at high noise mostly pulls the samples of a class together.
 """
 
 from __future__ import annotations
@@ -190,6 +194,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         amed_predictor: str | TrainedFor | None = None,
         skip_tuning: float | bool | None = None,
         skip_sigma_range: tuple[float, float] | None = None,
+        guidance_sigma_range: tuple[float, float] | None = None,
     ):
         """batch_invariant=True: one network call per image (about 2x slower on a CPU), so that every image is
         byte-identical whatever batch it is drawn in (genkit sample's default; see Denoiser.model_output).
@@ -200,7 +205,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         train_amed.py --learn_grid) and samples on it; a named grid asks for the predictor trained on it.
         skip_tuning: rho_bottom of skip-tuning (None / False = off; True = the best rho that `genkit bench
         skip` stored in the model folder for this solver, steps, guidance and grid); skip_sigma_range: apply it
-        only there."""
+        only there. guidance_sigma_range: (lo, hi), guide only at lo <= sigma <= hi (EDM sigma; None: every step)."""
         # 1. Check inputs (genkit/checks.py: one message format; NaN / inf never pass)
         check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
         check_int("num_inference_steps", num_inference_steps, 1, LIMITS["steps"])
@@ -232,6 +237,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         device = self._execution_device
         labels = labels.to(device) if labels is not None else None
         cfg_factor = 2 if guidance_scale != 1.0 else 1
+        interval = self.check_guidance_interval(guidance_sigma_range, guidance_scale, entry, ug_scale)
 
         ug_factor = self.upsample_factor(height, width) if ug_scale > 0 else 1
         if ug_scale > 0 and solver == "scheduler":
@@ -258,7 +264,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             x, total_nfe, low_res = self._sample(
                 noise, solver, entry, num_inference_steps, grid, sigmas, labels, guidance_scale, cfg_factor,
                 genkit_model, image_size, ug_scale, ug_factor, ug_window, upsample_guidance_adjust, tuner,
-                pred, callback_on_step_end, callback_on_step_end_tensor_inputs, batch_invariant)
+                pred, callback_on_step_end, callback_on_step_end_tensor_inputs, batch_invariant, interval)
 
         images = self._postprocess(x, output_type)
         self.maybe_free_model_hooks()
@@ -266,6 +272,28 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             return (images,)
         return PixelDiffusionPipelineOutput(images=images, nfe=total_nfe, nfe_low_res=low_res,
                                             low_res_cost=low_res / ug_factor ** 2)
+
+    @staticmethod
+    def check_guidance_interval(sigma_range, guidance_scale, entry, ug_scale) -> tuple[float, float] | None:
+        """guidance_sigma_range -> (lo, hi) with 0 <= lo < hi (hi may be inf), or None (every step / no guidance)."""
+        if sigma_range is None:
+            return None
+        allowed = "(lo, hi): EDM sigmas with 0 <= lo < hi, e.g. (0, 1.0)"
+        if isinstance(sigma_range, str) or not hasattr(sigma_range, "__len__") or len(sigma_range) != 2:
+            bad("guidance_sigma_range", sigma_range, allowed)
+        lo = check_float("guidance_sigma_range[0]", sigma_range[0], 0.0)
+        hi = sigma_range[1]
+        hi = float("inf") if hi == float("inf") else check_float("guidance_sigma_range[1]", hi, 0.0)
+        if lo >= hi:
+            bad("guidance_sigma_range", tuple(sigma_range), allowed)
+        if guidance_scale == 1.0:
+            return None                          # nothing to apply (as with guidance_scale 1 alone)
+        if entry is not None and entry.needs_predictor:
+            bad("guidance_sigma_range", tuple(sigma_range), "None with an AMED / BNS solver (its predictor was "
+                "trained for guidance at every step)")
+        if ug_scale > 0:
+            bad("guidance_sigma_range", tuple(sigma_range), "None with upsample guidance")
+        return lo, hi
 
     def _skip_rho(self, skip_tuning, solver, num_steps, guidance_scale, grid) -> float | None:
         if skip_tuning is None or skip_tuning is False:
@@ -287,22 +315,23 @@ class PixelDiffusionPipeline(DiffusionPipeline):
 
     def _sample(self, noise, solver, entry, num_inference_steps, grid, sigmas, labels, guidance_scale, cfg_factor,
                 genkit_model, image_size, ug_scale, ug_factor, ug_window, upsample_guidance_adjust, tuner,
-                pred, callback_on_step_end, callback_on_step_end_tensor_inputs, batch_invariant):
+                pred, callback_on_step_end, callback_on_step_end_tensor_inputs, batch_invariant, interval=None):
         """-> (x, network evaluations per image, low-resolution evaluations per image); CFG counted. pred: the
-        AMED predictor of an AMED solver (None otherwise)."""
+        AMED predictor of an AMED solver (None otherwise); interval: the checked guidance_sigma_range."""
         device = noise.device
         low_res = 0  # low-resolution evaluations per image (upsample guidance)
         if solver == "scheduler":
-            x, steps = self._sample_with_scheduler(noise, num_inference_steps, labels, guidance_scale,
-                                                   callback_on_step_end, callback_on_step_end_tensor_inputs,
-                                                   batch_invariant)
-            total_nfe = steps * cfg_factor
+            x, steps, guided = self._sample_with_scheduler(noise, num_inference_steps, labels, guidance_scale,
+                                                           callback_on_step_end, callback_on_step_end_tensor_inputs,
+                                                           batch_invariant, interval)
+            total_nfe = steps + guided
         else:
             den = self.denoiser()
             den.per_sample = bool(batch_invariant)
             null = self.num_classes
-            denoise = classifier_free_guidance(den, labels, null, guidance_scale) if labels is not None \
-                else (lambda x, s: den(x, s))
+            cfg = classifier_free_guidance(den, labels, null, guidance_scale, interval) if labels is not None \
+                else None
+            denoise = cfg if cfg is not None else (lambda x, s: den(x, s))
             if ug_scale > 0:  # outside CFG: the low-resolution pass batches cond + uncond too
                 denoise = upsample_guidance(denoise, ug_scale, ug_factor, ug_window,
                                             time_adjustment="time" in upsample_guidance_adjust,
@@ -323,7 +352,7 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             tuned = tuner.wrap(denoise)
             if not entry.needs_predictor:
                 x = entry.fn(tuned, noise * sigmas[0], sigmas, callback=callback)
-                total_nfe = entry.nfe(num_steps) * cfg_factor
+                total_nfe = entry.nfe(num_steps) + cfg.guided_calls if interval else entry.nfe(num_steps) * cfg_factor
             else:
                 if num_steps < entry.min_steps:
                     bad("num_inference_steps", num_steps, f"an int >= {entry.min_steps} for solver={solver!r}")
@@ -352,18 +381,22 @@ class PixelDiffusionPipeline(DiffusionPipeline):
         return callback
 
     def _sample_with_scheduler(self, noise, num_inference_steps, labels, guidance_scale, cb, cb_inputs,
-                               batch_invariant=False):
-        """diffusers' own loop: scheduler.step over the network's raw output (eps / v / x0)."""
+                               batch_invariant=False, interval=None):
+        """diffusers' own loop: scheduler.step over the network's raw output (eps / v / x0). -> (x, steps, steps
+        that ran the null branch too)."""
         den = self.denoiser()
         den.per_sample = bool(batch_invariant)
         sched = self.scheduler
         sched.set_timesteps(num_inference_steps, device=noise.device)
         ac = sched.alphas_cumprod.to(noise.device, torch.float64)
         latents = noise * sched.init_noise_sigma
+        guided = 0
         for i, t in enumerate(self.progress_bar(sched.timesteps)):
             model_in = sched.scale_model_input(latents, t)
             logsnr = (torch.log(ac[t]) - torch.log1p(-ac[t])).float().expand(len(latents))
-            if guidance_scale != 1.0:
+            sigma = float(torch.exp(-0.5 * logsnr[0]))
+            if guidance_scale != 1.0 and (interval is None or interval[0] <= sigma <= interval[1]):
+                guided += 1
                 null = torch.full_like(labels, self.num_classes)
                 out = den.model_output(torch.cat([model_in] * 2), torch.cat([logsnr] * 2), torch.cat([labels, null]))
                 out = cfg_combine(*out.chunk(2), guidance_scale)
@@ -373,4 +406,4 @@ class PixelDiffusionPipeline(DiffusionPipeline):
             if cb is not None:
                 res = cb(self, i, t, {"latents": latents} if "latents" in cb_inputs else {})
                 latents = res.get("latents", latents) if res else latents
-        return latents, len(sched.timesteps)
+        return latents, len(sched.timesteps), guided

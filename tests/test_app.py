@@ -53,9 +53,12 @@ def test_served_app_files_keep_parameters_bad_values_named_keeps_serving(tiny_pi
             assert f"Seed: {k}," in read_parameters(item["image"])    # what the browser downloads has the chunk
         # PNG info: the file's settings come back as the form's values
         out = client.predict(handle_file(gallery[1]["image"]), api_name="/png_info")
-        text, form = out[0], list(out[-13:])            # (the selected tab is not an API value)
-        assert form == ["a", 0, 2, "dpmpp_2m", "polynomial", 2.0, 3, 1, 8, 0.0, False, 1.0, "model"]
+        text, form = out[0], list(out[-14:])            # (the selected tab is not an API value)
+        assert form == ["a", 0, 2, "dpmpp_2m", "polynomial", 2.0, 3, 1, 8, 0.0, False, 1.0, 0.0, "model"]
         assert "Seed: 1" in text
+        # the guidance interval: after the model, so that calls written before it keep their meaning
+        gallery, info = client.predict(*FORM, "model", 1.0, api_name="/generate")
+        assert "Guidance interval: 0-1" in read_parameters(gallery[0]["image"])
         for bad, name in [(("a", 0, 2, "nope", "polynomial", 2.0, 1, 1, 8, 0.0, False, 1.0, 0), "sampler"),
                           (("a", 0, 0, "euler", "polynomial", 2.0, 1, 1, 8, 0.0, False, 1.0, 0), "steps"),
                           (("a", 0, 2, "euler", "polynomial", 2.0, 9, 1, 8, 0.0, False, 1.0, 0), "batch_size"),

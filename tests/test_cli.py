@@ -114,6 +114,16 @@ def test_guidance_and_class_set_nfe_per_image(model, tmp_path, capsys, solver, g
     assert m["nfe_per_image"] == nfe and m["class"] == "b" and m["guidance"] == float(guidance)
 
 
+def test_guidance_interval_saves_the_null_branch_outside_it_and_is_recorded(model, tmp_path, capsys):
+    from PIL import Image
+
+    m = sample(capsys, model, tmp_path / "i", "--guidance", "2", "--guidance-sigma-range", "0,1", num=2, steps=4)
+    assert 4 < m["nfe_per_image"] < 8 and m["guidance_sigma_range"] == "(0.0, 1.0)"
+    assert "Guidance interval: 0-1" in Image.open(tmp_path / "i" / "000000.png").text["parameters"]
+    full = sample(capsys, model, tmp_path / "f", "--guidance", "2", num=2, steps=4)
+    assert full["nfe_per_image"] == 8 and pngs(tmp_path / "i") != pngs(tmp_path / "f")
+
+
 def test_class_by_name_and_by_id_give_the_same_images(model, tmp_path, capsys):
     sample(capsys, model, tmp_path / "name", "--class", "b", num=2)
     sample(capsys, model, tmp_path / "id", "--class", "1", num=2)
@@ -133,6 +143,8 @@ BAD = [
     (["--guidance", "-1"], "--guidance"),
     (["--guidance", "2", "--class", "none"], "--guidance"),
     (["--batch-size", "5000"], "--batch-size"),
+    (["--guidance-sigma-range", "1,0.5"], "--guidance-sigma-range"),
+    (["--guidance-sigma-range", "0"], "--guidance-sigma-range"),
     (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "nope"], "--device"),
 ]
 

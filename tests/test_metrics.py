@@ -271,6 +271,31 @@ def test_bench_samplers_measures_fd_to_the_teachers_samples_and_a_one_step_gener
     assert rc == 2 and "--teacher-solver='bogus' is not allowed" in err and not (tmp_path / "bad.json").exists()
 
 
+def test_bench_samplers_guidance_interval_applies_to_the_teacher_arms_and_counts_what_ran(tiny, capsys, tmp_path):
+    """--guidance-sigma-range: the teacher's arms guided only at sigma in [LO, HI] (network_evals between the
+    unguided and the guided count), recorded in the config, the command and the table; --solvers '': only the
+    teacher's arm and the generators."""
+    from genkit.scheduler import GenkitScheduler
+    from helpers import CLASS_NAMES, tiny_unet
+    from pipelines.one_step import OneStepPipeline
+
+    OneStepPipeline(tiny_unet(4, seed=1), GenkitScheduler(image_size=8), class_names=CLASS_NAMES,
+                    sigma_init=2.5).save_pretrained(tmp_path / "gen")
+    out = tmp_path / "i.json"
+    rc, _, err = cli(capsys, "bench", "samplers", "--model", tiny["model"], "--nfe", "4", "--num", 8, "--ode-num", 0,
+                     "--solvers", "", "--schedulers", "", "--batch-size", 4, "--guidance", 2,
+                     "--guidance-sigma-range", "0,1", "--teacher-nfe", 4, "--generators", tmp_path / "gen",
+                     "--bootstrap", 20, "--ref", tiny["ref"], "--features-model", tiny["features"], "--device", "cpu",
+                     "--out", out)
+    assert rc == 0, err
+    result = json.loads(out.read_text())
+    assert set(result["rows"]) == {"generator:gen@1", "teacher:dpmpp_2m@4"}
+    assert 4 < result["rows"]["teacher:dpmpp_2m@4"]["network_evals"] < 8
+    assert result["config"]["guidance_sigma_range"] == "0,1" and "--guidance-sigma-range 0,1" in result["command"]
+    assert "at sigma in [0,1] only" in (tmp_path / "i.md").read_text()
+    assert set(result["ratios"]) == {"generator:gen@1 / teacher:dpmpp_2m@4"}
+
+
 def test_bench_overhead_times_a_one_step_generator_beside_its_teacher(tiny, capsys, tmp_path):
     """`bench overhead --generators`: the generator is an interleaved arm, its speed-up the ratio of the medians;
     a folder that is not a one-step generator is refused by flag."""

@@ -82,6 +82,8 @@ NEW_ARGS = {
     "amed_predictor": ([None], ["/nonexistent/predictor", 3]),
     "skip_tuning": ([None, False, 1.0, 0.9, 0.75], [True, 1.5, 0.0, "1", float("nan")]),
     "skip_sigma_range": ([None, (0.1, 10.0)], [(10.0, 0.1), (float("nan"), 1.0), (1.0,)]),
+    "guidance_sigma_range": ([None, (0.0, 1.0), (0.3, float("inf"))],
+                             [(1.0, 0.5), (float("nan"), 1.0), (0.0, float("nan")), (1.0,), "0,1", (-1.0, 1.0), 3]),
 }
 new_args = st.sampled_from([None, *NEW_ARGS]).flatmap(  # all valid, or one of them careless
     lambda broken: st.fixed_dictionaries({k: st.sampled_from(bad if k == broken else good)
@@ -118,7 +120,8 @@ def test_pixel_pipeline_sizes_upsample_guidance_amed_and_skip_tuning(pipe, batch
 def check_pixel_call(pipe, kwargs):
     """pipe(**kwargs): finite images of the asked shape (default 8 px), or a ValueError naming an argument."""
     names = {"batch_size", "num_inference_steps", "guidance_scale", "class", "class_labels", "solver", "sigmas",
-             "output_type", "generator", *NEW_ARGS, "upsample_guidance_window[0]", "upsample_guidance_window[1]"}
+             "output_type", "generator", *NEW_ARGS, "upsample_guidance_window[0]", "upsample_guidance_window[1]",
+             "guidance_sigma_range[0]", "guidance_sigma_range[1]"}
     out = outcome(lambda: pipe(**kwargs, generator=torch.Generator().manual_seed(0)), names)
     if out is None:
         return

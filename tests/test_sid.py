@@ -315,11 +315,13 @@ def test_sid_with_an_exact_fake_score_converges_to_the_teachers_classes_for_alph
 
 @pytest.mark.parametrize("sigma_max", [None, 1.0])
 def test_sid_from_a_guided_teacher_reaches_the_data_only_with_the_guidance_interval(sigma_max):
-    """The teacher guided at 2 (as genkit samples it), alpha 1 (the shipped recipe). Guided at every sigma its
-    target is no distribution (at high noise it asks for a negative class variance): the generator's class means
-    are pushed out to about +-1.84 and its sds to about 1.3. Guided only at sigma <= 1, where the classes are told
-    apart, the generator lands on the data's classes: means +-1, sd 0.3."""
-    mean = sid_on_two_classes(1.0, guidance=2.0, sigma_max=sigma_max)
+    """The teacher guided at 2 (as genkit samples it). Guided at every sigma its target is no distribution (at high
+    noise it asks for a negative class variance): the generator's class means are pushed out to about +-1.85 and
+    its sds to about 1.2. Guided only at sigma <= 1, where the classes are told apart, the generator lands on the
+    data's classes: means +-1, sd 0.3. alpha 0.5: with an exact fake score it has a stable point; at alpha 1 (the
+    shipped recipe, whose fake score lags) the same happens (+-1.9 guided everywhere, +-1.0 with the interval),
+    but one class's sd drifts along a flat direction (0.30 or 0.41 as float rounding goes), too loose to test."""
+    mean = sid_on_two_classes(0.5, guidance=2.0, sigma_max=sigma_max)
     if sigma_max is None:
         assert mean[:2].min() > 1.5, mean
     else:

@@ -16,7 +16,8 @@ from ui_helpers import gradio_env, no_progress, tiny_pipe  # noqa: F401  (fixtur
 
 def run(pipe, *form, stops=None, preview_every=1, max_batch_size=4):
     gen = diffusion.make_generate(pipe, stops or Stops(), max_batch_size=max_batch_size)
-    return list(gen(*form, preview_every=preview_every, progress=no_progress))
+    extra = {"guidance_sigma_max": form[12]} if len(form) > 12 else {}   # form order: the interval after skip
+    return list(gen(*form[:12], preview_every=preview_every, progress=no_progress, **extra))
 
 
 def test_images_match_per_seed_pipeline_calls_across_batches(tiny_pipe):
@@ -60,14 +61,14 @@ def test_png_info_round_trip_regenerates_identical_bytes(tiny_pipe):
     gallery, _, _, _ = run(tiny_pipe, "c", 11, 3, "dpmpp_2m", "logsnr", 1.5, 3, 1)[-1]
     original = open(gallery[2][0], "rb").read()
     form = diffusion.form_values(read_parameters(original), tiny_pipe)   # its batch: batched calls may round
-    assert form == ["c", 11, 3, "dpmpp_2m", "logsnr", 1.5, 3, 1, 8, 0.0, False, 1.0, "model"]   # differently
+    assert form == ["c", 11, 3, "dpmpp_2m", "logsnr", 1.5, 3, 1, 8, 0.0, False, 1.0, 0.0, "model"]  # differently
     again, _, _, _ = run(tiny_pipe, *form[:-1])[-1]                              # than alone (the model last)
     assert open(again[2][0], "rb").read() == original
     # batch-invariant: the image alone regenerates it
     gallery, _, _, _ = run(tiny_pipe, "c", 11, 3, "dpmpp_2m", "logsnr", 1.5, 3, 1, 8, 0.0, True)[-1]
     original = open(gallery[2][0], "rb").read()
     form = diffusion.form_values(read_parameters(original), tiny_pipe)
-    assert form == ["c", 13, 3, "dpmpp_2m", "logsnr", 1.5, 1, 1, 8, 0.0, True, 1.0, "model"]
+    assert form == ["c", 13, 3, "dpmpp_2m", "logsnr", 1.5, 1, 1, 8, 0.0, True, 1.0, 0.0, "model"]
     again, _, _, _ = run(tiny_pipe, *form[:-1])[-1]
     assert len(again) == 1 and open(again[0][0], "rb").read() == original
 
@@ -80,7 +81,22 @@ def test_skip_tuning_reaches_the_pipeline_and_the_png(tiny_pipe):
                       generator=[torch.Generator().manual_seed(k) for k in (0, 1)]).images
     assert np.array_equal(np.asarray(Image.open(gallery[1][0])), np.asarray(ref[1]))
     assert not np.array_equal(np.asarray(ref[1]), np.asarray(plain[1]))        # it changes the image
-    assert diffusion.form_values(read_parameters(gallery[1][0]), tiny_pipe)[-2] == 0.8
+    assert diffusion.form_values(read_parameters(gallery[1][0]), tiny_pipe)[-3] == 0.8
+
+
+def test_guidance_interval_reaches_the_pipeline_the_nfe_and_the_png_and_restores(tiny_pipe):
+    form = ("a", 0, 4, "euler", "polynomial", 2.0, 2, 1, 8, 0.0, False, 1.0, 1.0)
+    gallery, info, _, _ = run(tiny_pipe, *form)[-1]
+    out = tiny_pipe(batch_size=2, num_inference_steps=4, solver="euler", class_labels="a", guidance_scale=2.0,
+                    guidance_sigma_range=(0.0, 1.0), generator=[torch.Generator().manual_seed(k) for k in (0, 1)])
+    assert np.array_equal(np.asarray(Image.open(gallery[1][0])), np.asarray(out.images[1]))
+    assert f"NFE per image:** {out.nfe}" in info and 4 < out.nfe < 8
+    _, _, kv = parse_parameters(read_parameters(gallery[1][0]))
+    assert kv["Guidance interval"] == "0-1"
+    values = diffusion.form_values(read_parameters(gallery[1][0]), tiny_pipe)
+    assert values[:-1] == list(form) and values[-1] == "model"
+    with pytest.raises(ValueError, match="guidance_sigma_max=-1"):
+        diffusion.validate(tiny_pipe, *form[:12], -1)
 
 
 def test_twice_the_size_with_upsample_guidance(tiny_pipe):

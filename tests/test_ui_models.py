@@ -26,7 +26,8 @@ def models(tiny_pipe):
 
 def run(models, *form, model=None, **kw):
     gen = diffusion.make_generate(models, Stops(), max_batch_size=4)
-    return list(gen(*form, model=model, progress=no_progress, **kw))
+    extra = {"guidance_sigma_max": form[12]} if len(form) > 12 else {}   # form order: the interval after skip
+    return list(gen(*form[:12], model=model, progress=no_progress, **extra, **kw))
 
 
 def test_one_step_model_is_one_evaluation_per_image_and_ignores_what_it_has_not(models):
@@ -57,8 +58,8 @@ def test_png_info_restores_the_model_and_regenerates_identical_bytes(models):
         values = diffusion.form_values(read_parameters(original), models)
         assert values[-1] == model and values[1] == 11 and values[6] == 3
         if model == "teacher-sid":   # fields a one-step model has not: left as they are in the form
-            assert values[2:6] == [None] * 4 and values[8:10] == [None, None] and values[11] is None
-        filled = [v if v is not None else d for v, d in zip(values, [*form, 8, 0.0, False, 1.0, None])]
+            assert values[2:6] == [None] * 4 and values[8:10] == [None, None] and values[11:13] == [None, None]
+        filled = [v if v is not None else d for v, d in zip(values, [*form, 8, 0.0, False, 1.0, 0.0, None])]
         again, _, _, _ = run(models, *filled[:-1], model=values[-1])[-1]
         assert open(again[2][0], "rb").read() == original
     # batch-invariant one-step: each image in its own call, so the image alone regenerates it

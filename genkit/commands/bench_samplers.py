@@ -22,7 +22,9 @@ For each arm and NFE budget, on seeds K..K+N-1 (class 'cycle' and the model's de
 - --generators DIR,...: one-step generators distilled from the model (weights/openmoji-32-sid) as arms at NFE 1,
   same seeds and classes (their guidance is built in).
 Per-arm features are cached beside FILE (.FILE.features-<config hash>/), so intervals and ratios can be recomputed.
-NFE counts denoiser calls per image; with CFG each is two network evaluations (network_evals).
+NFE counts denoiser calls per image; with CFG each is two network evaluations (network_evals). With
+--guidance-sigma-range LO,HI every teacher arm is guided only at sigma in [LO, HI] (network_evals counts what ran;
+AMED / BNS arms, trained for guidance at every step, are left out).
 Results are written after every arm (atomically), so a killed run resumes where it stopped; FILE.md gets
 a markdown table. A learned arm's row (AMED, bns) records a fingerprint of the weights it used ("trained"): when
 they are retrained at the same path, the row is measured again.
@@ -99,9 +101,10 @@ def run_samplers(args) -> dict:
     from genkit.skip_tuning import RHO_RANGE
     from genkit.sampling import nfe as count_nfe
     from pipelines.pixel_diffusion import to_uint8
+    from .sample import guidance_interval
 
     nfes = parse_list("nfe", args.nfe, cast=int)
-    solvers = parse_list("solvers", args.solvers, solver_names())
+    solvers = parse_list("solvers", args.solvers, solver_names()) if args.solvers else []  # '': teacher, generators
     grids = parse_list("grids", args.grids, GRIDS + (LEARNED,))  # learned: AMED arms only (the predictor's)
     schedulers = parse_list("schedulers", args.schedulers, SCHEDULERS) if args.schedulers else []
     skip_rhos = [check_float("--skip-rhos", r, *RHO_RANGE) for r in parse_list("skip-rhos", args.skip_rhos, cast=float)] \
@@ -132,12 +135,16 @@ def run_samplers(args) -> dict:
     seeds = list(range(args.seed, args.seed + args.num))
     ode_seeds = seeds[:args.ode_num]
     cfg_factor = 2 if guidance != 1.0 else 1
+    interval = guidance_interval(getattr(args, "guidance_sigma_range", None)) if guidance != 1.0 else None
+    guide = dict(guidance_scale=guidance, guidance_sigma_range=interval)  # every teacher arm, the same way
 
     config = {"model": str(args.model), "num": args.num, "ode_num": args.ode_num, "seed": args.seed,
               "class": cls, "guidance": guidance, "features": fid, "ref": ref_name, "ref_n": ref.n,
               "resolution": res, "ode_reference": f"{REFERENCE_SOLVER}, polynomial grid, {args.ode_ref_steps} steps",
               "model_sha": weights_fingerprint(args.model, "unet/*.safetensors"), "dtype": args.dtype}
-    if teacher_nfe:  # keys only when used: an older JSON of the same run still resumes
+    if interval is not None:  # keys only when used: an older JSON of the same run still resumes
+        config["guidance_sigma_range"] = args.guidance_sigma_range
+    if teacher_nfe:
         config["teacher"] = f"{teacher_solver}@{teacher_nfe}, polynomial grid"
     if draws:
         config["bootstrap_draws"] = draws
@@ -154,8 +161,7 @@ def run_samplers(args) -> dict:
 
     # 1. The reference ODE solutions (cached beside the output: the most expensive single arm)
     def solve(desc, **kw):  # the ODE seeds only, all at once
-        return torch.cat([x for _, x in tqdm(generate(pipe, ode_seeds, args.batch_size, cls, device,
-                                                      guidance_scale=guidance, **kw),
+        return torch.cat([x for _, x in tqdm(generate(pipe, ode_seeds, args.batch_size, cls, device, **guide, **kw),
                                              total=-(-len(ode_seeds) // args.batch_size), desc=desc)])
 
     x_ref = _load_or_make_reference(out, config, lambda: solve(
@@ -178,8 +184,8 @@ def run_samplers(args) -> dict:
 
     def run_arm(key: str, arm: dict, n: int, nfe_seen: int, network_evals: int, steps: int, arm_pipe=pipe, **call):
         """One row: FD (all / even / odd seeds, interval), class accuracy, ODE error, time; the features cached."""
-        feats, correct, errs, t0 = [], 0, [], time.perf_counter()
-        for batch, x in generate(arm_pipe, seeds, args.batch_size, cls, device, **call):
+        feats, correct, errs, t0, info = [], 0, [], time.perf_counter(), {}
+        for batch, x in generate(arm_pipe, seeds, args.batch_size, cls, device, info, **call):
             images = to_uint8(x)
             feats.append(batched_features(net, images).double().numpy())
             if classifier is not None:
@@ -192,6 +198,8 @@ def run_samplers(args) -> dict:
         f = np.concatenate(feats)
         features.save(key, f)
         fd = lambda g: round(fd_to(g, ref), 4)  # noqa: E731
+        if interval is not None and arm_pipe is pipe:   # what ran: steps outside the interval cost 1, not 2
+            network_evals = info["nfe"]
         row = {**arm, "nfe_budget": n, "nfe": nfe_seen, "network_evals": network_evals, "steps": steps,
                "fd": fd(f), "fd_even": fd(f[args.seed % 2::2]), "fd_odd": fd(f[(args.seed + 1) % 2::2]),
                "class_accuracy": round(correct / len(seeds), 4) if classifier is not None else None,
@@ -213,8 +221,8 @@ def run_samplers(args) -> dict:
     def runnable(arm, n):  # AMED: a predictor for this NFE, guidance and grid; a learned grid: AMED only
         if "solver" not in arm:
             return True
-        if solver_entry(arm["solver"]).needs_predictor:
-            return (arm["solver"], n, guidance, arm["grid"]) in have
+        if solver_entry(arm["solver"]).needs_predictor:   # trained for guidance at every step: no interval
+            return (arm["solver"], n, guidance, arm["grid"]) in have and interval is None
         return arm["grid"] != LEARNED
 
     todo = [({"arm": generator_arm(g), "generator": str(g)}, 1) for g in generators]
@@ -236,14 +244,14 @@ def run_samplers(args) -> dict:
             result["rows"][key]["ode_error"] = None
         elif "scheduler" in arm:
             pipe.scheduler = getattr(diffusers, arm["scheduler"]).from_config(genkit_scheduler.config)
-            run_arm(key, arm, n, n, n * cfg_factor, n, solver=None, num_inference_steps=n, guidance_scale=guidance)
+            run_arm(key, arm, n, n, n * cfg_factor, n, solver=None, num_inference_steps=n, **guide)
         else:
             pipe.scheduler = genkit_scheduler
             p = learned.get((arm["solver"], n, guidance, arm["grid"]))
             steps = p["num_steps"] if p else steps_for_nfe(arm["solver"], n)
             nfe_seen = count_nfe(arm["solver"], steps, p["afs"] if p else None)  # per guided call
             run_arm(key, arm, n, nfe_seen, nfe_seen * cfg_factor, steps, solver=arm["solver"], grid=arm["grid"],
-                    num_inference_steps=steps, skip_tuning=arm.get("skip_tuning"), guidance_scale=guidance)
+                    num_inference_steps=steps, skip_tuning=arm.get("skip_tuning"), **guide)
             if trained(arm, n) is not None:
                 result["rows"][key]["trained"] = trained(arm, n)
                 atomic_write_json(out, result)
@@ -358,6 +366,8 @@ def _command(args) -> str:
         parts.append(f"--generators {args.generators}")
     if args.guidance is not None:
         parts.append(f"--guidance {args.guidance}")
+    if getattr(args, "guidance_sigma_range", None):
+        parts.append(f"--guidance-sigma-range {args.guidance_sigma_range}")
     if args.class_label is not None:
         parts.append(f"--class {args.class_label}")
     return " ".join(parts + [f"--out {args.out}"])
@@ -414,10 +424,11 @@ def markdown_table(result: dict) -> str:
                  f"(range {f['subsets_min']:.2f}-{f['subsets_max']:.2f} over 5 subsets)")
     else:
         floor = f", floor FD(val vs train) = {f['fd_val_vs_train']:.3f}"
+    interval = f" at sigma in [{c['guidance_sigma_range']}] only" if "guidance_sigma_range" in c else ""
     what = "FD-OpenMoji" + (" to the train reference [95% interval]" if c.get("bootstrap_draws") else "") + (
         f" / FD to the teacher's samples ({c['teacher']})" if "teacher" in c else "")
     lines = [f"{what} (lower is better) / class accuracy / ODE error, n = {c['num']} "
-             f"(ODE error on {c['ode_num']}), guidance {c['guidance']}, class {c['class']}{floor}",
+             f"(ODE error on {c['ode_num']}), guidance {c['guidance']}{interval}, class {c['class']}{floor}",
              "", "| arm | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---" * (len(nfes) + 1) + "|"]
     best = {n: min((v["fd"] for v in rows.values() if v["nfe_budget"] == n), default=None) for n in nfes}
     for arm in arms:

@@ -197,8 +197,9 @@ def _fd_of_model(args, state) -> dict | None:
     row = {"fd": round(value, 6), "n": args.num, "features": fid, "ref": ref_name, "ref_n": ref.n,
            "resolution": res, "model": args.model, "solver": solver, "steps": args.steps,
            "grid": args.grid,
-           "guidance": guidance, "class": cls, "nfe_per_image": nfe, "seeds": [seeds[0], seeds[-1]],
-           "num_processes": state.num_processes, **resolution_fields(pipe, args, size_kw, info)}
+           "guidance": guidance, "class": cls, "nfe_per_image": info.get("nfe", nfe), "seeds": [seeds[0], seeds[-1]],
+           "num_processes": state.num_processes, **resolution_fields(pipe, args, size_kw, info),
+           **{k: str(v) for k, v in method_kwargs(args).items()}}   # skip-tuning, guidance interval: as given
     if accuracy is not None:
         row["class_accuracy"] = round(accuracy, 6)
     _report(row, args.out)

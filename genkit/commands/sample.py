@@ -73,7 +73,23 @@ def method_kwargs(args) -> dict:
             raise ValueError(f"--skip-sigma-range={rng!r} is not allowed: LO,HI (EDM sigmas, e.g. 0.5,10)")
         kw["skip_sigma_range"] = tuple(check_float("--skip-sigma-range", _float_flag("--skip-sigma-range", p), 0)
                                        for p in parts)
+    interval = guidance_interval(getattr(args, "guidance_sigma_range", None))
+    if interval is not None:
+        kw["guidance_sigma_range"] = interval
     return kw
+
+
+def guidance_interval(text: str | None) -> tuple[float, float] | None:
+    """--guidance-sigma-range LO,HI -> (lo, hi) (hi may be inf; the pipeline checks lo < hi), or None."""
+    if not text:
+        return None
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise ValueError(f"--guidance-sigma-range={text!r} is not allowed: LO,HI (EDM sigmas, e.g. 0,1 or 0.3,inf)")
+    lo, hi = (_float_flag("--guidance-sigma-range", p) for p in parts)
+    if not (0 <= lo < hi):   # NaN fails this too
+        raise ValueError(f"--guidance-sigma-range={text!r} is not allowed: LO,HI with 0 <= LO < HI")
+    return lo, hi
 
 
 def _float_flag(name: str, text: str) -> float:
@@ -157,6 +173,9 @@ def png_parameters(pipe, args, cls: str, solver: str, size_kw: dict | None = Non
     common = dict(steps=args.steps, solver=solver, grid=args.grid,
                   guidance=args.guidance, size=(size_kw or {}).get("height", pipe.trained_size),
                   model_hash=fingerprint(pipe.unet), model=Path(args.model).name)
+    interval = guidance_interval(getattr(args, "guidance_sigma_range", None))
+    if interval is not None and args.guidance != 1.0:
+        common["Guidance interval"] = f"{interval[0]:g}-{interval[1]:g}"
     if (size_kw or {}).get("upsample_guidance_scale"):
         lo, hi = size_kw["upsample_guidance_window"]
         common.update({"Upsample guidance": size_kw["upsample_guidance_scale"], "UG window": f"{lo:g}-{hi:g}"})
@@ -240,6 +259,7 @@ def _sample(args, state) -> None:
         save_png_atomic(image_grid(images), out / "grid.png")
         atomic_write_json(out / "manifest.json", {
             **manifest, **resolution_fields(pipe, args, size_kw, info), "complete": True,
+            "nfe_per_image": info.get("nfe", nfe),  # what ran (a guidance interval saves the null branch)
             "grid_png": f"the first {len(images)} images",
             "wall_time_s": round(time.time() - t0, 3), "device": str(device),
             "num_processes": state.num_processes, "torch": torch.__version__, "genkit": __version__,

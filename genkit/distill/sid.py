@@ -63,14 +63,12 @@ def guided_teacher(denoise, guidance_scale: float = 1.0, null_label: int | None 
     w/(s^2+sigma^2) - (w-1)/(s^2+tau^2+sigma^2) is, to first order in 1/sigma^2, that of a class variance
     s^2 - (w-1) tau^2, negative once the classes lie further apart than their own spread; a generator fitted
     to it at every sigma collapses to one image per class."""
+    interval = None if sigma_max is None else (0.0, float(sigma_max))
+
     def teacher(x, sigma, labels=None):
         if labels is None or guidance_scale == 1.0:
             return denoise(x, sigma, class_labels=labels)
-        if sigma_max is None:
-            return classifier_free_guidance(denoise, labels, null_label, guidance_scale)(x, sigma)
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).expand(len(x))
-        w = torch.where(sigma <= sigma_max, guidance_scale, 1.0).view(-1, 1, 1, 1)    # (B, 1, 1, 1)
-        return classifier_free_guidance(denoise, labels, null_label, w)(x, sigma)
+        return classifier_free_guidance(denoise, labels, null_label, guidance_scale, interval)(x, sigma)
 
     return teacher
 

@@ -3,8 +3,9 @@ grid, guidance, batch size and count -> images that stream in as they form, with
 the batch and a history that restores its settings.
 
 API endpoint /generate (gradio_client), the form's values in order (class, seed, steps, sampler, grid, guidance,
-batch size, batch count, size, upsample guidance, batch-invariant, skip-tuning rho, preview every k steps); it
-returns the final gallery and info (the browser's "Download all" zip is built after the run, not by /generate):
+batch size, batch count, size, upsample guidance, batch-invariant, skip-tuning rho, preview every k steps, then
+optionally the model's name and the guidance interval's top sigma, 0 = guided at every step); it returns the final
+gallery and info (the browser's "Download all" zip is built after the run, not by /generate):
 
     gallery, info = Client(url).predict("face-smiling", 0, 20, "dpmpp_2m", "polynomial", 2.0, 4, 1,
                                         32, 0.0, False, 1.0, 0, api_name="/generate")
@@ -57,6 +58,11 @@ class Settings:
     batch_invariant: bool = False    # each image alone through the net: the same bytes in any batch, ~2x slower
     skip_tuning: float = 1.0         # rho_bottom of skip-tuning (1 = off): UNet skips scaled, for few steps
     model: str = ""                  # the Model menu's name of the pipeline ("" = the only / first one)
+    guidance_sigma_max: float = 0.0  # guidance interval: guided only at sigma <= this (0 = every step)
+
+    @property
+    def guidance_sigma_range(self) -> tuple[float, float] | None:
+        return (0.0, self.guidance_sigma_max) if self.guidance_sigma_max and self.guidance != 1.0 else None
 
     def seeds(self, b: int) -> list[int]:
         return [self.seed + b * self.batch_size + j for j in range(self.batch_size)]
@@ -78,12 +84,12 @@ def pick_model(models: dict, model) -> tuple[str, object]:
 
 
 def validate(pipe, class_name, seed, steps, sampler, grid, guidance, batch_size, batch_count, size=None,
-             upsample_guidance=0.0, batch_invariant=False, skip_tuning=1.0, max_batch_size: int = 16,
-             model: str | None = None) -> Settings:
+             upsample_guidance=0.0, batch_invariant=False, skip_tuning=1.0, guidance_sigma_max=0.0,
+             max_batch_size: int = 16, model: str | None = None) -> Settings:
     """The form's raw values -> Settings, or a ValueError naming the parameter, its value and what is allowed.
     `pipe` is one pipeline or the Model menu's {name: pipeline}; `model` picks one (default: the first). A one-step
-    generator ignores steps, sampler, grid, guidance, size, upsample guidance and skip-tuning (the form hides
-    them): it has none of them."""
+    generator ignores steps, sampler, grid, guidance, size, upsample guidance, skip-tuning and the guidance interval
+    (the form hides them): it has none of them."""
     model, pipe = pick_model(as_models(pipe), model)
     class_name = check_choice("class", class_name, opt.class_choices(pipe))
     batch_size = as_int("batch_size", batch_size, 1, max_batch_size)
@@ -112,6 +118,12 @@ def validate(pipe, class_name, seed, steps, sampler, grid, guidance, batch_size,
     skip_tuning = check_float("skip_tuning", skip_tuning, *RHO_RANGE)
     if skip_tuning != 1.0 and sampler in opt.DIFFUSERS_SCHEDULERS:
         bad("skip_tuning", skip_tuning, "1 (off) with diffusers' schedulers (a genkit solver applies it)")
+    guidance_sigma_max = check_float("guidance_sigma_max", guidance_sigma_max, 0, opt.MAX_SIGMA)
+    if guidance_sigma_max and sampler in solver_names() and solver_entry(sampler).needs_predictor:
+        bad("guidance_sigma_max", guidance_sigma_max, f"0 (every step) with sampler {sampler!r}: its predictor was "
+            "trained for guidance at every step")
+    if guidance_sigma_max and upsample_guidance:
+        bad("guidance_sigma_max", guidance_sigma_max, "0 (every step) with upsample guidance")
     if seed == opt.RANDOM_SEED:
         seed = secrets.randbelow(2**32)
     conditional = class_name != opt.UNCONDITIONAL and pipe.num_classes > 0
@@ -119,7 +131,7 @@ def validate(pipe, class_name, seed, steps, sampler, grid, guidance, batch_size,
         bad("upsample_guidance", upsample_guidance, "0 with diffusers' schedulers (a genkit solver applies it)")
     return Settings(class_name, seed, steps, sampler, None if sampler in opt.DIFFUSERS_SCHEDULERS else grid,
                     guidance if conditional else 1.0, batch_size, batch_count, size, upsample_guidance,
-                    batch_invariant, skip_tuning, model)
+                    batch_invariant, skip_tuning, model, guidance_sigma_max)
 
 
 class Sampler:
@@ -157,7 +169,7 @@ class Sampler:
                     class_labels=None if s.class_name == opt.UNCONDITIONAL else s.class_name, generator=gens,
                     height=s.size, width=s.size, upsample_guidance_scale=s.upsample_guidance,
                     batch_invariant=s.batch_invariant, skip_tuning=None if s.skip_tuning == 1.0 else s.skip_tuning,
-                    callback_on_step_end=on_step,
+                    guidance_sigma_range=s.guidance_sigma_range, callback_on_step_end=on_step,
                     callback_on_step_end_tensor_inputs=["latents"] if diffusers_loop else ["denoised"])
 
 
@@ -182,7 +194,8 @@ def parameters_text(s: Settings, seed: int, batch_pos: int, model_hash: str, mod
         steps=s.steps, solver=s.sampler, grid=s.grid, guidance=s.guidance, seed=seed, size=s.size,
         model_hash=model_hash, model=model, **({"Upsample guidance": s.upsample_guidance}
                                                if s.upsample_guidance else {}),
-        **({"Skip tuning": s.skip_tuning} if s.skip_tuning != 1.0 else {}), **batch))
+        **({"Skip tuning": s.skip_tuning} if s.skip_tuning != 1.0 else {}),
+        **({"Guidance interval": f"0-{s.guidance_sigma_max:g}"} if s.guidance_sigma_range else {}), **batch))
 
 
 def model_of(kv: dict, models: dict) -> str:
@@ -199,7 +212,8 @@ def form_values(text: str, pipe) -> list:
     """A PNG's `parameters` text -> the form's values (FORM order, the model last) that regenerate exactly that
     image: its own seed alone when it was drawn batch-invariant, else its whole batch; ValueError if it is not a
     diffusion image a loaded model can make. `pipe`: one pipeline or {name: pipeline}. Fields a one-step model
-    has not (steps, sampler, grid, guidance, size, upsample guidance, skip-tuning) come back as None."""
+    has not (steps, sampler, grid, guidance, size, upsample guidance, skip-tuning, guidance interval) come back
+    as None."""
     prompt, _, kv = parse_parameters(text)
     if "Sampler" not in kv or "Seed" not in kv or "Temperature" in kv:
         raise ValueError(f"parameters={text[:60]!r} is not allowed: a Diffusion tab or `genkit sample` image")
@@ -210,12 +224,14 @@ def form_values(text: str, pipe) -> list:
     invariant = kv.get("Batch invariant") == "True"
     pos, size = (0, 1) if invariant else (int(kv.get("Batch pos", 0)), int(kv.get("Batch size", 1)))
     if opt.is_one_step(pipe):
-        values = [prompt, int(kv["Seed"]) - pos, None, None, None, None, size, 1, None, None, invariant, None, name]
+        values = [prompt, int(kv["Seed"]) - pos, None, None, None, None, size, 1, None, None, invariant, None, None,
+                  name]
     else:
         values = [prompt, int(kv["Seed"]) - pos, int(kv["Steps"]), kv["Sampler"],
                   grid if grid in opt.grid_names(opt.model_dir(pipe)) else pipe.scheduler.config.get("grid", "polynomial"),
                   float(kv["CFG scale"]), size, 1, int(kv.get("Size", "0x0").split("x")[0]),
-                  float(kv.get("Upsample guidance", 0.0)), invariant, float(kv.get("Skip tuning", 1.0)), name]
+                  float(kv.get("Upsample guidance", 0.0)), invariant, float(kv.get("Skip tuning", 1.0)),
+                  float(kv.get("Guidance interval", "0-0").split("-")[1]), name]
     validate(models, *values[:-1], max_batch_size=max(size, 1), model=name)
     return values
 
@@ -242,10 +258,11 @@ def make_generate(pipe, stops: Stops | None = None, max_batch_size: int = 16, mo
 
     def generate(class_name, seed, steps, sampler_name, grid, guidance, batch_size, batch_count, size=None,
                  upsample_guidance=0.0, batch_invariant=False, skip_tuning=1.0, preview_every=1, model=None,
-                 history=None, request: gr.Request = None, progress=gr.Progress()):
+                 guidance_sigma_max=0.0, history=None, request: gr.Request = None, progress=gr.Progress()):
         try:
             s = validate(models, class_name, seed, steps, sampler_name, grid, guidance, batch_size, batch_count,
-                         size, upsample_guidance, batch_invariant, skip_tuning, max_batch_size, model)
+                         size, upsample_guidance, batch_invariant, skip_tuning, guidance_sigma_max, max_batch_size,
+                         model)
             preview_every = as_int("preview_every", preview_every, 0, opt.MAX_STEPS)
         except ValueError as e:
             raise gr.Error(str(e), print_exception=False) from None
@@ -369,6 +386,9 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
                                         elem_id="batch_count")
             skip = gr.Slider(RHO_RANGE[0], RHO_RANGE[1], value=1.0, step=0.01, elem_id="skip_tuning",
                              label="Skip-tuning rho (1 = off; below 1 scales the UNet's skips: for few steps)")
+            interval = gr.Number(value=0.0, minimum=0, maximum=opt.MAX_SIGMA, elem_id="guidance_sigma_max",
+                                 label="Guidance interval: guide only at noise sigma <= this (0 = every step; e.g. 1: "
+                                       "more variety within a class, fewer NFE)")
             with gr.Accordion("Size and batch invariance", open=False) as size_box:
                 size = gr.Dropdown(opt.sizes(pipe), value=pipe.unet.config.sample_size, elem_id="size",
                                    label="Size (2x the trained size: use upsample guidance)")
@@ -390,18 +410,20 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
             download = gr.File(label="Download all (zip, PNGs with their parameters)", elem_id="zip")
     with gr.Accordion("History (this session; click an image to restore its settings)", open=False):
         history_gallery = gr.Gallery(columns=8, height="auto", elem_id="history", elem_classes="pixelated")
-    form = [cls, seed, steps, sampler, grid, guidance, batch_size, batch_count, size, upsample, invariant, skip]
+    form = [cls, seed, steps, sampler, grid, guidance, batch_size, batch_count, size, upsample, invariant, skip,
+            interval]
 
     # preprocess=False: the handler gets the raw values and checks them itself, so a bad value sent through the
     # API is answered with the parameter's name rather than the components' anonymous range errors. The model comes
-    # after preview_every: API calls written before the Model menu existed keep their meaning.
+    # after preview_every, and the guidance interval after the model: API calls written before either existed keep
+    # their meaning.
     # The zip is built by a browser-only follow-up, not by /generate: gradio_client fetches every file of every
     # update, each with a new HTTP client (~35-60 ms here), and the final update arrives twice (last yield, then
     # completion), so a zip in /generate's outputs cost an API caller two fetches per call. One chain: clear the
     # old zip, generate, zip. Two handlers on the click raced: on a busy machine the clear could land after the
     # new zip and leave "Download all" empty.
     cleared = go.click(lambda: None, None, download, api_visibility="private", queue=False)  # no stale zip
-    event = cleared.then(generate, inputs=[*form, preview_every, model, history],
+    event = cleared.then(generate, inputs=[*form[:-1], preview_every, model, interval, history],
                          outputs=[gallery, info, run_files, history], api_name="generate", concurrency_id="model",
                          concurrency_limit=1, preprocess=False)
     event.success(zip_run, inputs=[run_files], outputs=[download], api_visibility="private", queue=False)
@@ -413,11 +435,11 @@ def build(pipe, stops: Stops, max_batch_size: int = 16, model_name: str | None =
         choices = opt.class_choices(p)
         hide = gr.update(visible=multi)
         return [gr.update(choices=choices, value=class_name if class_name in choices else opt.default_class(p)),
-                hide, hide, hide, hide, hide,
+                hide, hide, hide, hide, hide, hide,
                 gr.update(visible=multi, **({"choices": opt.sampler_choices(opt.model_dir(p))} if multi else {})),
                 gr.update(choices=opt.sizes(p), value=size_value if size_value in opt.sizes(p) else
                           p.unet.config.sample_size) if multi else gr.update()]
-    model.change(show_model, [model, cls, size], [cls, steps, grid, guidance, skip, size_box, sampler, size],
+    model.change(show_model, [model, cls, size], [cls, steps, grid, guidance, skip, interval, size_box, sampler, size],
                  api_visibility="private", queue=False)
     event.then(lambda h: [(x["path"], x["caption"]) for x in h], inputs=[history], outputs=[history_gallery],
                api_visibility="private", queue=False)

@@ -12,6 +12,7 @@ MAX_GUIDANCE = 8.0        # the guidance sliders (and the API: it takes the slid
 MAX_SEED = LIMITS["seed"]
 MAX_BATCH_COUNT = 16
 MAX_UPSAMPLE_GUIDANCE = 2.0  # the slider's end; the paper's useful range is well inside it
+MAX_SIGMA = 80.0          # the guidance interval's top: EDM's sigma_max (80 and above = guided at every step)
 RANDOM_SEED = -1          # A1111's convention: -1 draws a fresh seed, shown in the result
 QUEUE_SIZE = 64           # queue(max_size): beyond it a caller is told the queue is full, not left hanging
 HISTORY_SIZE = 64         # past images kept per browser session
