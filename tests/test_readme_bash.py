@@ -39,6 +39,7 @@ RUN = {
     "genkit sample --model weights/openmoji-32 --solver bns --steps 6 --out bns/": "--num 2",
     "genkit sample --model weights/openmoji-32 --solver euler --steps 5 --skip-tuning 0.8 --out skip/": "--num 2",
     "genkit sample --model weights/openmoji-32 --size 64 --ug 1.0 --out big/": "--num 2 --steps 2",
+    "genkit sample --model weights/openmoji-32 --guidance 2 --guidance-sigma-range 0,1 --out interval/": "--num 2",
     "genkit sample --model weights/openmoji-32-sid --out one_step/": "--num 2",
     'genkit draw --model weights/openmoji-mm --prompt "red apple" --prompt "flag: Japan" --num 8 --out drawn/':
         "--num 1 --steps 2 --head-steps 2",

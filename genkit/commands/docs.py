@@ -666,6 +666,42 @@ def sid_vs_teacher(root: Path) -> str:
     return "\n".join(out)
 
 
+def sid_interval_teacher(root: Path, rel: str = "weights/openmoji-32-sid/session35/interval_teacher_n1000.json") -> str:
+    """weights/openmoji-32-sid card: the generators against the teacher they were distilled to match (guidance 2
+    at sigma <= 1 only, `bench samplers --guidance-sigma-range 0,1`), on the bench's 1,000 seeds: FD to data, FD to
+    that teacher's samples, the paired ratio over it, class accuracy and within-class spread."""
+    d = _json(root, rel)
+    c, ratios = d["config"], d.get("ratios", {})
+    teacher = next((k for k in d["rows"] if k.startswith("teacher:")), None)
+    out = [f"n = {c['num']} seeds (class = seed mod 98), the teacher guided at {c['guidance']} at sigma in "
+           f"[{c['guidance_sigma_range']}] only ({c['teacher']}); bootstrap 95% intervals, the ratio paired", "",
+           "| arm | network evals / image | FD to data [95%] | FD / teacher's FD [95%] | FD to the teacher's samples "
+           "[95%] | class accuracy | within-class spread |", "|---|---|---|---|---|---|---|"]
+    for key, v in sorted(d["rows"].items(), key=lambda kv: (kv[0].startswith("teacher:"), kv[0])):
+        pair = ratios.get(f"{key} / {teacher}")
+        r = "-" if not pair else "{:.3f} [{:.3f}, {:.3f}]".format(pair["fd"]["ratio"], *pair["fd"]["ci95"])
+        out.append(f"| {v['arm']} | {v['network_evals']} | {_ci(v, 'fd')} | {r} | "
+                   f"{'(itself)' if key == teacher else _ci(v, 'fd_teacher') if 'fd_teacher' in v else '-'} | "
+                   f"{_pct(v['class_accuracy'])} | {v['spread']:.1f} |")
+    return "\n".join(out)
+
+
+def guidance_interval(root: Path) -> str:
+    """README: the teacher at 20 dpmpp_2m steps on the bench's 1,000 seeds, guided at 2 everywhere, at sigma <= 1
+    only (the guidance interval) and not at all (guidance 1): FD, class accuracy, within-class spread, cost."""
+    arms = [("2, every step", "weights/openmoji-32/bench_fewstep_n1000_learned.json", "teacher:dpmpp_2m@20"),
+            ("2 at sigma <= 1 only", "weights/openmoji-32-sid/session35/interval_teacher_n1000.json",
+             "teacher:dpmpp_2m@20"),
+            ("1 (off)", "weights/openmoji-32-sid/session33/teacher_n1000_g1.json", "dpmpp_2m/polynomial@20")]
+    out = ["| guidance | network evals / image | FD-OpenMoji [95%] | class accuracy | within-class spread | JSON |",
+           "|---|---|---|---|---|---|"]
+    for what, rel, key in arms:
+        v = _json(root, rel)["rows"][key]
+        out.append(f"| {what} | {v['network_evals']} | {_ci(v, 'fd')} | {_pct(v['class_accuracy'])} | "
+                   f"{v['spread']:.1f} | [{Path(rel).name}]({rel}) |")
+    return "\n".join(out)
+
+
 def sid_alpha(root: Path) -> str:
     """weights/openmoji-32-sid: the alpha ablation at equal budget: each run's FD curve (alpha_ablation/
     alpha-A.metrics.jsonl) and its final EMA generator on the bench's 1,000 seeds (generator:sid-alpha-A rows of
@@ -786,7 +822,8 @@ def fewstep_fd_learned(root: Path) -> str:
 
 TABLES = {"fewstep-summary": fewstep_summary, "fewstep-fd": fewstep_fd, "fewstep-fd-learned": fewstep_fd_learned,
           "fewstep-ode": fewstep_ode, "amed-ode": amed_ode, "skip-picks": skip_picks, "samplers": samplers,
-          "sid-vs-teacher": sid_vs_teacher, "sid-alpha": sid_alpha, "sid-curve": sid_curve,
+          "sid-vs-teacher": sid_vs_teacher, "sid-interval-teacher": sid_interval_teacher, "sid-alpha": sid_alpha,
+          "sid-curve": sid_curve, "guidance-interval": guidance_interval,
           "sid-curve-40k": lambda root: sid_curve(root, "weights/openmoji-32-sid/session26/fd_curve.json"),
           "sid-collapse": sid_collapse, "sid-interval-runs": sid_interval_runs,
           "sid-alpha-k4": lambda root: sid_interval_runs(root, "session34"), "vq": vq,
