@@ -687,9 +687,11 @@ def sid_interval_teacher(root: Path, rel: str = "weights/openmoji-32-sid/session
 
 
 def guidance_interval(root: Path) -> str:
-    """README: the teacher at 20 dpmpp_2m steps on the bench's 1,000 seeds, guided at 2 everywhere, at sigma <= 1
-    only (the guidance interval) and not at all (guidance 1): FD, class accuracy, within-class spread, cost."""
+    """README: the teacher at 20 dpmpp_2m steps on the bench's 1,000 seeds, guided at 2 everywhere, at sigma <= 2
+    or <= 1 only (the guidance interval) and not at all (guidance 1): FD, class accuracy, within-class spread, cost."""
     arms = [("2, every step", "weights/openmoji-32/bench_fewstep_n1000_learned.json", "teacher:dpmpp_2m@20"),
+            ("2 at sigma <= 2 only", "weights/openmoji-32-sid/session35/interval2_teacher_n1000.json",
+             "teacher:dpmpp_2m@20"),
             ("2 at sigma <= 1 only", "weights/openmoji-32-sid/session35/interval_teacher_n1000.json",
              "teacher:dpmpp_2m@20"),
             ("1 (off)", "weights/openmoji-32-sid/session33/teacher_n1000_g1.json", "dpmpp_2m/polynomial@20")]
