@@ -453,15 +453,16 @@ def sid_collapse(root: Path) -> str:
 
 
 def sid_interval_runs(root: Path, session: str = "session33") -> str:
-    """weights/openmoji-32-sid, sessions 33-34: runs with the guidance interval (sigma <= 1), identical but for the
-    flags their training_state.json records (SESSION/ARM.training_state.json): FD to data, FD to the teacher's
+    """weights/openmoji-32-sid, sessions 33-35: runs with the guidance interval, identical but for the flags their
+    training_state.json records (SESSION/ARM.training_state.json): FD to data, FD to the teacher's
     samples, within-class spread and class accuracy of the EMA generator on the fixed seeds at each row of
     SESSION/ARM.metrics.jsonl (rows before class accuracy was logged show FD and spread only)."""
     folder = root / "weights/openmoji-32-sid" / session
     runs = _sid_runs(folder)
     images = sorted({r["images"] for _, rows in runs.values() for r in rows if r["images"]})
-    head = [f"{arm}: alpha {a['alpha']}, {a.get('fake_score_steps', '1')} fake-score step(s)"
-            for arm, (a, _) in runs.items()]
+    start = lambda a: "" if a.get("init_generator", "None") == "None" else f", from {a['init_generator']}"  # noqa: E731
+    head = [f"{arm}: alpha {a['alpha']}, {a.get('fake_score_steps', '1')} fake-score step(s), guided at sigma <= "
+            f"{a.get('teacher_guidance_sigma_max', 'None')}{start(a)}" for arm, (a, _) in runs.items()]
     out = ["| generator images | " + " | ".join(head) + " |", "|---" * (len(runs) + 1) + "|"]
     at = [{r["images"]: r for r in rows} for _, rows in runs.values()]              # per arm: images -> row
     cell = lambda r: " / ".join([f"{r['fd']:.1f}", _f(r.get("fd_teacher"), 1), f"{r['spread']:.1f}",  # noqa: E731
@@ -828,7 +829,8 @@ TABLES = {"fewstep-summary": fewstep_summary, "fewstep-fd": fewstep_fd, "fewstep
           "sid-curve": sid_curve, "guidance-interval": guidance_interval,
           "sid-curve-40k": lambda root: sid_curve(root, "weights/openmoji-32-sid/session26/fd_curve.json"),
           "sid-collapse": sid_collapse, "sid-interval-runs": sid_interval_runs,
-          "sid-alpha-k4": lambda root: sid_interval_runs(root, "session34"), "vq": vq,
+          "sid-alpha-k4": lambda root: sid_interval_runs(root, "session34"),
+          "sid-warm-35": lambda root: sid_interval_runs(root, "session35"), "vq": vq,
           "mm-ablations": mm_ablations, "mm-history": mm_history, "measured": measured, "mm-disc": mm_disc,
           "mm-disc-why": mm_disc_why, "app-bench": app_bench, "app-bench-defaults": app_bench_defaults,
           "upsample": upsample}
