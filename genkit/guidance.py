@@ -39,16 +39,17 @@ def classifier_free_guidance(denoise, class_labels: torch.Tensor, null_label: in
     sigma_range = (lo, hi): the guidance interval (Kynkaanniemi et al. 2024): guided at lo <= sigma <= hi, plain
     conditional D outside, where the null branch is not run (1 network evaluation instead of 2). With a sigma per
     sample that is inside for some samples only, all 2N run and those outside get the conditional D (scale: a
-    float). The returned function counts its calls that ran both branches in `.guided_calls`: NFE per image =
-    calls + guided_calls."""
+    float). The interval's function counts its calls that ran both branches in `.guided_calls`: NFE per image =
+    calls + guided_calls (without an interval every call runs both when scale != 1)."""
     def cond(x, sigma):
         return denoise(x, sigma, class_labels=class_labels)
     if not torch.is_tensor(scale) and scale == 1.0:
-        return counted(cond, 0)
+        return cond
     labels = torch.cat([class_labels, torch.full_like(class_labels, null_label)])
     both = lambda x2, s2: denoise(x2, s2, class_labels=labels)  # noqa: E731
+    full = guided_pair(both, scale)
     if sigma_range is None:
-        return counted(guided_pair(both, scale), 1)
+        return full
     if torch.is_tensor(scale):
         raise ValueError("classifier_free_guidance: a guidance interval (sigma_range) takes a float scale")
     lo, hi = sigma_range
@@ -60,21 +61,12 @@ def classifier_free_guidance(denoise, class_labels: torch.Tensor, null_label: in
             return cond(x, sigma)
         interval.guided_calls += 1
         if bool(inside.all()):
-            return guided_pair(both, scale)(x, sigma)
+            return full(x, sigma)
         c, u = both(torch.cat([x, x]), torch.cat([s, s])).chunk(2)    # some inside: s is (N,)
         return torch.where(inside.view(-1, *[1] * (x.ndim - 1)), cfg_combine(c, u, scale), c)
 
     interval.guided_calls = 0
     return interval
-
-
-def counted(fn, guided_per_call: int):
-    """fn with a `.guided_calls` counter that every call raises by guided_per_call (0: never both branches)."""
-    def wrapped(x, sigma):
-        wrapped.guided_calls += guided_per_call
-        return fn(x, sigma)
-    wrapped.guided_calls = 0
-    return wrapped
 
 
 # -- upsample guidance ---------------------------------------------------------------------------------------

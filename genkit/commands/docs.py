@@ -570,6 +570,11 @@ def fewstep_ode(root: Path) -> str:
     return "\n".join(out)
 
 
+def _fd_ratio(pair: dict | None) -> str:
+    """A paired FD ratio entry of a bench's "ratios" -> "0.913 [0.865, 0.956]" ("-" when there is none)."""
+    return "-" if not pair else "{:.3f} [{:.3f}, {:.3f}]".format(pair["fd"]["ratio"], *pair["fd"]["ci95"])
+
+
 def _ci(v: dict, key: str, p: int = 1) -> str:
     lo_hi = v.get(f"{key}_ci95")
     return f"{v[key]:.{p}f}" + (" [{:.{p}f}, {:.{p}f}]".format(*lo_hi, p=p) if lo_hi else "")
@@ -680,7 +685,7 @@ def sid_interval_teacher(root: Path, rel: str = "weights/openmoji-32-sid/session
            "[95%] | class accuracy | within-class spread |", "|---|---|---|---|---|---|---|"]
     for key, v in sorted(d["rows"].items(), key=lambda kv: (kv[0].startswith("teacher:"), kv[0])):
         pair = ratios.get(f"{key} / {teacher}")
-        r = "-" if not pair else "{:.3f} [{:.3f}, {:.3f}]".format(pair["fd"]["ratio"], *pair["fd"]["ci95"])
+        r = _fd_ratio(pair)
         out.append(f"| {v['arm']} | {v['network_evals']} | {_ci(v, 'fd')} | {r} | "
                    f"{'(itself)' if key == teacher else _ci(v, 'fd_teacher') if 'fd_teacher' in v else '-'} | "
                    f"{_pct(v['class_accuracy'])} | {v['spread']:.1f} |")
@@ -721,7 +726,7 @@ def sid_alpha(root: Path) -> str:
         curve = ", ".join(f"{r['images']:,}: {r['fd']:.1f}" for r in rows)
         key = row_key(generator_arm(f"runs/sid-alpha-{alpha}"), 1)
         v, pair = d["rows"].get(key), (d.get("ratios") or {}).get(f"{key} / {teacher_key}")
-        r = "-" if not pair else "{:.3f} [{:.3f}, {:.3f}]".format(pair["fd"]["ratio"], *pair["fd"]["ci95"])
+        r = _fd_ratio(pair)
         out.append(f"| {alpha} | {rows[-1]['images']:,} | {curve} | {_ci(v, 'fd') if v else '-'} | {r} | "
                    f"{_ci(v, 'fd_teacher') if v and 'fd_teacher' in v else '-'} | "
                    f"{_pct(v['class_accuracy']) if v else '-'} |")
