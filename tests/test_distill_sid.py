@@ -199,6 +199,24 @@ def test_init_generator_continues_a_saved_generator_and_refuses_a_mismatched_one
         parse_args(["--teacher", genkit_teacher, "--output_dir", str(out), "--init_generator", genkit_teacher])
 
 
+@pytest.mark.parametrize("rampup", [True, False])
+def test_the_ema_ramps_up_unless_told_not_to(genkit_teacher, tmp_path, rampup):
+    """The EMA of step 3 from the raw generator of step 3 and the EMA of step 2: decay (1 + 2) / (10 + 2) = 0.25
+    with the ramp (diffusers' EMAModel), the full 0.5 ** (2 / 20) from the first steps with --no-ema_rampup."""
+    from diffusers import UNet2DModel
+
+    out = tmp_path / "sid"
+    run(cmd(genkit_teacher, out, 6, "--checkpointing_steps", "1", "--checkpoints_total_limit", "3",
+            *([] if rampup else ["--no-ema_rampup"])))
+    assert checkpoints(out) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    names = [n for n, _ in UNet2DModel.from_pretrained(Path(genkit_teacher) / "unet").named_parameters()]
+    ema2, ema3 = (load_file(str(out / f"checkpoint-{s}" / "ema_generator.safetensors")) for s in (2, 3))
+    w3 = load_file(str(out / "checkpoint-3" / "model.safetensors"))   # the generator: prepared first
+    d = 0.25 if rampup else 0.5 ** (2 / 20)
+    for i, name in enumerate(names):
+        torch.testing.assert_close(ema3[str(i)], d * ema2[str(i)] + (1 - d) * w3[name], rtol=1e-5, atol=1e-6)
+
+
 def test_the_curve_of_a_continued_run_counts_on_from_the_first():
     """sid_curve.chain: a run started with --init_generator from another's generator continues its curve:
     images and minutes are offset by the first run's last row, its step-0 row (the same generator) is dropped,

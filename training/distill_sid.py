@@ -107,6 +107,9 @@ def parse_args(argv=None):
       "ramped up: diffusers' EMAModel caps the decay at (1 + s)/(10 + s) at step s, a half-life of about 8%% of the "
       "steps so far (EDM's ema_rampup_ratio 0.05 is the same idea), so at batch 8 a half-life of 5,000 images "
       "takes over only after about 8,000 steps")
+    a("--ema_rampup", action=argparse.BooleanOptionalAction, default=True, help="ramp the EMA half-life up with "
+      "the steps (above); --no-ema_rampup uses the full half-life from the first step, for a warm start "
+      "(--init_generator or a resumed run), whose weights are already worth averaging")
     a("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
     a("--max_train_images", type=int, default=10_000_000, help="stop after this many generator images")
     # bookkeeping
@@ -299,7 +302,9 @@ def main(args):
             bad_flag("init_generator", args.init_generator, f"a generator of the teacher's architecture ({e})")
         logger.info(f"generator starts from {args.init_generator}")
     f_unet = copy.deepcopy(teacher_unet).requires_grad_(True).train()
-    ema = EMAModel(g_unet.parameters(), decay=0.5 ** (B / args.ema_halflife_images), use_ema_warmup=False,
+    decay = 0.5 ** (B / args.ema_halflife_images)
+    min_decay = 0.0 if args.ema_rampup else decay   # diffusers' EMAModel: the ramp cannot go below min_decay
+    ema = EMAModel(g_unet.parameters(), decay=decay, min_decay=min_decay, use_ema_warmup=False,
                    model_cls=UNet2DModel, model_config=g_unet.config)
     eps = args.adam_eps or (1e-6 if args.mixed_precision == "fp16" else 1e-8)
     opt_g = torch.optim.Adam(g_unet.parameters(), lr=args.learning_rate, betas=(0.0, 0.999), eps=eps)
@@ -320,7 +325,7 @@ def main(args):
     path, ckpt_step = resolve_checkpoint(out_dir, args.resume_from_checkpoint)
     if path is not None:
         resumed = load_checkpoint(accelerator, path, emas)
-        ema.decay = 0.5 ** (B / args.ema_halflife_images)   # the flags win: a resumed run may change them
+        ema.decay, ema.min_decay = decay, min_decay   # the flags win: a resumed run may change them
         for opt, lr in ((opt_g, args.learning_rate), (opt_f, lr_f)):
             for group in opt.param_groups:
                 group["lr"] = lr
