@@ -221,7 +221,7 @@ def test_the_curve_of_a_continued_run_counts_on_from_the_first():
     """sid_curve.chain: a run started with --init_generator from another's generator continues its curve:
     images and minutes are offset by the first run's last row, its step-0 row (the same generator) is dropped,
     and the slope is taken over the joined rows."""
-    from training.sid_curve import chain, curve
+    from training.sid_curve import chain, curve, images_to_reach
 
     first = [{"step": 0, "images": 0, "minutes": 0.0, "fd": 200.0}, {"step": 10, "images": 80, "minutes": 5.0,
                                                                      "fd": 100.0}]
@@ -235,6 +235,9 @@ def test_the_curve_of_a_continued_run_counts_on_from_the_first():
     assert "slope_log_fd_teacher_per_log_images" not in curve(rows)                 # only where measured
     with_teacher = [{**r, "fd_teacher": 40.0 / r["images"] ** 0.5} for r in rows if r["images"]]
     assert curve(with_teacher)["slope_log_fd_teacher_per_log_images"] == pytest.approx(-0.5)
+    # the projection: where 40 / sqrt(images) reaches the teacher's FD to itself; none for a line that rises
+    assert curve(with_teacher)["images_to_fd_teacher_of_the_teacher_itself"] == pytest.approx((40 / 2.6) ** 2)
+    assert images_to_reach([{**r, "fd_teacher": r["images"] ** 0.5} for r in with_teacher], 2.6) is None
 
 
 def test_fixed_seed_scores_equal_the_plain_formulas_on_one_feature_pass(tmp_path):

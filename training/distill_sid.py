@@ -26,7 +26,8 @@ Per step (global batch B = train_batch_size x processes x gradient_accumulation_
   2. generator:  Adam step on (L2 - alpha L1)/omega through the frozen teacher and fake score
      (gradient accumulation: every micro-batch's forward and backward run inside no_sync except the last,
      so DDP all-reduces the summed gradient once; non-finite gradients are zeroed, as the reference code)
-  3. EMA of the generator (half-life --ema_halflife_images generator images)
+  3. EMA of the generator (half-life --ema_halflife_images generator images, ramped up with the steps unless
+     --no-ema_rampup, for a warm start)
 Every --fd_every_images: FD-OpenMoji of the EMA generator on the fixed seeds 0..fd_num-1 (class = seed mod K),
 into metrics.jsonl; with --fd_teacher_features also the FD to the teacher's own samples on those seeds
 (fd_teacher: how faithfully it distils, which moves when FD to data is flat), the within-class spread of the

@@ -1,7 +1,8 @@
 """FD against generator images seen, from a distill_sid.py run's metrics.jsonl: fd_curve.json (the rows, and the
 least-squares slope of log FD on log images over the rows with images > 0) and fd_curve.png (log-log axes).
-Rows with fd_teacher (distill_sid.py --fd_teacher_features: FD to the teacher's own samples) get their own slope
-and a second line in the plot.
+Rows with fd_teacher (distill_sid.py --fd_teacher_features: FD to the teacher's own samples) get their own slope,
+a second line in the plot and a projection: the images at which that slope's line reaches the teacher's FD to its
+own samples on other seeds (images_to_fd_teacher_of_the_teacher_itself).
 
     python training/sid_curve.py runs/sid/metrics.jsonl --out weights/openmoji-32-sid
     python training/sid_curve.py runs/sid/metrics.jsonl runs/sid-b/metrics.jsonl --out weights/openmoji-32-sid
@@ -51,10 +52,28 @@ def slope(rows: list[dict], key: str = "fd") -> float | None:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx > 0 else None
 
 
+# The FD between the teacher's own samples on two seed sets (n = 392, weights/openmoji-32-sid/HISTORY.md, session
+# 32): a generator whose FD to the teacher's samples reaches it is as close as the teacher is to itself
+TEACHER_SELF_FD = 2.6
+
+
+def images_to_reach(rows: list[dict], target: float, key: str = "fd_teacher") -> float | None:
+    """Generator images at which the least-squares line of log rows[key] on log images reaches `target`
+    (None when the line does not fall)."""
+    pts = [(math.log(r["images"]), math.log(r[key])) for r in rows if r.get("images", 0) > 0 and r.get(key)]
+    b = slope(rows, key)
+    if b is None or b >= 0:
+        return None
+    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+    return math.exp(mx + (math.log(target) - my) / b)
+
+
 def curve(rows: list[dict]) -> dict:
     out = {"rows": rows, "slope_log_fd_per_log_images": slope(rows)}
     if any(r.get("fd_teacher") for r in rows):
         out["slope_log_fd_teacher_per_log_images"] = slope(rows, "fd_teacher")
+        out["teacher_self_fd"] = TEACHER_SELF_FD
+        out["images_to_fd_teacher_of_the_teacher_itself"] = images_to_reach(rows, TEACHER_SELF_FD)
     return out
 
 

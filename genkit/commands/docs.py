@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 from pathlib import Path
 
@@ -407,6 +408,12 @@ def sid_curve(root: Path, rel: str = "weights/openmoji-32-sid/fd_curve.json") ->
     slope, n = curve["slope_log_fd_per_log_images"], sum(1 for r in rows if r["images"] > 0)  # as sid_curve.curve
     if slope is not None:
         out += ["", f"Least-squares slope of log FD on log images over the {n} rows with images > 0: {slope:.3f}."]
+    st = curve.get("slope_log_fd_teacher_per_log_images")
+    reach = curve.get("images_to_fd_teacher_of_the_teacher_itself")
+    if st is not None:
+        out.append(f"Of log FD to the teacher's samples: {st:.3f}" + (
+            f"; the line reaches the teacher's FD to itself ({curve['teacher_self_fd']}) at {reach:.1e} generator "
+            "images." if reach else "."))
     return "\n".join(out)
 
 
@@ -453,7 +460,7 @@ def sid_collapse(root: Path) -> str:
 
 
 def sid_interval_runs(root: Path, session: str = "session33") -> str:
-    """weights/openmoji-32-sid, sessions 33-35: runs with the guidance interval, identical but for the flags their
+    """weights/openmoji-32-sid, sessions 33-36: runs with the guidance interval, identical but for the flags their
     training_state.json records (SESSION/ARM.training_state.json): FD to data, FD to the teacher's
     samples, within-class spread and class accuracy of the EMA generator on the fixed seeds at each row of
     SESSION/ARM.metrics.jsonl (rows before class accuracy was logged show FD and spread only)."""
@@ -461,8 +468,9 @@ def sid_interval_runs(root: Path, session: str = "session33") -> str:
     runs = _sid_runs(folder)
     images = sorted({r["images"] for _, rows in runs.values() for r in rows if r["images"]})
     start = lambda a: "" if a.get("init_generator", "None") == "None" else f", from {a['init_generator']}"  # noqa: E731
+    ema = lambda a: ", EMA without ramp-up" if a.get("ema_rampup") == "False" else ""  # noqa: E731
     head = [f"{arm}: alpha {a['alpha']}, {a.get('fake_score_steps', '1')} fake-score step(s), guided at sigma <= "
-            f"{a.get('teacher_guidance_sigma_max', 'None')}{start(a)}" for arm, (a, _) in runs.items()]
+            f"{a.get('teacher_guidance_sigma_max', 'None')}{start(a)}{ema(a)}" for arm, (a, _) in runs.items()]
     out = ["| generator images | " + " | ".join(head) + " |", "|---" * (len(runs) + 1) + "|"]
     at = [{r["images"]: r for r in rows} for _, rows in runs.values()]              # per arm: images -> row
     cell = lambda r: " / ".join([f"{r['fd']:.1f}", _f(r.get("fd_teacher"), 1), f"{r['spread']:.1f}",  # noqa: E731
@@ -672,42 +680,42 @@ def sid_vs_teacher(root: Path) -> str:
     return "\n".join(out)
 
 
-def sid_interval_teacher(root: Path, rel: str = "weights/openmoji-32-sid/session35/interval_teacher_n1000.json") -> str:
-    """weights/openmoji-32-sid card: the generators against the teacher they were distilled to match (guidance 2
-    at sigma <= 1 only, `bench samplers --guidance-sigma-range 0,1`), on the bench's 1,000 seeds: FD to data, FD to
-    that teacher's samples, the paired ratio over it, class accuracy and within-class spread."""
-    d = _json(root, rel)
-    c, ratios = d["config"], d.get("ratios", {})
-    teacher = next((k for k in d["rows"] if k.startswith("teacher:")), None)
-    out = [f"n = {c['num']} seeds (class = seed mod 98), the teacher guided at {c['guidance']} at sigma in "
-           f"[{c['guidance_sigma_range']}] only ({c['teacher']}); bootstrap 95% intervals, the ratio paired", "",
-           "| arm | network evals / image | FD to data [95%] | FD / teacher's FD [95%] | FD to the teacher's samples "
-           "[95%] | class accuracy | within-class spread |", "|---|---|---|---|---|---|---|"]
-    for key, v in sorted(d["rows"].items(), key=lambda kv: (kv[0].startswith("teacher:"), kv[0])):
-        pair = ratios.get(f"{key} / {teacher}")
-        r = _fd_ratio(pair)
-        out.append(f"| {v['arm']} | {v['network_evals']} | {_ci(v, 'fd')} | {r} | "
-                   f"{'(itself)' if key == teacher else _ci(v, 'fd_teacher') if 'fd_teacher' in v else '-'} | "
-                   f"{_pct(v['class_accuracy'])} | {v['spread']:.1f} |")
-    return "\n".join(out)
+# The teacher at 20 dpmpp_2m steps on the bench's 1,000 seeds, four ways (guidance 2 everywhere, at sigma <= 2 or
+# <= 1 only, off): (label, bench JSON); in each the teacher's row is teacher:dpmpp_2m@20, and the shipped one-step
+# generator's row, where measured, generator:openmoji-32-sid@1
+TEACHER_BENCHES = [("2, every step", "weights/openmoji-32/bench_fewstep_n1000_learned.json"),
+                   ("2 at sigma <= 2 only", "weights/openmoji-32-sid/session35/interval2_teacher_n1000.json"),
+                   ("2 at sigma <= 1 only", "weights/openmoji-32-sid/session35/interval_teacher_n1000.json"),
+                   ("1 (off)", "weights/openmoji-32-sid/teacher_g1_n1000.json")]
 
 
 def guidance_interval(root: Path) -> str:
     """README: the teacher at 20 dpmpp_2m steps on the bench's 1,000 seeds, guided at 2 everywhere, at sigma <= 2
     or <= 1 only (the guidance interval) and not at all (guidance 1): FD, class accuracy, within-class spread, cost."""
-    arms = [("2, every step", "weights/openmoji-32/bench_fewstep_n1000_learned.json", "teacher:dpmpp_2m@20"),
-            ("2 at sigma <= 2 only", "weights/openmoji-32-sid/session35/interval2_teacher_n1000.json",
-             "teacher:dpmpp_2m@20"),
-            ("2 at sigma <= 1 only", "weights/openmoji-32-sid/session35/interval_teacher_n1000.json",
-             "teacher:dpmpp_2m@20"),
-            ("1 (off)", "weights/openmoji-32-sid/session33/teacher_n1000_g1.json", "dpmpp_2m/polynomial@20")]
     out = ["| guidance | network evals / image | FD-OpenMoji [95%] | class accuracy | within-class spread | JSON |",
            "|---|---|---|---|---|---|"]
-    for what, rel, key in arms:
-        v = _json(root, rel)["rows"][key]
+    for what, rel in TEACHER_BENCHES:
+        v = _json(root, rel)["rows"]["teacher:dpmpp_2m@20"]
         out.append(f"| {what} | {v['network_evals']} | {_ci(v, 'fd')} | {_pct(v['class_accuracy'])} | "
                    f"{v['spread']:.1f} | [{Path(rel).name}]({rel}) |")
     return "\n".join(out)
+
+
+def sid_teachers(root: Path, gen: str = "generator:openmoji-32-sid@1") -> str:
+    """weights/openmoji-32-sid card: the shipped generator against the teacher sampled each of the four ways, on
+    the same 1,000 seeds: the paired ratio of FD to data (generator / teacher) and the FD between their samples."""
+    out = ["| teacher guided at | network evals / image | teacher's FD [95%] | class accuracy | spread | generator / "
+           "teacher FD [paired 95%] | FD generator to teacher samples | JSON |", "|---|---|---|---|---|---|---|---|"]
+    for what, rel in TEACHER_BENCHES:
+        d = _json(root, rel)
+        v, g = d["rows"]["teacher:dpmpp_2m@20"], d["rows"].get(gen)
+        pair = d.get("ratios", {}).get(f"{gen} / teacher:dpmpp_2m@20")
+        out.append(f"| {what} | {v['network_evals']} | {_ci(v, 'fd')} | {_pct(v['class_accuracy'])} | "
+                   f"{v['spread']:.1f} | {_fd_ratio(pair)} | {_f(g.get('fd_teacher') if g else None, 1)} | "
+                   f"[{Path(rel).name}]({os.path.relpath(rel, 'weights/openmoji-32-sid')}) |")   # from the card
+    g = _json(root, TEACHER_BENCHES[0][1])["rows"][gen]
+    return "\n".join(out + ["", f"The generator ({gen.split(':')[1].split('@')[0]}, 1 network evaluation): FD "
+                            f"{_ci(g, 'fd')}, class accuracy {_pct(g['class_accuracy'])}, spread {g['spread']:.1f}."])
 
 
 def sid_alpha(root: Path) -> str:
@@ -830,12 +838,13 @@ def fewstep_fd_learned(root: Path) -> str:
 
 TABLES = {"fewstep-summary": fewstep_summary, "fewstep-fd": fewstep_fd, "fewstep-fd-learned": fewstep_fd_learned,
           "fewstep-ode": fewstep_ode, "amed-ode": amed_ode, "skip-picks": skip_picks, "samplers": samplers,
-          "sid-vs-teacher": sid_vs_teacher, "sid-interval-teacher": sid_interval_teacher, "sid-alpha": sid_alpha,
-          "sid-curve": sid_curve, "guidance-interval": guidance_interval,
+          "sid-vs-teacher": sid_vs_teacher, "sid-alpha": sid_alpha,
+          "sid-curve": sid_curve, "guidance-interval": guidance_interval, "sid-teachers": sid_teachers,
           "sid-curve-40k": lambda root: sid_curve(root, "weights/openmoji-32-sid/session26/fd_curve.json"),
           "sid-collapse": sid_collapse, "sid-interval-runs": sid_interval_runs,
           "sid-alpha-k4": lambda root: sid_interval_runs(root, "session34"),
-          "sid-warm-35": lambda root: sid_interval_runs(root, "session35"), "vq": vq,
+          "sid-warm-35": lambda root: sid_interval_runs(root, "session35"),
+          "sid-warm-36": lambda root: sid_interval_runs(root, "session36"), "vq": vq,
           "mm-ablations": mm_ablations, "mm-history": mm_history, "measured": measured, "mm-disc": mm_disc,
           "mm-disc-why": mm_disc_why, "app-bench": app_bench, "app-bench-defaults": app_bench_defaults,
           "upsample": upsample}
