@@ -41,15 +41,21 @@ def chain(runs: list[list[dict]]) -> list[dict]:
     return out
 
 
-def slope(rows: list[dict], key: str = "fd") -> float | None:
-    """Least-squares slope of log rows[key] on log images, over the rows with images > 0 and a value."""
-    pts = [(r["images"], r[key]) for r in rows if r.get("images", 0) > 0 and r.get(key)]
+def fit(rows: list[dict], key: str = "fd") -> tuple[float, float, float] | None:
+    """Least-squares line of log rows[key] on log images, over the rows with images > 0 and a value:
+    (slope, mean log images, mean log value), or None with fewer than two distinct image counts."""
+    pts = [(math.log(r["images"]), math.log(r[key])) for r in rows if r.get("images", 0) > 0 and r.get(key)]
     if len(pts) < 2:
         return None
-    xs, ys = [math.log(p[0]) for p in pts], [math.log(p[1]) for p in pts]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx > 0 else None
+    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    return (sum((x - mx) * (y - my) for x, y in pts) / sxx, mx, my) if sxx > 0 else None
+
+
+def slope(rows: list[dict], key: str = "fd") -> float | None:
+    """The slope of fit(rows, key): d log value / d log images."""
+    line = fit(rows, key)
+    return line[0] if line else None
 
 
 # The FD between the teacher's own samples on two seed sets (n = 392, weights/openmoji-32-sid/HISTORY.md, session
@@ -58,13 +64,11 @@ TEACHER_SELF_FD = 2.6
 
 
 def images_to_reach(rows: list[dict], target: float, key: str = "fd_teacher") -> float | None:
-    """Generator images at which the least-squares line of log rows[key] on log images reaches `target`
-    (None when the line does not fall)."""
-    pts = [(math.log(r["images"]), math.log(r[key])) for r in rows if r.get("images", 0) > 0 and r.get(key)]
-    b = slope(rows, key)
-    if b is None or b >= 0:
+    """Generator images at which fit(rows, key) reaches `target` (None when the line does not fall)."""
+    line = fit(rows, key)
+    if line is None or line[0] >= 0:
         return None
-    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+    b, mx, my = line
     return math.exp(mx + (math.log(target) - my) / b)
 
 

@@ -683,6 +683,7 @@ def sid_vs_teacher(root: Path) -> str:
 # The teacher at 20 dpmpp_2m steps on the bench's 1,000 seeds, four ways (guidance 2 everywhere, at sigma <= 2 or
 # <= 1 only, off): (label, bench JSON); in each the teacher's row is teacher:dpmpp_2m@20, and the shipped one-step
 # generator's row, where measured, generator:openmoji-32-sid@1
+TEACHER_ROW = "teacher:dpmpp_2m@20"
 TEACHER_BENCHES = [("2, every step", "weights/openmoji-32/bench_fewstep_n1000_learned.json"),
                    ("2 at sigma <= 2 only", "weights/openmoji-32-sid/session35/interval2_teacher_n1000.json"),
                    ("2 at sigma <= 1 only", "weights/openmoji-32-sid/session35/interval_teacher_n1000.json"),
@@ -695,7 +696,7 @@ def guidance_interval(root: Path) -> str:
     out = ["| guidance | network evals / image | FD-OpenMoji [95%] | class accuracy | within-class spread | JSON |",
            "|---|---|---|---|---|---|"]
     for what, rel in TEACHER_BENCHES:
-        v = _json(root, rel)["rows"]["teacher:dpmpp_2m@20"]
+        v = _json(root, rel)["rows"][TEACHER_ROW]
         out.append(f"| {what} | {v['network_evals']} | {_ci(v, 'fd')} | {_pct(v['class_accuracy'])} | "
                    f"{v['spread']:.1f} | [{Path(rel).name}]({rel}) |")
     return "\n".join(out)
@@ -706,14 +707,16 @@ def sid_teachers(root: Path, gen: str = "generator:openmoji-32-sid@1") -> str:
     the same 1,000 seeds: the paired ratio of FD to data (generator / teacher) and the FD between their samples."""
     out = ["| teacher guided at | network evals / image | teacher's FD [95%] | class accuracy | spread | generator / "
            "teacher FD [paired 95%] | FD generator to teacher samples | JSON |", "|---|---|---|---|---|---|---|---|"]
+    gens = []   # the generator's row in each bench (the same images: its FD etc. are the first's)
     for what, rel in TEACHER_BENCHES:
         d = _json(root, rel)
-        v, g = d["rows"]["teacher:dpmpp_2m@20"], d["rows"].get(gen)
-        pair = d.get("ratios", {}).get(f"{gen} / teacher:dpmpp_2m@20")
+        v, g = d["rows"][TEACHER_ROW], d["rows"].get(gen)
+        gens.append(g)
+        pair = d.get("ratios", {}).get(f"{gen} / {TEACHER_ROW}")
         out.append(f"| {what} | {v['network_evals']} | {_ci(v, 'fd')} | {_pct(v['class_accuracy'])} | "
                    f"{v['spread']:.1f} | {_fd_ratio(pair)} | {_f(g.get('fd_teacher') if g else None, 1)} | "
                    f"[{Path(rel).name}]({os.path.relpath(rel, 'weights/openmoji-32-sid')}) |")   # from the card
-    g = _json(root, TEACHER_BENCHES[0][1])["rows"][gen]
+    g = gens[0]
     return "\n".join(out + ["", f"The generator ({gen.split(':')[1].split('@')[0]}, 1 network evaluation): FD "
                             f"{_ci(g, 'fd')}, class accuracy {_pct(g['class_accuracy'])}, spread {g['spread']:.1f}."])
 
