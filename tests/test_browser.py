@@ -108,7 +108,7 @@ def test_generate_shows_previews_then_final_images(page):
 
 def test_stop_mid_run_keeps_the_finished_batch(page):
     set_value(page, "seed", 100)
-    set_value(page, "steps", 10)
+    set_value(page, "steps", 40)   # 1.6 s a batch (40 ms a step): Stop lands mid-run even under load; 10 raced
     set_value(page, "batch_count", 4)
     page.click("#generate")
     page.wait_for_selector("#gallery .caption-label:text-is('seed 100')")           # batch 1 finished

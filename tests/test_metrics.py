@@ -235,7 +235,8 @@ def test_bench_samplers_on_a_tiny_model_resumes_and_writes_a_table(tiny, capsys,
 
 def test_bench_samplers_measures_fd_to_the_teachers_samples_and_a_one_step_generator(tiny, capsys, tmp_path):
     """An arm run exactly as the teacher's samples (dpmpp_2m, same NFE, same seeds) is at FD 0 from them, paired;
-    a one-step generator is an arm at NFE 1 with the same classes; every FD has an ordered 95% interval."""
+    a one-step generator is an arm at NFE 1 with the same classes; every FD has an ordered 95% interval; a new
+    generator at the same path is measured again, the old one's row kept under its weights' name."""
     from genkit.scheduler import GenkitScheduler
     from helpers import CLASS_NAMES, tiny_unet
     from pipelines.one_step import OneStepPipeline
@@ -243,10 +244,11 @@ def test_bench_samplers_measures_fd_to_the_teachers_samples_and_a_one_step_gener
     OneStepPipeline(tiny_unet(4, seed=1), GenkitScheduler(image_size=8), class_names=CLASS_NAMES,
                     sigma_init=2.5).save_pretrained(tmp_path / "gen")
     out = tmp_path / "b.json"
-    rc, _, err = cli(capsys, "bench", "samplers", "--model", tiny["model"], "--nfe", "4", "--num", 8, "--ode-num", 0,
-                     "--solvers", "euler,dpmpp_2m", "--grids", "polynomial", "--schedulers", "", "--batch-size", 4,
-                     "--teacher-nfe", 4, "--generators", tmp_path / "gen", "--bootstrap", 40,
-                     "--ref", tiny["ref"], "--features-model", tiny["features"], "--device", "cpu", "--out", out)
+    args = ("bench", "samplers", "--model", tiny["model"], "--nfe", "4", "--num", 8, "--ode-num", 0,
+            "--solvers", "euler,dpmpp_2m", "--grids", "polynomial", "--schedulers", "", "--batch-size", 4,
+            "--teacher-nfe", 4, "--generators", tmp_path / "gen", "--bootstrap", 40,
+            "--ref", tiny["ref"], "--features-model", tiny["features"], "--device", "cpu", "--out", out)
+    rc, _, err = cli(capsys, *args)
     assert rc == 0, err
     result = json.loads(out.read_text())
     rows = result["rows"]
@@ -266,6 +268,21 @@ def test_bench_samplers_measures_fd_to_the_teachers_samples_and_a_one_step_gener
     assert "fd_teacher" not in ratios["generator:gen@1 / teacher:dpmpp_2m@4"]
     assert result["config"]["teacher"] == "dpmpp_2m@4, polynomial grid"
     assert "--teacher-nfe 4" in result["command"] and "FD to the teacher" in (tmp_path / "b.md").read_text()
+    # a new generator shipped at the same path: measured again; the old row, its features and ratio are kept
+    OneStepPipeline(tiny_unet(4, seed=2), GenkitScheduler(image_size=8), class_names=CLASS_NAMES,
+                    sigma_init=2.5).save_pretrained(tmp_path / "gen")
+    rc, _, err = cli(capsys, *args)
+    assert rc == 0, err
+    again = json.loads(out.read_text())
+    kept = f"generator:gen~{gen['weights']}@1"
+    assert set(again["rows"]) == set(rows) | {kept}
+    assert again["rows"][kept] == {**gen, "arm": f"generator:gen~{gen['weights']}"}
+    assert len(list(tmp_path.glob(f".b.features-*/generator_gen~{gen['weights']}@1.npy"))) == 1
+    assert again["rows"]["generator:gen@1"]["weights"] != gen["weights"]
+    assert again["rows"]["generator:gen@1"]["fd"] != gen["fd"]
+    assert all(again["rows"][k] == rows[k] for k in rows if not k.startswith("generator:"))   # not rerun
+    assert again["ratios"][f"{kept} / teacher:dpmpp_2m@4"] == ratios["generator:gen@1 / teacher:dpmpp_2m@4"]
+    assert again["ratios"]["generator:gen@1 / teacher:dpmpp_2m@4"] != ratios["generator:gen@1 / teacher:dpmpp_2m@4"]
     rc, _, err = cli(capsys, "bench", "samplers", "--model", tiny["model"], "--num", 8, "--ode-num", 0,
                      "--teacher-nfe", 4, "--teacher-solver", "bogus", "--out", tmp_path / "bad.json")
     assert rc == 2 and "--teacher-solver='bogus' is not allowed" in err and not (tmp_path / "bad.json").exists()

@@ -27,7 +27,9 @@ NFE counts denoiser calls per image; with CFG each is two network evaluations (n
 AMED / BNS arms, trained for guidance at every step, are left out).
 Results are written after every arm (atomically), so a killed run resumes where it stopped; FILE.md gets
 a markdown table. A learned arm's row (AMED, bns) records a fingerprint of the weights it used ("trained"): when
-they are retrained at the same path, the row is measured again.
+they are retrained at the same path, the row is measured again. A generator's row records its weights the same way
+("weights"); when a new generator is shipped at the same path, the old row (with its features and ratios) is kept
+as arm `generator:NAME~<old weights>` and the arm is measured again.
 """
 
 from __future__ import annotations
@@ -225,13 +227,20 @@ def run_samplers(args) -> dict:
             return (arm["solver"], n, guidance, arm["grid"]) in have and interval is None
         return arm["grid"] != LEARNED
 
-    todo = [({"arm": generator_arm(g), "generator": str(g)}, 1) for g in generators]
+    # a generator's weights are recorded in its row: one retrained at the same path is measured again, its old
+    # row kept under another name
+    todo = [({"arm": generator_arm(g), "generator": str(g), "weights": weights_fingerprint(g, "unet/*.safetensors")},
+             1) for g in generators]
+    for arm, _ in todo:
+        _keep_replaced_generator(result, features, arm, out)
     todo += [(arm, n) for n in nfes for arm in arm_list(solvers, grids, schedulers, skip_rhos) if runnable(arm, n)]
     if teacher_nfe:  # 3. the teacher's own samples, last: the most expensive arm
         todo.append(({"arm": f"teacher:{teacher_solver}", "solver": teacher_solver, "grid": "polynomial"},
                      teacher_nfe))
-    def done(arm, n):
+    def done(arm, n):  # (a row from before weights were recorded counts as measured with these)
         row = result["rows"].get(row_key(arm["arm"], n))
+        if row is not None and "generator" in arm:
+            return row.get("weights", arm["weights"]) == arm["weights"]
         return row is not None and row.get("trained", trained(arm, n)) == trained(arm, n)
 
     bar = tqdm([(a, n) for a, n in todo if not done(a, n)], desc="bench samplers")
@@ -310,6 +319,22 @@ def _paired_ratios(rows: dict, features, ref, teacher, draws: int, seed: int) ->
             pair["fd_teacher"] = paired_ratio(fa, fb, teacher, draws, seed)
         out[f"{key} / {base}"] = pair
     return out
+
+
+def _keep_replaced_generator(result: dict, features, arm: dict, out: Path) -> None:
+    """A generator folder whose weights changed since its row was measured (a new generator shipped at the same
+    path): its old row, cached features and ratios stay, as arm "<name>~<old weights>", so what it scored is not
+    lost when the arm is measured again. Features move first: a kill before the JSON is written repeats this."""
+    key = row_key(arm["arm"], 1)
+    row = result["rows"].get(key)
+    if row is None or row.get("weights", arm["weights"]) == arm["weights"]:
+        return
+    kept = row_key(f"{arm['arm']}~{row['weights']}", 1)
+    features.rename(key, kept)
+    result["rows"][kept] = {**result["rows"].pop(key), "arm": f"{arm['arm']}~{row['weights']}"}
+    result["ratios"] = {(kept + k[len(key):] if k.startswith(key + " / ") else k): v
+                        for k, v in result.get("ratios", {}).items()}
+    atomic_write_json(out, result)
 
 
 def load_generator(path: str, teacher, device, dtype: str):

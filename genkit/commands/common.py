@@ -254,6 +254,11 @@ class FeatureCache:
         path = self._path(arm)
         return np.load(path) if path.is_file() else None
 
+    def rename(self, arm: str, new: str) -> None:
+        """Keep arm's features under another arm's name (nothing to do where they are not cached here)."""
+        if self._path(arm).is_file():
+            os.replace(self._path(arm), self._path(new))
+
     def save_partial(self, arm: str, images: np.ndarray, **counts: float) -> None:
         """images: (k, C, H, W) uint8 of the first k seeds; counts: running totals (seconds, correct, ...)."""
         with atomic_path(self._path(arm, ".partial.npz"), suffix=".npz") as tmp:
