@@ -268,6 +268,20 @@ def test_bench_samplers_measures_fd_to_the_teachers_samples_and_a_one_step_gener
     assert "fd_teacher" not in ratios["generator:gen@1 / teacher:dpmpp_2m@4"]
     assert result["config"]["teacher"] == "dpmpp_2m@4, polynomial grid"
     assert "--teacher-nfe 4" in result["command"] and "FD to the teacher" in (tmp_path / "b.md").read_text()
+    # class by class from the cached features (training/sid_classes.py): the counts add up to the rows' accuracies
+    from training.sid_classes import compare, main as classes, per_class
+
+    classes([str(out), "--arms", "teacher:dpmpp_2m@4,generator:gen@1", "--features-model", tiny["features"],
+             "--out", str(tmp_path / "c.json")])
+    per = json.loads((tmp_path / "c.json").read_text())
+    counts = np.bincount(np.arange(8) % len(CLASS_NAMES), minlength=len(CLASS_NAMES))
+    for arm in per["arms"]:
+        acc = [0 if a is None else a for a in per["accuracy"][arm]]
+        assert float(np.dot(acc, counts)) / 8 == pytest.approx(rows[arm]["class_accuracy"], abs=1e-3)
+    assert per["against_first"]["generator:gen@1"]["classes"] == int((counts > 0).sum())
+    assert per_class(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 4) == [1.0, 1.0, 0.5, None]
+    assert compare([1.0, 0.5, 0.2, None], [0.0, 0.5, 0.4, 1.0], ["a", "b", "c", "d"]) == {
+        "classes": 3, "at_or_above": 2, "none_right": ["a"], "worst": [["a", 1.0, 0.0]]}
     # a new generator shipped at the same path: measured again; the old row, its features and ratio are kept
     OneStepPipeline(tiny_unet(4, seed=2), GenkitScheduler(image_size=8), class_names=CLASS_NAMES,
                     sigma_init=2.5).save_pretrained(tmp_path / "gen")

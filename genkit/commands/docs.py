@@ -641,11 +641,17 @@ def skip_picks(root: Path) -> str:
                                 f"{d['metric']}. Command: `{d['command']}`."])
 
 
+# `genkit bench overhead` runs of the shipped generator beside the teacher's cheapest arm at its FD to data, and at
+# its FD to the teacher's samples
+SID_OVERHEAD = ["weights/openmoji-32-sid/bench_overhead_sid.json",
+                "weights/openmoji-32-sid/bench_overhead_sid_bns3.json"]
+
+
 def sid_vs_teacher(root: Path) -> str:
     """weights/openmoji-32-sid card: the one-step generators against the teacher's solvers on the same 1,000 seeds
     (bench_fewstep_n1000_learned.json), and the throughput at equal FD: the cheapest teacher arm at least as close
-    to the teacher's samples as the shipped generator, timed beside it by `genkit bench overhead`
-    (bench_overhead_sid.json)."""
+    to data (and to the teacher's samples) as the shipped generator, timed beside it by `genkit bench overhead`
+    (SID_OVERHEAD)."""
     from .bench_samplers import generator_arm
 
     d = _json(root, "weights/openmoji-32/bench_fewstep_n1000_learned.json")
@@ -669,9 +675,10 @@ def sid_vs_teacher(root: Path) -> str:
                                          f"{match['arm']} at NFE {match['nfe_budget']} ({match[key]:.1f}, "
                                          f"{match['network_evals']} network evaluations per image)." if match else
                                          f"no teacher arm here is at or below the generator's {shipped[key]:.1f}.")]
-    bench = root / "weights/openmoji-32-sid/bench_overhead_sid.json"
-    if bench.is_file():
-        b = json.loads(bench.read_text())
+    for bench in SID_OVERHEAD:   # the generator timed beside each equal-FD teacher arm
+        if not (root / bench).is_file():
+            continue
+        b = _json(root, bench)
         speed = b["generator_speedup_over_first_solver"]
         out += ["", f"Measured side by side (`{b['command']}`, {b['device']}, batch {b['batch_size']}, median of "
                 f"{b['repeats']}): the teacher's {b['solvers'][0]} at {b['nfe']} NFE takes {b['median_s']['pipeline']:.3f} s "
@@ -719,6 +726,29 @@ def sid_teachers(root: Path, gen: str = "generator:openmoji-32-sid@1") -> str:
     g = gens[0]
     return "\n".join(out + ["", f"The generator ({gen.split(':')[1].split('@')[0]}, 1 network evaluation): FD "
                             f"{_ci(g, 'fd')}, class accuracy {_pct(g['class_accuracy'])}, spread {g['spread']:.1f}."])
+
+
+def sid_classes(root: Path) -> str:
+    """weights/openmoji-32-sid card: class accuracy class by class (classes.json, training/sid_classes.py): the
+    classes the generators miss most against the teacher they match, and how often they are at or above it."""
+    d = _json(root, "weights/openmoji-32-sid/classes.json")
+    base, gens = d["arms"][0], d["arms"][1:]
+    name = lambda a: a.split(":", 1)[1].rsplit("@", 1)[0]  # noqa: E731 (generator:NAME@1 -> NAME)
+    acc = {a: dict(zip(d["classes"], d["accuracy"][a])) for a in d["arms"]}
+    shown = list(dict.fromkeys(c for a in gens for c, *_ in d["against_first"][a]["worst"]))
+    shown.sort(key=lambda c: (acc[gens[0]][c] - acc[base][c], c))
+    out = [f"| class | {base} | " + " | ".join(name(a) for a in gens) + " |", "|---" * (len(gens) + 2) + "|"]
+    out += [f"| {c} | " + " | ".join(_pct(acc[a][c], 0) for a in d["arms"]) + " |" for c in shown]
+    lo, hi = d["images_per_class"]
+    out += ["", f"{lo}-{hi} images per class (the bench's seeds, class = seed mod {len(d['classes'])}); "
+            f"the classes among each generator's {len(d['against_first'][gens[0]]['worst'])} largest shortfalls. "
+            f"Command: `{d['command']}`.", ""]
+    for a in gens:
+        s = d["against_first"][a]
+        missed = ", ".join(s["none_right"]) or "-"
+        out.append(f"- {name(a)}: at or above the teacher on {s['at_or_above']} of {s['classes']} classes; not one "
+                   f"image right in {len(s['none_right'])} that the teacher draws ({missed}).")
+    return "\n".join(out)
 
 
 def sid_alpha(root: Path) -> str:
@@ -843,6 +873,7 @@ TABLES = {"fewstep-summary": fewstep_summary, "fewstep-fd": fewstep_fd, "fewstep
           "fewstep-ode": fewstep_ode, "amed-ode": amed_ode, "skip-picks": skip_picks, "samplers": samplers,
           "sid-vs-teacher": sid_vs_teacher, "sid-alpha": sid_alpha,
           "sid-curve": sid_curve, "guidance-interval": guidance_interval, "sid-teachers": sid_teachers,
+          "sid-classes": sid_classes,
           "sid-curve-40k": lambda root: sid_curve(root, "weights/openmoji-32-sid/session26/fd_curve.json"),
           "sid-collapse": sid_collapse, "sid-interval-runs": sid_interval_runs,
           "sid-alpha-k4": lambda root: sid_interval_runs(root, "session34"),
