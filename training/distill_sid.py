@@ -4,7 +4,7 @@ One GPU or CPU:
     accelerate launch training/distill_sid.py --teacher weights/openmoji-32 --output_dir runs/sid
 Many GPUs (DDP; torchrun --nproc_per_node 2 does the same with gloo ranks on a CPU box):
     accelerate launch --multi_gpu --num_processes 8 --mixed_precision bf16 training/distill_sid.py \\
-        --teacher weights/openmoji-32 --output_dir runs/sid --train_batch_size 32
+        --teacher weights/openmoji-32 --output_dir runs/sid --train_batch_size 32   # + the recipe flags below
 Resume (generator, fake score, EMA, both optimizers, step, losses, minutes; exact on one device):
     ... --output_dir runs/sid --resume_from_checkpoint latest
 Continue a shipped generator in a new run folder (its own run folder gone; fake score and optimizers start afresh):
