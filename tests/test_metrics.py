@@ -269,7 +269,7 @@ def test_bench_samplers_measures_fd_to_the_teachers_samples_and_a_one_step_gener
     assert result["config"]["teacher"] == "dpmpp_2m@4, polynomial grid"
     assert "--teacher-nfe 4" in result["command"] and "FD to the teacher" in (tmp_path / "b.md").read_text()
     # class by class from the cached features (training/sid_classes.py): the counts add up to the rows' accuracies
-    from training.sid_classes import compare, main as classes, per_class
+    from training.sid_classes import compare, main as classes, per_class, z_score
 
     classes([str(out), "--arms", "teacher:dpmpp_2m@4,generator:gen@1", "--features-model", tiny["features"],
              "--out", str(tmp_path / "c.json")])
@@ -280,8 +280,14 @@ def test_bench_samplers_measures_fd_to_the_teachers_samples_and_a_one_step_gener
         assert float(np.dot(acc, counts)) / 8 == pytest.approx(rows[arm]["class_accuracy"], abs=1e-3)
     assert per["against_first"]["generator:gen@1"]["classes"] == int((counts > 0).sum())
     assert per_class(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 4) == [1.0, 1.0, 0.5, None]
-    assert compare([1.0, 0.5, 0.2, None], [0.0, 0.5, 0.4, 1.0], ["a", "b", "c", "d"]) == {
-        "classes": 3, "at_or_above": 2, "none_right": ["a"], "worst": [["a", 1.0, 0.0]]}
+    # 10/10 -> 0/10: pooled 0.5, z = -1 / sqrt(2 * 0.25 / 10) = -4.47, below; 0.2 -> 0.4 on 10 images each:
+    # z = 0.2 / sqrt(2 * 0.3 * 0.7 / 10) = 0.98, not significant; on 100 each: 3.09, above
+    assert z_score(1.0, 0.0, 10) == pytest.approx(-1 / math.sqrt(0.05)) and z_score(1.0, 1.0, 10) == 0
+    got = compare([1.0, 0.5, 0.2, None], [0.0, 0.5, 0.4, 1.0], ["a", "b", "c", "d"], [10, 10, 10, 10])
+    assert got.pop("correlation") == pytest.approx(np.corrcoef([1.0, 0.5, 0.2], [0.0, 0.5, 0.4])[0, 1], abs=1e-3)
+    assert got == {"classes": 3, "at_or_above": 2, "none_right": ["a"], "below": ["a"], "above": [],
+                   "worst": [["a", 1.0, 0.0]]}
+    assert compare([0.2], [0.4], ["c"], [100])["above"] == ["c"]
     # a new generator shipped at the same path: measured again; the old row, its features and ratio are kept
     OneStepPipeline(tiny_unet(4, seed=2), GenkitScheduler(image_size=8), class_names=CLASS_NAMES,
                     sigma_init=2.5).save_pretrained(tmp_path / "gen")

@@ -8,13 +8,15 @@ a one-step generator misses that its teacher draws, and whether they stay the sa
 The bench caches each arm's FD features (the OpenMoji network's embedding) beside its JSON; the classifier is that
 network's linear head on the same embedding, so the predictions (and the bench's class_accuracy) come back without
 drawing an image again. Seed s drew class s mod K (the bench's class cycle). Writes per-class accuracies of every
-arm and, for each arm after the first, its classes furthest below the first arm's.
+arm and, for each arm after the first, the classes where it is significantly below or above the first arm
+(two-proportion z beyond 3) and its classes furthest below it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -31,14 +33,28 @@ def per_class(pred: np.ndarray, want: np.ndarray, num_classes: int) -> list[floa
     return [float((pred[want == c] == c).mean()) if (want == c).any() else None for c in range(num_classes)]
 
 
-def compare(base: list, arm: list, names: list[str], worst: int = 10) -> dict:
-    """One arm against the base arm, class by class: where it is at or above, where it draws none of a class the
-    base draws, and its `worst` largest shortfalls (name, base, arm)."""
-    pairs = [(n, b, a) for n, b, a in zip(names, base, arm) if a is not None and b is not None]
-    gaps = sorted(pairs, key=lambda p: (p[2] - p[1], p[0]))
-    return {"classes": len(pairs), "at_or_above": sum(a >= b for _, b, a in pairs),
-            "none_right": [n for n, b, a in pairs if a == 0 and b > 0],
-            "worst": [[n, round(b, 3), round(a, 3)] for n, b, a in gaps[:worst] if a < b]}
+def z_score(b: float, a: float, n: int) -> float:
+    """Two-proportion z of accuracy a against b, both on n images (pooled variance; 0 where both are 0 or 1)."""
+    pooled = (a + b) / 2
+    se = math.sqrt(2 * pooled * (1 - pooled) / n) if n else 0.0
+    return (a - b) / se if se > 0 else 0.0
+
+
+def compare(base: list, arm: list, names: list[str], counts: list[int], worst: int = 10, z: float = 3.0) -> dict:
+    """One arm against the base arm, class by class (counts: images of each class in both): the correlation of the
+    per-class accuracies, where the arm is at or above the base, where it draws none of a class the base draws, the
+    classes where it is significantly below or above (|two-proportion z| > z: 3 leaves about 0.3 false calls in 100
+    classes) and its `worst` largest shortfalls (name, base, arm)."""
+    rows = [(n, b, a, k) for n, b, a, k in zip(names, base, arm, counts) if a is not None and b is not None]
+    gaps = sorted(rows, key=lambda r: (r[2] - r[1], r[0]))
+    both = np.array([(b, a) for _, b, a, _ in rows])
+    r = float(np.corrcoef(both.T)[0, 1]) if len(rows) > 1 and both.std(0).min() > 0 else None
+    return {"classes": len(rows), "correlation": None if r is None else round(r, 3),
+            "at_or_above": sum(a >= b for _, b, a, _ in rows),
+            "none_right": [n for n, b, a, _ in rows if a == 0 and b > 0],
+            "below": [n for n, b, a, k in rows if z_score(b, a, k) < -z],
+            "above": [n for n, b, a, k in rows if z_score(b, a, k) > z],
+            "worst": [[n, round(b, 3), round(a, 3)] for n, b, a, _ in gaps[:worst] if a < b]}
 
 
 def main(argv=None):
@@ -78,15 +94,15 @@ def main(argv=None):
         acc[arm] = per_class(pred, want, len(names))
         if abs(float((pred == want).mean()) - bench["rows"][arm]["class_accuracy"]) > 1e-3:
             p.error(f"{arm}: accuracy from the features differs from the bench row's")
-    counts = np.bincount(want, minlength=len(names))
-    out = {"bench": str(args.bench), "arms": arms, "images_per_class": [int(counts.min()), int(counts.max())],
+    counts = np.bincount(want, minlength=len(names)).tolist()
+    out = {"bench": str(args.bench), "arms": arms, "images_per_class": [min(counts), max(counts)],
            "classes": names, "accuracy": {a: [None if v is None else round(v, 3) for v in acc[a]] for a in arms},
-           "against_first": {a: compare(acc[arms[0]], acc[a], names) for a in arms[1:]},
+           "against_first": {a: compare(acc[arms[0]], acc[a], names, counts) for a in arms[1:]},
            "command": shlex.join(["python", "training/sid_classes.py", *(sys.argv[1:] if argv is None else argv)])}
     atomic_write_bytes(args.out, (json.dumps(out, indent=2) + "\n").encode())
     for a, s in out["against_first"].items():
-        print(f"{a}: at or above {arms[0]} on {s['at_or_above']} of {s['classes']} classes; none right of "
-              f"{len(s['none_right'])}: {', '.join(s['none_right'])}")
+        print(f"{a}: at or above {arms[0]} on {s['at_or_above']} of {s['classes']} classes; significantly below on "
+              f"{len(s['below'])}, above on {len(s['above'])}; none right: {', '.join(s['none_right']) or '-'}")
 
 
 if __name__ == "__main__":

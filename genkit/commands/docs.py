@@ -728,26 +728,30 @@ def sid_teachers(root: Path, gen: str = "generator:openmoji-32-sid@1") -> str:
                             f"{_ci(g, 'fd')}, class accuracy {_pct(g['class_accuracy'])}, spread {g['spread']:.1f}."])
 
 
-def sid_classes(root: Path) -> str:
-    """weights/openmoji-32-sid card: class accuracy class by class (classes.json, training/sid_classes.py): the
-    classes the generators miss most against the teacher they match, and how often they are at or above it."""
-    d = _json(root, "weights/openmoji-32-sid/classes.json")
+def sid_classes(root: Path, rel: str = "weights/openmoji-32-sid/classes.json") -> str:
+    """weights/openmoji-32-sid card: class accuracy class by class (training/sid_classes.py's JSON): the classes
+    the later arms miss most against the first (the teacher they match, or an earlier generator), how often they
+    are at or above it, and where they differ beyond chance."""
+    d = _json(root, rel)
     base, gens = d["arms"][0], d["arms"][1:]
     name = lambda a: a.split(":", 1)[1].rsplit("@", 1)[0]  # noqa: E731 (generator:NAME@1 -> NAME)
     acc = {a: dict(zip(d["classes"], d["accuracy"][a])) for a in d["arms"]}
-    shown = list(dict.fromkeys(c for a in gens for c, *_ in d["against_first"][a]["worst"]))
+    hardest = sorted((c for c in d["classes"] if acc[gens[0]][c] is not None), key=lambda c: acc[gens[0]][c])[:6]
+    shown = list(dict.fromkeys([c for a in gens for c, *_ in d["against_first"][a]["worst"]] + hardest))
     shown.sort(key=lambda c: (acc[gens[0]][c] - acc[base][c], c))
     out = [f"| class | {base} | " + " | ".join(name(a) for a in gens) + " |", "|---" * (len(gens) + 2) + "|"]
     out += [f"| {c} | " + " | ".join(_pct(acc[a][c], 0) for a in d["arms"]) + " |" for c in shown]
     lo, hi = d["images_per_class"]
     out += ["", f"{lo}-{hi} images per class (the bench's seeds, class = seed mod {len(d['classes'])}); "
-            f"the classes among each generator's {len(d['against_first'][gens[0]]['worst'])} largest shortfalls. "
-            f"Command: `{d['command']}`.", ""]
+            f"the classes among each arm's {len(d['against_first'][gens[0]]['worst'])} largest shortfalls against "
+            f"{base}, and {name(gens[0])}'s {len(hardest)} hardest. Command: `{d['command']}`.", ""]
     for a in gens:
         s = d["against_first"][a]
-        missed = ", ".join(s["none_right"]) or "-"
-        out.append(f"- {name(a)}: at or above the teacher on {s['at_or_above']} of {s['classes']} classes; not one "
-                   f"image right in {len(s['none_right'])} that the teacher draws ({missed}).")
+        listed = lambda k: f"{len(s[k])} ({', '.join(s[k])})" if s[k] else "0"  # noqa: E731
+        out.append(f"- {name(a)}: at or above {base} on {s['at_or_above']} of {s['classes']} classes "
+                   f"(per-class accuracies correlate {_f(s.get('correlation'), 2)}); "
+                   f"significantly below (two-proportion z < -3) on {listed('below')}, above on {listed('above')}; "
+                   f"not one image right in {listed('none_right')}.")
     return "\n".join(out)
 
 
@@ -874,6 +878,7 @@ TABLES = {"fewstep-summary": fewstep_summary, "fewstep-fd": fewstep_fd, "fewstep
           "sid-vs-teacher": sid_vs_teacher, "sid-alpha": sid_alpha,
           "sid-curve": sid_curve, "guidance-interval": guidance_interval, "sid-teachers": sid_teachers,
           "sid-classes": sid_classes,
+          "sid-classes-n5000": lambda root: sid_classes(root, "weights/openmoji-32-sid/classes_n5000.json"),
           "sid-curve-40k": lambda root: sid_curve(root, "weights/openmoji-32-sid/session26/fd_curve.json"),
           "sid-collapse": sid_collapse, "sid-interval-runs": sid_interval_runs,
           "sid-alpha-k4": lambda root: sid_interval_runs(root, "session34"),
