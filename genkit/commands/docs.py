@@ -460,7 +460,7 @@ def sid_collapse(root: Path) -> str:
 
 
 def sid_interval_runs(root: Path, session: str = "session33") -> str:
-    """weights/openmoji-32-sid, sessions 33-36: runs with the guidance interval, identical but for the flags their
+    """weights/openmoji-32-sid, sessions 33-37: runs with the guidance interval, identical but for the flags their
     training_state.json records (SESSION/ARM.training_state.json): FD to data, FD to the teacher's
     samples, within-class spread and class accuracy of the EMA generator on the fixed seeds at each row of
     SESSION/ARM.metrics.jsonl (rows before class accuracy was logged show FD and spread only)."""
@@ -883,7 +883,8 @@ TABLES = {"fewstep-summary": fewstep_summary, "fewstep-fd": fewstep_fd, "fewstep
           "sid-collapse": sid_collapse, "sid-interval-runs": sid_interval_runs,
           "sid-alpha-k4": lambda root: sid_interval_runs(root, "session34"),
           "sid-warm-35": lambda root: sid_interval_runs(root, "session35"),
-          "sid-warm-36": lambda root: sid_interval_runs(root, "session36"), "vq": vq,
+          "sid-warm-36": lambda root: sid_interval_runs(root, "session36"),
+          "sid-warm-37": lambda root: sid_interval_runs(root, "session37"), "vq": vq,
           "mm-ablations": mm_ablations, "mm-history": mm_history, "measured": measured, "mm-disc": mm_disc,
           "mm-disc-why": mm_disc_why, "app-bench": app_bench, "app-bench-defaults": app_bench_defaults,
           "upsample": upsample}
