@@ -93,7 +93,8 @@ SKIP = {
     "--teacher_guidance_sigma_max 1.0 --fake_score_steps 4 --alpha 1.0 --ema_halflife_images 5000 "
     "--resume_from_checkpoint latest --max_minutes 60": TRAINING,
     "accelerate launch --multi_gpu --num_processes 8 --mixed_precision bf16 training/distill_sid.py --teacher "
-    "weights/openmoji-32 --output_dir runs/sid --train_batch_size 32 --resume_from_checkpoint latest":
+    "weights/openmoji-32 --output_dir runs/sid --teacher_guidance_sigma_max 1.0 --fake_score_steps 4 --alpha 1.0 "
+    "--ema_halflife_images 5000 --train_batch_size 32 --resume_from_checkpoint latest":
         "8 GPUs; " + TRAINING,
     "torchrun --nproc_per_node 2 training/distill_sid.py ...":
         "'...' stands for the flags above; two gloo ranks run in tests/test_distill_sid.py",
