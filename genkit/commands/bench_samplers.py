@@ -237,10 +237,8 @@ def run_samplers(args) -> dict:
     if teacher_nfe:  # 3. the teacher's own samples, last: the most expensive arm
         todo.append(({"arm": f"teacher:{teacher_solver}", "solver": teacher_solver, "grid": "polynomial"},
                      teacher_nfe))
-    def done(arm, n):  # (a row from before weights were recorded counts as measured with these)
+    def done(arm, n):  # a generator's row is here only when measured with its weights (_keep_replaced_generator)
         row = result["rows"].get(row_key(arm["arm"], n))
-        if row is not None and "generator" in arm:
-            return row.get("weights", arm["weights"]) == arm["weights"]
         return row is not None and row.get("trained", trained(arm, n)) == trained(arm, n)
 
     bar = tqdm([(a, n) for a, n in todo if not done(a, n)], desc="bench samplers")
@@ -327,11 +325,12 @@ def _keep_replaced_generator(result: dict, features, arm: dict, out: Path) -> No
     lost when the arm is measured again. Features move first: a kill before the JSON is written repeats this."""
     key = row_key(arm["arm"], 1)
     row = result["rows"].get(key)
-    if row is None or row.get("weights", arm["weights"]) == arm["weights"]:
-        return
-    kept = row_key(f"{arm['arm']}~{row['weights']}", 1)
+    if row is None or row.get("weights", arm["weights"]) == arm["weights"]:   # (no "weights": from before they were
+        return                                                                # recorded; counts as these)
+    name = f"{arm['arm']}~{row['weights']}"
+    kept = row_key(name, 1)
     features.rename(key, kept)
-    result["rows"][kept] = {**result["rows"].pop(key), "arm": f"{arm['arm']}~{row['weights']}"}
+    result["rows"][kept] = {**result["rows"].pop(key), "arm": name}
     result["ratios"] = {(kept + k[len(key):] if k.startswith(key + " / ") else k): v
                         for k, v in result.get("ratios", {}).items()}
     atomic_write_json(out, result)
