@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the solver of those teacher samples (default dpmpp_2m, polynomial grid)")
     bs.add_argument("--generators", default=None, metavar="DIR,...",
                     help="one-step generators distilled from --model (e.g. weights/openmoji-32-sid): arms at NFE 1; "
-                         "a row measured with other weights at the same path is kept as NAME~<weights> and remeasured")
+                         "every other generator row gets paired FD ratios over the first; a row measured with other "
+                         "weights at the same path is kept as NAME~<weights> and remeasured")
     bs.add_argument("--device", default=None)
     bs.add_argument("--out", required=True, metavar="FILE.json")
 

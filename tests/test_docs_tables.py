@@ -79,9 +79,35 @@ def test_the_few_step_verdicts_follow_the_numbers(tmp_path):
     fd = data["bench_fewstep_n1000.json"]["rows"]["bns/learned@5"]
     fd["class_accuracy"] = 0.90                              # below UniPC's 91.2%
     assert verdict("learned multistep (BNS)") == "met missed"
-    fd["class_accuracy"], fd["fd_teacher_ci95"] = 0.95, [0.9, 3.3]   # now overlapping UniPC's [3.24, 4.60]
+    unipc_lo = data["bench_fewstep_n1000.json"]["rows"]["diffusers:unipc@5"]["fd_teacher_ci95"][0]   # 1.88
+    fd["class_accuracy"], fd["fd_teacher_ci95"] = 0.95, [0.3, unipc_lo + 0.01]   # now overlapping UniPC's
     assert verdict("learned multistep (BNS)") == "met missed"
-    fd["fd_teacher_ci95"] = [0.9, 3.2]
+    fd["fd_teacher_ci95"] = [0.3, unipc_lo - 0.01]
     assert verdict("learned multistep (BNS)") == "met met"
     data["bench_ode128_amed.json"]["rows"]["bns/learned@5"]["ode_error"] = 0.121   # 0.504x Euler's 0.240
     assert verdict("learned multistep (BNS)") == "missed met"
+
+
+def _intervals(obj, where=""):
+    """(where, estimate, [lo, hi]) of every bootstrap interval in a result: "X_ci95" goes with "X", "ci95" with
+    "ratio"."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if (k == "ci95" or k.endswith("_ci95")) and v is not None:
+                point = obj.get("ratio" if k == "ci95" else k[:-5])
+                if point is not None:
+                    yield f"{where}.{k}", point, v
+            yield from _intervals(v, f"{where}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _intervals(v, f"{where}[{i}]")
+
+
+def test_every_committed_interval_holds_its_own_estimate():
+    """Intervals are centred on the estimate (genkit.metrics.bootstrap): the resamples' raw percentiles missed 67
+    of the 216 committed FD estimates, since a resample's FD is biased upward."""
+    files = [p for p in (ROOT / "weights").rglob("*.json") if "ci95" in p.read_text()]
+    assert len(files) >= 10
+    bad = [(str(p.relative_to(ROOT)), w, x, lo_hi) for p in files
+           for w, x, lo_hi in _intervals(json.loads(p.read_text())) if not lo_hi[0] - 1e-4 <= x <= lo_hi[1] + 1e-4]
+    assert not bad, bad[:5]

@@ -303,6 +303,12 @@ def test_bench_samplers_measures_fd_to_the_teachers_samples_and_a_one_step_gener
     assert all(again["rows"][k] == rows[k] for k in rows if not k.startswith("generator:"))   # not rerun
     assert again["ratios"][f"{kept} / teacher:dpmpp_2m@4"] == ratios["generator:gen@1 / teacher:dpmpp_2m@4"]
     assert again["ratios"]["generator:gen@1 / teacher:dpmpp_2m@4"] != ratios["generator:gen@1 / teacher:dpmpp_2m@4"]
+    # every other generator row over the first of --generators, to data and to the teacher's samples
+    over_new = again["ratios"][f"{kept} / generator:gen@1"]
+    fds = [(gen[k], again["rows"]["generator:gen@1"][k]) for k in ("fd", "fd_teacher")]   # rounded to 1e-4
+    assert over_new["fd"]["ratio"] == pytest.approx(fds[0][0] / fds[0][1], rel=1e-2)
+    assert over_new["fd_teacher"]["ratio"] == pytest.approx(fds[1][0] / fds[1][1], rel=1e-2)
+    assert "generator:gen@1 / generator:gen@1" not in again["ratios"]
     rc, _, err = cli(capsys, "bench", "samplers", "--model", tiny["model"], "--num", 8, "--ode-num", 0,
                      "--teacher-nfe", 4, "--teacher-solver", "bogus", "--out", tmp_path / "bad.json")
     assert rc == 2 and "--teacher-solver='bogus' is not allowed" in err and not (tmp_path / "bad.json").exists()

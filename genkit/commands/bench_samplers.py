@@ -12,7 +12,8 @@ For each arm and NFE budget, on seeds K..K+N-1 (class 'cycle' and the model's de
 - class_accuracy: the shipped classifier's accuracy on the asked classes;
 - ode_error: mean per-image RMS distance (in [-1, 1] pixel units) to Heun at --ode-ref-steps steps (256:
   511 NFE) from the same noise, on the first --ode-num seeds (0: none);
-- with --bootstrap B: fd_ci95, a bootstrap 95% interval of fd over B resamples of the seeds;
+- with --bootstrap B: fd_ci95, a bootstrap 95% interval of fd over B resamples of the seeds (centred on fd:
+  genkit.metrics.bootstrap says why);
 - with --teacher-nfe M: fd_teacher (and its paired interval), the FD to the model's own samples at M NFE
   (--teacher-solver) from the same seeds and classes. A solver's job is to reproduce the teacher's distribution;
   FD to data can fall as a few-step solver smooths images, so this is the fairer distribution check. The
@@ -20,7 +21,8 @@ For each arm and NFE budget, on seeds K..K+N-1 (class 'cycle' and the model's de
 - spread: the within-class spread of the features (genkit.metrics.diversity; the teacher's row is the yardstick):
   near 0 when the images of one class are all alike, as from a generator that ignores its noise;
 - --generators DIR,...: one-step generators distilled from the model (weights/openmoji-32-sid) as arms at NFE 1,
-  same seeds and classes (their guidance is built in).
+  same seeds and classes (their guidance is built in). The first is the one the run is about: every other
+  generator row (of this run or an earlier one) gets paired ratios over it, as well as over the teacher's row.
 Per-arm features are cached beside FILE (.FILE.features-<config hash>/), so intervals and ratios can be recomputed.
 NFE counts denoiser calls per image; with CFG each is two network evaluations (network_evals). With
 --guidance-sigma-range LO,HI every teacher arm is guided only at sigma in [LO, HI] (network_evals counts what ran;
@@ -280,8 +282,9 @@ def run_samplers(args) -> dict:
             row["spread"] = round(within_class_spread(f, labels), 3)
     if draws:
         # a ratio whose features are not on this machine (an earlier run's cache) is kept as it was measured
+        first = row_key(generator_arm(generators[0]), 1) if generators else None
         result["ratios"] = {**result.get("ratios", {}),
-                            **_paired_ratios(result["rows"], features, ref, teacher, draws, args.seed)}
+                            **_paired_ratios(result["rows"], features, ref, teacher, draws, args.seed, first)}
     pipe.scheduler = genkit_scheduler
     result["ranking_agreement"] = _ranking_agreement(result["rows"])
     atomic_write_json(out, result)
@@ -290,32 +293,33 @@ def run_samplers(args) -> dict:
     return result
 
 
-def _paired_ratios(rows: dict, features, ref, teacher, draws: int, seed: int) -> dict:
+def _paired_ratios(rows: dict, features, ref, teacher, draws: int, seed: int, generator: str | None = None) -> dict:
     """Each arm's FD over its baseline's on the same seeds, with paired bootstrap intervals (an interval that
     excludes 1 separates the two arms even where their own FD intervals overlap): genkit and diffusers arms over
     Euler at the same NFE budget; a skip-tuned arm over the same arm untuned (what `genkit bench skip` decides on);
-    one-step generators over the teacher's samples row. "fd": to the train reference; "fd_teacher": to the
-    teacher's samples (when measured)."""
+    one-step generators over the teacher's samples row, and over `generator` (the row key of the run's first
+    --generators). "fd": to the train reference; "fd_teacher": to the teacher's samples (when measured)."""
     from genkit.metrics.bootstrap import paired_ratio
 
     teacher_key = next((k for k in rows if k.startswith("teacher:")), None)
     out = {}
     for key, row in rows.items():
         if "generator" in row:
-            base = teacher_key
+            bases = [teacher_key, generator]
         elif row.get("skip_tuning") is not None:
-            base = row_key(arm_name(row["solver"], row["grid"]), row["nfe_budget"])
+            bases = [row_key(arm_name(row["solver"], row["grid"]), row["nfe_budget"])]
         else:
-            base = row_key(arm_name("euler", "polynomial"), row["nfe_budget"])
-        if key.startswith("teacher:") or base in (None, key) or base not in rows:
-            continue
-        fa, fb = features.load(base), features.load(key)
-        if fa is None or fb is None:
-            continue
-        pair = {"fd": paired_ratio(fa, fb, ref, draws, seed)}
-        if teacher is not None and base != teacher_key:
-            pair["fd_teacher"] = paired_ratio(fa, fb, teacher, draws, seed)
-        out[f"{key} / {base}"] = pair
+            bases = [row_key(arm_name("euler", "polynomial"), row["nfe_budget"])]
+        for base in bases:
+            if key.startswith("teacher:") or base in (None, key) or base not in rows:
+                continue
+            fa, fb = features.load(base), features.load(key)
+            if fa is None or fb is None:
+                continue
+            pair = {"fd": paired_ratio(fa, fb, ref, draws, seed)}
+            if teacher is not None and base != teacher_key:
+                pair["fd_teacher"] = paired_ratio(fa, fb, teacher, draws, seed)
+            out[f"{key} / {base}"] = pair
     return out
 
 

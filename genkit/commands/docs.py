@@ -709,6 +709,11 @@ def guidance_interval(root: Path) -> str:
     return "\n".join(out)
 
 
+def _arm_name(key: str) -> str:
+    """A bench row key's arm without its kind and NFE: generator:NAME@1 -> NAME."""
+    return key.split(":", 1)[-1].rsplit("@", 1)[0]
+
+
 def sid_teachers(root: Path, gen: str = "generator:openmoji-32-sid@1") -> str:
     """weights/openmoji-32-sid card: the shipped generator against the teacher sampled each of the four ways, on
     the same 1,000 seeds: the paired ratio of FD to data (generator / teacher) and the FD between their samples."""
@@ -724,7 +729,7 @@ def sid_teachers(root: Path, gen: str = "generator:openmoji-32-sid@1") -> str:
                    f"{v['spread']:.1f} | {_fd_ratio(pair)} | {_f(g.get('fd_teacher') if g else None, 1)} | "
                    f"[{Path(rel).name}]({os.path.relpath(rel, 'weights/openmoji-32-sid')}) |")   # from the card
     g = gens[0]
-    return "\n".join(out + ["", f"The generator ({gen.split(':')[1].split('@')[0]}, 1 network evaluation): FD "
+    return "\n".join(out + ["", f"The generator ({_arm_name(gen)}, 1 network evaluation): FD "
                             f"{_ci(g, 'fd')}, class accuracy {_pct(g['class_accuracy'])}, spread {g['spread']:.1f}."])
 
 
@@ -734,21 +739,20 @@ def sid_classes(root: Path, rel: str = "weights/openmoji-32-sid/classes.json") -
     are at or above it, and where they differ beyond chance."""
     d = _json(root, rel)
     base, gens = d["arms"][0], d["arms"][1:]
-    name = lambda a: a.split(":", 1)[1].rsplit("@", 1)[0]  # noqa: E731 (generator:NAME@1 -> NAME)
     acc = {a: dict(zip(d["classes"], d["accuracy"][a])) for a in d["arms"]}
     hardest = sorted((c for c in d["classes"] if acc[gens[0]][c] is not None), key=lambda c: acc[gens[0]][c])[:6]
     shown = list(dict.fromkeys([c for a in gens for c, *_ in d["against_first"][a]["worst"]] + hardest))
     shown.sort(key=lambda c: (acc[gens[0]][c] - acc[base][c], c))
-    out = [f"| class | {base} | " + " | ".join(name(a) for a in gens) + " |", "|---" * (len(gens) + 2) + "|"]
+    out = [f"| class | {base} | " + " | ".join(_arm_name(a) for a in gens) + " |", "|---" * (len(gens) + 2) + "|"]
     out += [f"| {c} | " + " | ".join(_pct(acc[a][c], 0) for a in d["arms"]) + " |" for c in shown]
     lo, hi = d["images_per_class"]
     out += ["", f"{lo}-{hi} images per class (the bench's seeds, class = seed mod {len(d['classes'])}); "
             f"the classes among each arm's {len(d['against_first'][gens[0]]['worst'])} largest shortfalls against "
-            f"{base}, and {name(gens[0])}'s {len(hardest)} hardest. Command: `{d['command']}`.", ""]
+            f"{base}, and {_arm_name(gens[0])}'s {len(hardest)} hardest. Command: `{d['command']}`.", ""]
     for a in gens:
         s = d["against_first"][a]
         listed = lambda k: f"{len(s[k])} ({', '.join(s[k])})" if s[k] else "0"  # noqa: E731
-        out.append(f"- {name(a)}: at or above {base} on {s['at_or_above']} of {s['classes']} classes "
+        out.append(f"- {_arm_name(a)}: at or above {base} on {s['at_or_above']} of {s['classes']} classes "
                    f"(per-class accuracies correlate {_f(s.get('correlation'), 2)}); "
                    f"significantly below (two-proportion z < -3) on {listed('below')}, above on {listed('above')}; "
                    f"not one image right in {listed('none_right')}.")
