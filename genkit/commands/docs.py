@@ -598,9 +598,9 @@ def fewstep_fd(root: Path, rel: str = "weights/openmoji-32/bench_fewstep_n1000.j
     cls = "class = seed mod K" if c["class"] == "cycle" else f"class {c['class']}"
     out = [f"n = {c['num']} seeds ({c['seed']}..{c['seed'] + c['num'] - 1}, {cls}), guidance "
            f"{c['guidance']}, bootstrap 95% intervals over {c.get('bootstrap_draws', 0)} resamples of the seeds; "
-           f"teacher samples: {c.get('teacher', '-')}; {d['device']}. Resampling seeds with replacement repeats "
-           "images, which raises FD: a small FD (to the teacher's samples) can lie below its own interval; the paired "
-           "ratios below are the comparison to read. Wall seconds are whole arms on a shared CPU, rows from several "
+           f"teacher samples: {c.get('teacher', '-')}; {d['device']}. Intervals are centred on the estimate (a "
+           "resample repeats images, which raises its FD: genkit/metrics/bootstrap.py); the paired ratios below are "
+           "the comparison to read. Wall seconds are whole arms on a shared CPU, rows from several "
            "runs: a rough cost, not a timing (`genkit bench overhead` times arms side by side)",
            "", "| arm | NFE | network evals / image | FD to data [95%] | FD to teacher samples [95%] | "
            "class accuracy | wall s (x Euler) |", "|---|---|---|---|---|---|---|"]
