@@ -1,9 +1,9 @@
 """Class accuracy class by class, for arms of a `genkit bench samplers` run, from its cached features: which classes
 a one-step generator misses that its teacher draws, and whether they stay the same from one generator to the next.
 
-    python training/sid_classes.py weights/openmoji-32-sid/session35/interval_teacher_n1000.json \
+    python training/sid_classes.py weights/openmoji-32-sid/interval_teacher_n3000.json \
         --arms teacher:dpmpp_2m@20,generator:openmoji-32-sid@1,generator:sid-H-7k@1 \
-        --out weights/openmoji-32-sid/classes.json
+        --out weights/openmoji-32-sid/classes_n3000.json
 
 The bench caches each arm's FD features (the OpenMoji network's embedding) beside its JSON; the classifier is that
 network's linear head on the same embedding, so the predictions (and the bench's class_accuracy) come back without

@@ -733,7 +733,29 @@ def sid_teachers(root: Path, gen: str = "generator:openmoji-32-sid@1") -> str:
                             f"{_ci(g, 'fd')}, class accuracy {_pct(g['class_accuracy'])}, spread {g['spread']:.1f}."])
 
 
-def sid_classes(root: Path, rel: str = "weights/openmoji-32-sid/classes.json") -> str:
+def sid_bench(root: Path, rel: str, gen: str = "generator:openmoji-32-sid@1") -> str:
+    """weights/openmoji-32-sid card: one bench of the teacher and the generators on the same seeds: each row's FD,
+    FD to the teacher's samples, class accuracy and spread, and the paired FD ratios over the teacher's row and
+    over the shipped generator's."""
+    d = _json(root, rel)
+    c, rows, ratios = d["config"], d["rows"], d.get("ratios", {})
+    order = sorted(rows, key=lambda k: (k != TEACHER_ROW, k != gen, k))
+    out = [f"n = {c['num']} seeds ({c['seed']}..{c['seed'] + c['num'] - 1}, class = seed mod K), the teacher "
+           f"{c['teacher']}, guidance {c['guidance']:g}" + (f" at sigma in [{c['guidance_sigma_range']}] only"
+                                                           if c.get("guidance_sigma_range") else "") +
+           f"; bootstrap 95% intervals; {d['device']}. Command: `{d['command']}`.", "",
+           f"| arm | FD to data [95%] | FD to teacher samples [95%] | class accuracy | spread | FD / teacher's "
+           f"[paired 95%] | FD / {_arm_name(gen)}'s [paired 95%] |", "|---|---|---|---|---|---|---|"]
+    for k in order:
+        v = rows[k]
+        out.append(f"| {_arm_name(k) if k != TEACHER_ROW else k} | {_ci(v, 'fd')} | "
+                   f"{'(itself)' if k == TEACHER_ROW else _ci(v, 'fd_teacher')} | {_pct(v['class_accuracy'])} | "
+                   f"{_f(v.get('spread'), 1)} | {_fd_ratio(ratios.get(f'{k} / {TEACHER_ROW}'))} | "
+                   f"{_fd_ratio(ratios.get(f'{k} / {gen}'))} |")
+    return "\n".join(out)
+
+
+def sid_classes(root: Path, rel: str = "weights/openmoji-32-sid/classes_n3000.json") -> str:
     """weights/openmoji-32-sid card: class accuracy class by class (training/sid_classes.py's JSON): the classes
     the later arms miss most against the first (the teacher they match, or an earlier generator), how often they
     are at or above it, and where they differ beyond chance."""
@@ -882,6 +904,7 @@ TABLES = {"fewstep-summary": fewstep_summary, "fewstep-fd": fewstep_fd, "fewstep
           "sid-vs-teacher": sid_vs_teacher, "sid-alpha": sid_alpha,
           "sid-curve": sid_curve, "guidance-interval": guidance_interval, "sid-teachers": sid_teachers,
           "sid-classes": sid_classes,
+          "sid-n3000": lambda root: sid_bench(root, "weights/openmoji-32-sid/interval_teacher_n3000.json"),
           "sid-classes-n5000": lambda root: sid_classes(root, "weights/openmoji-32-sid/classes_n5000.json"),
           "sid-curve-40k": lambda root: sid_curve(root, "weights/openmoji-32-sid/session26/fd_curve.json"),
           "sid-collapse": sid_collapse, "sid-interval-runs": sid_interval_runs,
