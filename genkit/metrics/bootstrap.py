@@ -12,8 +12,9 @@ Every interval is the estimate +- half the width between the resamples' 2.5 and 
 those percentiles themselves. A resample repeats about a third of its images, and FD on n images is biased upward
 by O(1/n) (fewer distinct images look less like the reference), so the resamples' FDs sit above the estimate:
 by 2.4 (2.7 standard deviations) for a one-step generator's FD to the teacher's samples at n = 1,000, and the
-percentile interval [13.4, 16.9] missed its own estimate 12.7. On toy Gaussians (tests/test_bootstrap.py) the
-percentile interval covered the expected FD at that n in 0 of 200 repeats, the centred one in 97.5%. So [lo, hi]
+percentile interval [13.4, 16.9] missed its own estimate 12.7. On toy Gaussians (d = 32, n = 300, 200 repeats)
+the percentile interval covered the expected FD at that n in none, the centred one in 97.5% (a smaller case is
+tests/test_bootstrap.py's: 9 of 40 against at least 34). So [lo, hi]
 says where FD at this n lands for other seeds; FD at another n differs by its bias: compare arms at equal n, as
 the paired ratio does (its percentiles are pulled toward 1, as both FDs carry the bias: centred too).
 """
@@ -39,7 +40,7 @@ def fd_to(f: np.ndarray, ref) -> float:
 
 def centred(point: float, lo: float, hi: float, floor: float | None = None) -> list[float]:
     """[lo, hi] (bootstrap percentiles) moved to be centred on the estimate: point -+ (hi - lo) / 2, not below
-    floor (0 for an FD). Applied to a centred interval it returns it unchanged."""
+    floor (0 for an FD). Applied to its own output it returns it unchanged, unless floor clipped it."""
     half = (hi - lo) / 2
     lo = point - half if floor is None else max(floor, point - half)
     return [round(float(lo), 4), round(float(point + half), 4)]
