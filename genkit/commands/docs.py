@@ -682,7 +682,7 @@ def sid_vs_teacher(root: Path) -> str:
         speed = b["generator_speedup_over_first_solver"]
         out += ["", f"Measured side by side (`{b['command']}`, {b['device']}, batch {b['batch_size']}, median of "
                 f"{b['repeats']}): the teacher's {b['solvers'][0]} at {b['nfe']} NFE takes {b['median_s']['pipeline']:.3f} s "
-                "per batch; " + "; ".join(f"{k.split(':', 1)[1]} {b['median_s'][k]:.4f} s, {x:.1f}x the images per second"
+                "per batch; " + "; ".join(f"{_arm_name(k)} {b['median_s'][k]:.4f} s, {x:.1f}x the images per second"
                                          for k, x in speed.items()) + "."]
     return "\n".join(out)
 

@@ -68,7 +68,7 @@ def _one_thread():
 
 
 def fd_with_interval(feats: np.ndarray, ref, draws: int, seed: int) -> dict:
-    """FD of (n, d) features against ref, and the 2.5 / 97.5 percentiles over `draws` bootstrap resamples."""
+    """FD of (n, d) features against ref, and its 95% interval over `draws` bootstrap resamples (`centred`)."""
     with _one_thread():
         boot = [fd_to(feats[i], ref) for i in _draws(len(feats), draws, seed)]
         point = fd_to(feats, ref)
